@@ -1,0 +1,3 @@
+from mobilize.cli import main
+
+main()

@@ -1,0 +1,297 @@
+"""The pipeline behind ``mobilize export`` and ``mobilize verify``: source → capture → export × precisions →
+verify → atomic bundle."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mobilize import __version__
+from mobilize import formats as registry
+from mobilize.bundle import manifest as mf
+from mobilize.bundle.hashing import sha256, size
+from mobilize.errors import ConversionError, MobilizeError
+from mobilize.export import ExportOptions
+from mobilize.spec import ModelSpec
+
+StepCallback = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class Result:
+    """What export/verify produced. ``exit_code``: 0 all good, 1 a conversion or parity failure."""
+
+    out: Path
+    manifest: dict[str, Any]
+    strict: bool = False
+
+    @property
+    def artifacts(self) -> list[dict[str, Any]]:
+        return self.manifest["artifacts"]
+
+    @property
+    def exit_code(self) -> int:
+        bad = {"fail"} | ({"unverified"} if self.strict else set())
+        for a in self.artifacts:
+            if a["status"] != "ok" or (a["parity"] and a["parity"]["status"] in bad):
+                return 1
+        return 0
+
+
+def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] | str = registry.DEFAULT_FORMATS,
+           precisions: Sequence[str] | str = registry.DEFAULT_PRECISIONS, options: ExportOptions | None = None,
+           verify: bool = True, strict: bool = False, on_step: StepCallback | None = None) -> Result:
+    """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
+
+    Raises :class:`~mobilize.errors.MobilizeInputError` for bad input (nothing is written); conversion and parity
+    failures are recorded in the manifest and reflected in ``Result.exit_code``.
+    """
+    from mobilize._quiet import captured_output
+    from mobilize.bundle.writer import check_target, staged
+    from mobilize.capture import capture
+    from mobilize.source import load_source
+    from mobilize.verify.inputs import make_input_sets
+    from mobilize.verify.parity import compute_reference
+
+    step = on_step or (lambda _msg: None)
+    fmts = registry.parse_list(formats, what="formats", allowed=tuple(registry.REGISTRY))
+    precs = registry.parse_list(precisions, what="precisions", allowed=registry.PRECISIONS)
+    for f in fmts:
+        unsupported = [p for p in precs if p not in registry.get(f).precisions]
+        if unsupported:
+            from mobilize.errors import OptionError
+
+            raise OptionError(f"{f} does not support precision {unsupported[0]!r}; it supports "
+                              f"{', '.join(registry.get(f).precisions)}")
+    options = options or ExportOptions()
+    out = Path(out)
+    check_target(out)
+
+    step("loading model")
+    with captured_output():
+        spec = source if isinstance(source, ModelSpec) else load_source(source)
+    if isinstance(source, ModelSpec):
+        from mobilize.source import _run_once
+
+        _run_once(spec, spec.name)
+    source_str = source if isinstance(source, str) else f"ModelSpec:{spec.name}"
+
+    step("capturing with torch.export")
+    with captured_output():
+        cap = capture(spec)
+
+    step("computing the PyTorch reference")
+    sets = make_input_sets(spec)
+    ref = compute_reference(spec, sets)
+
+    artifacts: list[dict[str, Any]] = []
+    with staged(out) as tmp:
+        for fmt in fmts:
+            plugin = registry.get(fmt)
+            for prec in precs:
+                step(f"exporting {fmt} {prec}")
+                artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, ref, verify, step))
+        ref.save(tmp / mf.REFERENCE)
+        manifest = _manifest(spec, source_str, cap, ref, artifacts)
+        mf.validate(manifest)
+        (tmp / mf.MANIFEST).write_bytes(mf.dumps(manifest))
+    return Result(out, manifest, strict)
+
+
+def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path,
+                options: ExportOptions, ref: Any, verify: bool, step: StepCallback) -> dict[str, Any]:
+    from mobilize._quiet import captured_output
+
+    rel = f"{spec.name}_{prec}{plugin.suffix}"
+    dest = tmp / rel
+    art: dict[str, Any] = {"format": plugin.name, "precision": prec, "status": "ok", "path": rel, "bytes": None,
+                           "sha256": None, "inputs": [], "outputs": [], "parity": None, "notes": [], "error": None}
+    t0 = time.perf_counter()
+    try:
+        with captured_output() as log:
+            exported = plugin.load("exporter")(cap, spec, prec, dest, options)
+            file_in, file_out = plugin.load("io_reader")(dest)
+    except Exception as exc:  # noqa: BLE001 - one format failing must not stop the others
+        _remove(dest)
+        art.update(status="failed", path=None, error=_error_record(plugin.name, exc, cap.program, log.text))
+        art["export_seconds"] = round(time.perf_counter() - t0, 3)
+        return art
+    art["export_seconds"] = round(time.perf_counter() - t0, 3)
+    art["notes"] = exported.notes
+    art["bytes"] = size(dest)
+    art["sha256"] = sha256(dest)
+    art["inputs"] = _io_records(spec.input_names, file_in)
+    art["outputs"] = _io_records(spec.output_names or [], file_out)
+    if verify:
+        step(f"verifying {plugin.name} {prec}")
+        art["parity"] = verify_artifact(plugin, dest, prec, ref, spec.input_names).to_dict()
+    return art
+
+
+def verify_artifact(plugin: registry.FormatPlugin, path: Path, precision: str, ref: Any,
+                    input_names: Sequence[str]) -> Any:
+    from mobilize._quiet import captured_output
+    from mobilize.verify.parity import verify_file
+
+    with captured_output():
+        return verify_file(plugin.load("runner"), path, plugin.name, precision, ref, input_names)
+
+
+def _io_records(model_names: Sequence[str], file_io: list[Any]) -> list[dict[str, Any]]:
+    from mobilize.verify.parity import io_map
+
+    try:
+        mapping = {v: k for k, v in io_map(model_names, file_io).items()}
+    except MobilizeError:
+        mapping = {}
+    out = []
+    for t in file_io:
+        d = t.to_dict()
+        if t.name in mapping:
+            d["model_name"] = mapping[t.name]
+        out.append(d)
+    return out
+
+
+def _error_record(fmt: str, exc: BaseException, program: Any, log: str) -> dict[str, Any]:
+    ops = list(getattr(exc, "ops", []) or [])
+    modules = modules_for_ops(program, ops) if ops else []
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if len(message) > 600:
+        message = message[:599] + "…"
+    tail = [ln for ln in log.strip().splitlines() if ln.strip()][-5:]
+    return {"message": f"{fmt} conversion failed: {type(exc).__name__}: {message}", "ops": ops, "modules": modules,
+            "converter_log_tail": tail, "kind": "conversion" if isinstance(exc, ConversionError) else "internal"}
+
+
+def modules_for_ops(program: Any, ops: Sequence[str]) -> list[str]:
+    """PyTorch module paths (with class names) whose captured nodes call any of ``ops``."""
+    found: list[str] = []
+    keys = {o.split("::")[-1].split(".")[-1].replace("aten_", "") for o in ops}
+    keys |= {o.split("::")[-1].replace("torch.ops.", "").replace("aten.", "").split(".")[0] for o in ops}
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        target = str(node.target)
+        name = target.replace("aten.", "").split(".")[0]
+        if name not in keys and target not in ops:
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        if stack:
+            path, cls = list(stack.values())[-1]
+            cls_name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+            entry = f"{path or '(root)'} ({cls_name.rsplit('.', 1)[-1]}) calls {target}"
+        else:
+            entry = f"(root) calls {target}"
+        if entry not in found:
+            found.append(entry)
+    return found
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def _parameters(spec: ModelSpec) -> int:
+    seen: set[int] = set()
+    total = 0
+    for p in spec.module.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def _manifest(spec: ModelSpec, source: str, cap: Any, ref: Any, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    model = spec.to_dict()
+    model["source"] = source
+    model["outputs"] = [{"name": n, "shape": list(v.shape), "dtype": v.dtype.name}
+                        for n, v in ref.outputs[0].items()]
+    model["parameters"] = _parameters(spec)
+    return {
+        "schema_version": mf.SCHEMA_VERSION,
+        "mobilize_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "tools": mf.tool_versions(),
+        "model": model,
+        "capture": cap.to_dict(),
+        "reference": {"path": mf.REFERENCE, "deterministic": ref.deterministic,
+                      "input_sets": [s.describe() for s in ref.sets]},
+        "artifacts": artifacts,
+        "summary": summarize(artifacts),
+    }
+
+
+def summarize(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    parity = {"pass": 0, "fail": 0, "unverified": 0}
+    for a in artifacts:
+        if a["parity"]:
+            parity[a["parity"]["status"]] += 1
+    return {"exported": sum(a["status"] == "ok" for a in artifacts),
+            "failed": sum(a["status"] != "ok" for a in artifacts), "parity": parity}
+
+
+def verify(bundle: str | Path, *, source: str | None = None, strict: bool = False,
+           on_step: StepCallback | None = None) -> Result:
+    """Re-verify an existing bundle against its stored reference (or a fresh PyTorch run of ``source``).
+
+    The bundle's files are not modified; the returned manifest carries the new parity records. A file whose sha256
+    no longer matches the manifest fails parity with that reason.
+    """
+    from mobilize.errors import BundleError
+    from mobilize.verify.parity import Reference, compute_reference
+
+    step = on_step or (lambda _msg: None)
+    bundle = Path(bundle)
+    manifest = mf.read(bundle, check_files=False)
+    ref_path = mf.safe_member(bundle, manifest["reference"]["path"], str(bundle / mf.MANIFEST))
+    if source is not None:
+        from mobilize._quiet import captured_output
+        from mobilize.source import load_source
+
+        step("loading model")
+        with captured_output():
+            spec = load_source(source)
+        stored = Reference.load(ref_path) if ref_path.is_file() else None
+        sets = stored.sets if stored else __import__("mobilize.verify.inputs", fromlist=["x"]).make_input_sets(spec)
+        ref = compute_reference(spec, sets)
+    else:
+        if not ref_path.is_file():
+            raise BundleError(f"{bundle}: {manifest['reference']['path']} is missing; re-verify with --source "
+                              "to recompute the reference from PyTorch")
+        try:
+            ref = Reference.load(ref_path)
+        except Exception as exc:  # noqa: BLE001 - any decoding problem is a bad bundle
+            raise BundleError(f"{ref_path}: unreadable reference data ({type(exc).__name__}: {exc})") from None
+    input_names = [t["name"] for t in manifest["model"]["inputs"]]
+    for art in manifest["artifacts"]:
+        if art["status"] != "ok":
+            continue
+        where = f"{bundle / mf.MANIFEST} [{art['format']} {art['precision']}]"
+        path = mf.safe_member(bundle, art["path"], where)
+        if not path.exists():
+            raise BundleError(f"{where}: file {art['path']} is missing from the bundle")
+        step(f"verifying {art['format']} {art['precision']}")
+        plugin = registry.get(art["format"])
+        record = verify_artifact(plugin, path, art["precision"], ref, input_names)
+        if sha256(path) != art["sha256"]:
+            record.failures.insert(0, f"{art['path']}: sha256 differs from the manifest (the file changed after "
+                                      "export)")
+            record.status, record.reason = "fail", record.failures[0]
+        art["parity"] = record.to_dict()
+    manifest["summary"] = summarize(manifest["artifacts"])
+    return Result(bundle, manifest, strict)
+
+
+def load_bundle(bundle: str | Path) -> dict[str, Any]:
+    """Read and check a bundle's manifest (schema, paths inside the folder, sizes and sha256 of every file)."""
+    return mf.read(Path(bundle), check_files=True)

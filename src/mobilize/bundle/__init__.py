@@ -1,0 +1,1 @@
+"""The bundle: artifacts + ``manifest.json`` + ``reference.npz``, written atomically."""

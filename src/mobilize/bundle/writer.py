@@ -1,0 +1,101 @@
+"""Atomic bundle writing: build in a hidden sibling folder, then swap it in with renames.
+
+    out/            ← the user's bundle (old one, if any, stays intact until the very end)
+    .out.tmp-XXXX/  ← new bundle built here
+    rename out → .out.old-XXXX, rename .out.tmp-XXXX → out, remove .out.old-XXXX
+
+If anything fails before the swap, the temporary folder is removed and ``out`` is untouched. A target that exists
+but is not a mobilize bundle (no manifest.json) is never replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from mobilize.errors import BundleError
+
+
+def check_target(out: Path) -> None:
+    """Refuse targets that are not ours to replace; raise :class:`BundleError` with what to do."""
+    if out.is_symlink():
+        raise BundleError(f"--out {out} is a symlink; give a real folder path (mobilize replaces the folder itself)")
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"--out {out} is a file, not a folder; choose another path")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise BundleError(f"--out {out} is a non-empty folder that is not a mobilize bundle; choose an empty or new "
+                          "folder (mobilize only replaces its own bundles)")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.exists():
+        raise BundleError(f"--out {out}: parent folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise BundleError(f"--out {out}: parent folder {parent} is not writable")
+
+
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """Yield a fresh staging folder beside ``out``; on clean exit swap it in, on error discard it."""
+    out = Path(out)
+    check_target(out)
+    parent = out.parent if str(out.parent) else Path(".")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def swap_in(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old.rmdir()
+        os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(out.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write one file atomically (temp file in the same folder + fsync + rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file():
+            with p.open("rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,228 @@
+"""The ``mobilize`` command. Exit codes: 0 all good, 1 a conversion or parity failure, 2 could not run (bad input)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mobilize import __version__
+
+_STATE: dict[str, Any] = {"verbose": False}
+
+
+def _console(stderr: bool = False) -> Any:
+    """A rich console on a duplicate of the original stdout/stderr, so it survives fd redirection of converters."""
+    from rich.console import Console
+
+    key = "err" if stderr else "out"
+    if key not in _STATE:
+        fd = os.dup(2 if stderr else 1)
+        stream = open(fd, "w", buffering=1, closefd=True)  # noqa: SIM115 - lives as long as the process
+        width = None if stream.isatty() else 120
+        _STATE[key] = Console(file=stream, stderr=stderr, highlight=False, soft_wrap=False, width=width)
+    return _STATE[key]
+
+
+def _fail(exc: BaseException) -> None:
+    """One line, no traceback (unless -v), and the exit code for the kind of error."""
+    from mobilize.errors import MobilizeError, MobilizeInputError
+
+    if _STATE["verbose"]:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, MobilizeInputError):
+        _console(True).print(f"[bold red]error:[/] {_escape(str(exc))}")
+        raise SystemExit(2)
+    if isinstance(exc, MobilizeError):
+        _console(True).print(f"[bold red]error:[/] {_escape(str(exc))}")
+        raise SystemExit(1)
+    _console(True).print(f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(' '.join(str(exc).split()))}"
+                         " (run with -v for the traceback)")
+    raise SystemExit(2)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            _console(True).print("[yellow]interrupted[/]; the previous bundle (if any) is untouched")
+            raise SystemExit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the single place where errors become exit codes
+            _fail(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show converter logs and tracebacks.")
+@click.version_option(__version__, prog_name="mobilize")
+def main(verbose: bool) -> None:
+    """Turn a PyTorch model into verified ONNX, Core ML and TFLite files in an app-ready bundle."""
+    from mobilize import _quiet
+
+    _STATE["verbose"] = verbose
+    _quiet.set_verbose(verbose)
+
+
+_FORMATS_HELP = "Comma-separated formats: onnx, coreml, tflite."
+_PREC_HELP = "Comma-separated precisions: fp32, fp16."
+
+
+@main.command()
+@click.argument("source")
+@click.option("--out", "out", default=None, type=click.Path(path_type=Path),
+              help="Bundle folder (default: ./<model-name>-bundle). Replaced atomically.")
+@click.option("--formats", default="onnx,coreml,tflite", show_default=True, help=_FORMATS_HELP)
+@click.option("--precisions", default="fp32,fp16", show_default=True, help=_PREC_HELP)
+@click.option("--coreml-target", default="iOS16", show_default=True,
+              help="Core ML minimum deployment target (iOS15..iOS18, macOS12..macOS15).")
+@click.option("--onnx-opset", default=18, show_default=True, type=int, help="ONNX opset (18..23).")
+@click.option("--fp16-io", is_flag=True, help="fp16 artifacts take and return float16 instead of float32.")
+@click.option("--no-verify", is_flag=True, help="Skip parity checks (artifacts get parity null).")
+@click.option("--strict", is_flag=True, help="Treat 'unverified' parity (e.g. Core ML on Linux) as a failure.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the manifest to this file.")
+def export(source: str, out: Path | None, formats: str, precisions: str, coreml_target: str, onnx_opset: int,
+           fp16_io: bool, no_verify: bool, strict: bool, json_out: Path | None) -> None:
+    """Export SOURCE (file.py:fn, package.module:fn, zoo:NAME or model.pt2) to a verified bundle."""
+    from mobilize import api
+    from mobilize.export import ExportOptions
+
+    options = ExportOptions(onnx_opset=onnx_opset, coreml_target=coreml_target, fp16_io=fp16_io)
+    if out is None:
+        stem = source.split(":")[-1] if source.startswith("zoo:") else Path(source.split(":")[0]).stem
+        out = Path(f"{stem or 'model'}-bundle")
+    result = _with_status(lambda step: api.export(source, out, formats=formats, precisions=precisions,
+                                                  options=options, verify=not no_verify, strict=strict, on_step=step))
+    _print_result(result, title=f"mobilize export {source}")
+    if json_out:
+        json_out.write_text(json.dumps(result.manifest, indent=2) + "\n")
+    raise SystemExit(result.exit_code)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the verification results here.")
+@click.option("--source", default=None, help="Recompute the reference from this model source instead of the "
+              "bundle's stored reference.npz.")
+@click.option("--strict", is_flag=True, help="Treat 'unverified' parity as a failure.")
+def verify(bundle: Path, json_out: Path | None, source: str | None, strict: bool) -> None:
+    """Re-verify an existing BUNDLE (exit 0 all pass, 1 a parity failure, 2 could not run)."""
+    from mobilize import api
+
+    result = _with_status(lambda step: api.verify(bundle, source=source, strict=strict, on_step=step))
+    _print_result(result, title=f"mobilize verify {bundle}")
+    if json_out:
+        payload = {"bundle": str(bundle), "summary": result.manifest["summary"],
+                   "artifacts": [{k: a[k] for k in ("format", "precision", "path", "sha256", "parity")}
+                                 for a in result.artifacts]}
+        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+    if any(a["parity"] and a["parity"].get("could_not_run") for a in result.artifacts):
+        bad = next(a for a in result.artifacts if a["parity"] and a["parity"].get("could_not_run"))
+        _console(True).print(f"[bold red]error:[/] {_escape(bad['parity']['reason'])}")
+        raise SystemExit(2)
+    raise SystemExit(result.exit_code)
+
+
+@main.command()
+def zoo() -> None:
+    """List the built-in models (use them as zoo:NAME)."""
+    from rich.table import Table
+
+    from mobilize import models
+
+    table = Table(title="mobilize zoo")
+    for col in ("name", "model", "weights"):
+        table.add_column(col)
+    for name in models.names():
+        e = models.ZOO[name]
+        table.add_row(f"zoo:{name}" + (" (default)" if name == models.DEFAULT else ""), e.summary, e.weights)
+    _console().print(table)
+
+
+@main.command()
+@click.option("--out", default=Path("mobilize-demo"), show_default=True, type=click.Path(path_type=Path))
+def demo(out: Path) -> None:
+    """Export the built-in digits classifier to every format at fp32 and fp16, verify, and print the table."""
+    from mobilize import api, models
+
+    source = f"zoo:{models.DEFAULT}"
+    result = _with_status(lambda step: api.export(source, out, on_step=step))
+    _print_result(result, title=f"mobilize demo ({source})")
+    raise SystemExit(result.exit_code)
+
+
+def _with_status(fn: Any) -> Any:
+    console = _console(True)
+    if _STATE["verbose"] or not console.is_terminal:
+        def step(msg: str) -> None:
+            if _STATE["verbose"]:
+                console.print(f"[dim]… {msg}[/]")
+
+        return fn(step)
+    with console.status("starting") as status:
+        return fn(lambda msg: status.update(f"{msg}…"))
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _print_result(result: Any, title: str) -> None:
+    """The results table, then one line per artifact that did not pass (what happened and why)."""
+    from rich.table import Table
+
+    colors = {"pass": "green", "fail": "red", "unverified": "yellow"}
+    table = Table(title=title)
+    for col in ("format", "precision", "size", "parity", "max abs err", "SNR dB", "runtime"):
+        table.add_column(col, justify="right" if col in ("size", "max abs err", "SNR dB") else "left")
+    notes: list[str] = []
+    for a in result.artifacts:
+        p = a["parity"]
+        label = f"{a['format']} {a['precision']}"
+        if a["status"] != "ok":
+            err = a["error"] or {}
+            where = "; ".join(err.get("modules") or err.get("ops") or [])
+            table.add_row(a["format"], a["precision"], "—", "[red]export failed[/]", "", "", "")
+            notes.append(f"[red]{label}[/]: {_escape(err.get('message', '')[:300])}"
+                         + (f" [dim](where: {_escape(where)})[/]" if where else ""))
+            continue
+        if p is None:
+            table.add_row(a["format"], a["precision"], _fmt_bytes(a["bytes"]), "not checked", "", "", "")
+            continue
+        mae = f"{p['max_abs_error']:.2e}" if p.get("max_abs_error") is not None else ""
+        snr = f"{p['snr_db']:.1f}" if p.get("snr_db") is not None else ""
+        table.add_row(a["format"], a["precision"], _fmt_bytes(a["bytes"]),
+                      f"[{colors[p['status']]}]{p['status']}[/]", mae, snr, p["runtime"] or "—")
+        if p["status"] != "pass" and p.get("reason"):
+            notes.append(f"[{colors[p['status']]}]{label}[/]: {_escape(p['reason'])}")
+    console = _console()
+    console.print(table)
+    for line in dict.fromkeys(notes):
+        console.print(f"  {line}")
+    s = result.manifest["summary"]
+    console.print(f"bundle: [bold]{_escape(str(result.out))}[/]  ({s['exported']} exported, {s['failed']} failed; "
+                  f"parity: {s['parity']['pass']} pass, {s['parity']['fail']} fail, "
+                  f"{s['parity']['unverified']} unverified)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,65 @@
+"""mobilize's exception types.
+
+Every error a user can cause is a :class:`MobilizeInputError` (a ``ValueError``): the CLI prints its one-line
+message and exits 2. Failures of a converter or runtime on a valid model are :class:`ConversionError` /
+:class:`RuntimeFailure`; they are recorded per artifact instead of aborting the whole run.
+"""
+
+from __future__ import annotations
+
+
+class MobilizeError(Exception):
+    """Base of every exception mobilize raises on purpose."""
+
+
+class MobilizeInputError(MobilizeError, ValueError):
+    """The user's input (a source, a file, a flag, a bundle) is unusable. CLI exit code 2."""
+
+
+class SourceError(MobilizeInputError):
+    """A model source could not be loaded or does not return a usable model."""
+
+
+class SpecError(MobilizeInputError):
+    """A ModelSpec or a tensor spec is inconsistent."""
+
+
+class OptionError(MobilizeInputError):
+    """A flag or option value is invalid (unknown format, precision, target...)."""
+
+
+class BundleError(MobilizeInputError):
+    """A bundle folder or its manifest is missing, malformed, or unsafe to use."""
+
+
+class FeedError(MobilizeInputError):
+    """A runner was fed tensors whose names, dtypes or shapes do not match the file."""
+
+
+class CaptureError(MobilizeError):
+    """Every torch.export strategy failed; carries the per-strategy reasons."""
+
+
+class ConversionError(MobilizeError):
+    """A converter failed on a captured program.
+
+    Args:
+        format: the format name (``onnx``, ``coreml``, ``tflite``).
+        ops: operator names the converter could not handle, when they could be identified.
+        modules: the PyTorch module paths those operators came from, when known.
+    """
+
+    def __init__(self, message: str, *, format: str, ops: list[str] | None = None,
+                 modules: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.format = format
+        self.ops = ops or []
+        self.modules = modules or []
+
+
+class RuntimeFailure(MobilizeError):
+    """A runtime could not load or run an artifact."""
+
+
+class RuntimeUnavailable(MobilizeError):
+    """The runtime for a format does not exist on this machine (e.g. Core ML on Linux)."""

@@ -1,0 +1,80 @@
+"""ONNX exporter: torch.onnx (dynamo) from the captured program → one self-contained ``.onnx`` file.
+
+Weights are embedded (``external_data=False``; app bundles want one file), the opset is ≥ 18, and the file passes
+``onnx.checker.check_model(full_check=True)``. fp16 converts weights and compute to float16 with
+onnxruntime's converter, keeping float32 inputs/outputs unless ``fp16_io`` is set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mobilize.capture import Capture
+from mobilize.errors import ConversionError
+from mobilize.export import ExportedFile, ExportOptions
+from mobilize.spec import ModelSpec
+
+_TWO_GB = 2**31
+
+
+def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, options: ExportOptions) -> ExportedFile:
+    import onnx
+    import torch
+
+    notes: list[str] = []
+    try:
+        program = torch.onnx.export(
+            capture.program, spec.example_inputs, dynamo=True, external_data=False,
+            opset_version=options.onnx_opset, input_names=list(spec.input_names),
+            output_names=list(spec.output_names or []), verbose=False, optimize=True,
+        )
+    except Exception as exc:  # noqa: BLE001 - converter failures become a ConversionError with the ops named
+        raise ConversionError(str(exc), format="onnx", ops=_unsupported_ops(str(exc))) from exc
+    model = program.model_proto
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(model, keep_io_types=not options.fp16_io, disable_shape_infer=False)
+        _toposort(model.graph)  # the converter appends its I/O casts at the end of the node list
+        notes.append("fp16: weights and compute in float16 (onnxruntime float16 converter)"
+                     + ("" if options.fp16_io else "; inputs/outputs stay float32"))
+    elif precision != "fp32":
+        raise ConversionError(f"onnx exporter has no precision {precision!r}", format="onnx")
+    if model.ByteSize() >= _TWO_GB:
+        raise ConversionError("model is ≥ 2 GB, larger than a single-file ONNX protobuf can hold", format="onnx")
+    onnx.checker.check_model(model, full_check=True)
+    dest.write_bytes(model.SerializeToString())
+    return ExportedFile(dest, notes)
+
+
+def _toposort(graph) -> None:  # noqa: ANN001 - onnx GraphProto
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs (Kahn's algorithm, stable)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        progressed = False
+        rest = []
+        for node in pending:
+            if all(name in available for name in node.input):
+                ordered.append(node)
+                available.update(node.output)
+                progressed = True
+            else:
+                rest.append(node)
+        if not progressed:
+            raise ConversionError("fp16 conversion left a graph with a cycle or a dangling input "
+                                  f"(first stuck node: {rest[0].name} {rest[0].op_type})", format="onnx")
+        pending = rest
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _unsupported_ops(message: str) -> list[str]:
+    import re
+
+    ops = re.findall(r"(?:aten|prims|torchvision)::?\.?[A-Za-z_][\w.]*", message)
+    return sorted(set(ops))

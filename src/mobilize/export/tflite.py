@@ -1,0 +1,73 @@
+"""TFLite (LiteRT) exporter: litert-torch lowers the captured program to a ``.tflite`` flatbuffer (no TensorFlow).
+
+litert-torch re-traces ``program.module()`` (the captured graph, not the user's eager module), so every format is
+fed by the same capture. int64 tensors become int32 in the file; the manifest records the file's actual I/O. fp16
+stores weights as float16 (ai-edge-quantizer's float-casting recipe); LiteRT dequantizes them at load time on CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mobilize.capture import Capture, dynamic_shapes_for
+from mobilize.errors import ConversionError
+from mobilize.export import ExportedFile, ExportOptions
+from mobilize.spec import ModelSpec
+
+
+def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, options: ExportOptions) -> ExportedFile:
+    import litert_torch
+
+    from mobilize._quiet import quiet_imports
+
+    quiet_imports()
+    if precision not in ("fp32", "fp16"):
+        raise ConversionError(f"tflite exporter has no precision {precision!r}", format="tflite")
+    notes: list[str] = []
+    module = capture.program.module()
+    attempts = [dynamic_shapes_for(spec)] if capture.dynamic else []
+    attempts.append(None)
+    edge_model = None
+    last: Exception | None = None
+    for dyn in attempts:
+        try:
+            edge_model = litert_torch.convert(module, spec.example_inputs, dynamic_shapes=dyn, strict_export=False)
+            break
+        except Exception as exc:  # noqa: BLE001 - a dynamic-shape failure falls back to static shapes
+            last = exc
+            if dyn is not None:
+                notes.append("dynamic dims are fixed at the example shape in the TFLite file "
+                             f"(litert-torch could not lower them: {type(exc).__name__})")
+    if edge_model is None:
+        assert last is not None
+        raise ConversionError(str(last), format="tflite", ops=_unsupported_ops(str(last))) from last
+    tmp = dest.with_suffix(".fp32.tflite") if precision == "fp16" else dest
+    edge_model.export(str(tmp))
+    if any(t.dtype.itemsize == 8 and not t.dtype.is_floating_point for t in spec.example_inputs):
+        notes.append("int64 inputs are int32 in the TFLite file")
+    if precision == "fp16":
+        _to_fp16_weights(tmp, dest)
+        tmp.unlink()
+        notes.append("fp16: weights stored as float16 (ai-edge-quantizer float casting); compute stays float32 on CPU")
+    return ExportedFile(dest, notes)
+
+
+def _to_fp16_weights(src: Path, dest: Path) -> None:
+    from ai_edge_quantizer import quantizer
+
+    q = quantizer.Quantizer(src.read_bytes())
+    q.add_weight_only_config(regex=".*", operation_name="*", num_bits=16, algorithm_key="float_casting")
+    try:
+        result = q.quantize(enable_progress_report=False, enable_progress_bar=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionError(f"ai-edge-quantizer fp16 weight casting failed: {exc}", format="tflite") from exc
+    dest.write_bytes(bytes(result.quantized_model))
+
+
+def _unsupported_ops(message: str) -> list[str]:
+    import re
+
+    ops = re.findall(r"failed to legalize operation '([^']+)'", message)
+    ops += re.findall(r"target=(torch\.ops\.[\w.]+)", message)
+    ops += re.findall(r"No lowering (?:found )?for ([\w.:]+)", message)
+    return sorted(set(ops))

@@ -1,0 +1,75 @@
+"""The format registry: each format is an exporter, a runner and an I/O reader, found by dotted path so nothing
+heavy is imported until a format is used.
+
+Adding a format = one module in ``export/``, one in ``runtime/``, and one :func:`register` call here. Registration
+refuses duplicates at import time, and ``tests/test_formats.py`` fails when a registered format lacks a piece.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+from mobilize.errors import OptionError
+
+PRECISIONS = ("fp32", "fp16")
+
+
+@dataclasses.dataclass(frozen=True)
+class FormatPlugin:
+    name: str
+    suffix: str  # file (or package folder) suffix
+    exporter: str  # "module:function" with the signature of mobilize.export.onnx.export
+    runner: str  # "module:Class", a mobilize.runtime.base.Runner subclass
+    io_reader: str  # "module:function" returning (inputs, outputs) as IOTensors, no runtime needed where possible
+    precisions: tuple[str, ...]
+    summary: str
+
+    def load(self, attr: str) -> Any:
+        mod, _, name = getattr(self, attr).partition(":")
+        return getattr(importlib.import_module(mod), name)
+
+
+REGISTRY: dict[str, FormatPlugin] = {}
+
+
+def register(plugin: FormatPlugin) -> FormatPlugin:
+    if plugin.name in REGISTRY:
+        raise ValueError(f"format {plugin.name!r} is already registered")
+    REGISTRY[plugin.name] = plugin
+    return plugin
+
+
+register(FormatPlugin("onnx", ".onnx", "mobilize.export.onnx:export", "mobilize.runtime.onnx:OnnxRunner",
+                      "mobilize.runtime.onnx:read_io", PRECISIONS, "ONNX (torch.onnx dynamo → onnxruntime)"))
+register(FormatPlugin("coreml", ".mlpackage", "mobilize.export.coreml:export", "mobilize.runtime.coreml:CoreMLRunner",
+                      "mobilize.runtime.coreml:read_io", PRECISIONS, "Core ML ML Program (coremltools)"))
+register(FormatPlugin("tflite", ".tflite", "mobilize.export.tflite:export", "mobilize.runtime.tflite:TFLiteRunner",
+                      "mobilize.runtime.tflite:read_io", PRECISIONS, "TFLite / LiteRT (litert-torch → ai-edge-litert)"))
+
+DEFAULT_FORMATS = ("onnx", "coreml", "tflite")
+DEFAULT_PRECISIONS = ("fp32", "fp16")
+
+
+def get(name: str) -> FormatPlugin:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise OptionError(f"unknown format {name!r}; choose from {', '.join(REGISTRY)}") from None
+
+
+def parse_list(value: str | list[str] | tuple[str, ...], *, what: str, allowed: tuple[str, ...]) -> list[str]:
+    """Parse ``"onnx,tflite"`` (or a list) into a de-duplicated list, rejecting unknown names with the choices."""
+    items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value)]
+    items = [v for v in items if v]
+    if not items:
+        raise OptionError(f"--{what} is empty; choose from {', '.join(allowed)}")
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        import difflib
+
+        hint = difflib.get_close_matches(bad[0], allowed, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise OptionError(f"--{what}: unknown value {bad[0]!r}{did}; choose from {', '.join(allowed)}")
+    return list(dict.fromkeys(items))

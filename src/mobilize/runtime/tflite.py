@@ -1,0 +1,75 @@
+"""ai-edge-litert runner: the LiteRT Interpreter with its default XNNPACK delegate.
+
+Files are read as bytes and handed to ``model_content=``: that loader verifies the flatbuffer, the path loader does
+not. I/O is the file's serving signature; int8/uint8 tensors carry their scale/zero-point in ``quantization``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mobilize.errors import RuntimeFailure
+from mobilize.runtime.base import IOTensor, Runner, natural_key
+
+
+class TFLiteRunner(Runner):
+    format = "tflite"
+    runtime = "ai-edge-litert"
+
+    def _load(self) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self._interp = Interpreter(model_content=self.path.read_bytes(), num_threads=self.threads)
+            sigs = self._interp.get_signature_list()
+            self._sig = "serving_default" if "serving_default" in sigs else next(iter(sigs), None)
+            if self._sig is None:
+                raise ValueError("the file has no signature")
+            self._runner = self._interp.get_signature_runner(self._sig)
+        except Exception as exc:  # noqa: BLE001
+            raise RuntimeFailure(f"{self.path.name}: LiteRT could not load the file: {_short(exc)}") from exc
+        ins = self._runner.get_input_details()
+        outs = self._runner.get_output_details()
+        self._inputs = [_io(n, ins[n]) for n in sorted(ins, key=natural_key)]
+        self._outputs = [_io(n, outs[n]) for n in sorted(outs, key=natural_key)]
+
+    def _unload(self) -> None:
+        self._runner = None
+        self._interp = None
+
+    @property
+    def inputs(self) -> list[IOTensor]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[IOTensor]:
+        return self._outputs
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            out = self._runner(**feeds)
+        except Exception as exc:  # noqa: BLE001
+            raise RuntimeFailure(f"{self.path.name}: LiteRT failed: {_short(exc)}") from exc
+        return {o.name: np.array(out[o.name]) for o in self._outputs}
+
+
+def _io(name: str, d: dict) -> IOTensor:
+    sig = d.get("shape_signature", d["shape"])
+    shape = tuple(int(s) if s >= 0 else None for s in sig)
+    q = d.get("quantization_parameters") or {}
+    quant = None
+    scales = np.asarray(q.get("scales", []))
+    if scales.size:
+        quant = {"scale": [float(s) for s in scales], "zero_point": [int(z) for z in q.get("zero_points", [])],
+                 "axis": int(q.get("quantized_dimension", 0))}
+    return IOTensor(name, shape, np.dtype(d["dtype"]).name, quant)
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def read_io(path) -> tuple[list[IOTensor], list[IOTensor]]:  # noqa: ANN001
+    """The inputs and outputs of the ``.tflite`` file's serving signature."""
+    with TFLiteRunner(path) as r:
+        return r.inputs, r.outputs

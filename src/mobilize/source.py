@@ -1,0 +1,259 @@
+"""Load a model from the source grammar into a :class:`~mobilize.spec.ModelSpec`.
+
+Grammar::
+
+    path/to/file.py:fn     run fn() from a Python file (your own code: it is executed)
+    package.module:fn      run fn() from an importable module
+    zoo:NAME               a built-in model (``mobilize zoo`` lists them)
+    path/to/model.pt2      a program written by ``torch.export.save`` (vetted: no arbitrary unpickling)
+
+``fn()`` returns ``(module, example_inputs)`` or a ``ModelSpec``. Every failure is a one-line :class:`SourceError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import json
+import os
+import re
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from mobilize.errors import SourceError, SpecError
+from mobilize.spec import ModelSpec
+
+_MODULE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+def load_source(source: str) -> ModelSpec:
+    """Resolve ``source`` to a ModelSpec whose module has been run once on its example inputs."""
+    if not isinstance(source, str) or not source.strip():
+        raise SourceError("empty model source; give file.py:fn, package.module:fn, zoo:NAME or model.pt2")
+    source = source.strip()
+    if source.startswith("zoo:"):
+        from mobilize import models
+
+        spec = models.get(source[4:])
+    elif _looks_like_pt2(source):
+        spec = _load_pt2(Path(source))
+    elif ":" in source:
+        target, _, fn_name = source.rpartition(":")
+        if not fn_name.isidentifier():
+            raise SourceError(f"{source}: {fn_name!r} is not a function name; expected file.py:fn or package.module:fn")
+        fn = _load_function(target, fn_name, source)
+        spec = _call_builder(fn, source)
+    else:
+        raise SourceError(f"{source}: not a model source; expected file.py:fn, package.module:fn, zoo:NAME or "
+                          "model.pt2")
+    _run_once(spec, source)
+    return spec
+
+
+def _looks_like_pt2(source: str) -> bool:
+    p = Path(source)
+    if source.endswith(".pt2"):
+        return True
+    # content, not extension: a zip archive holding an 'archive_format' entry is a PT2 archive
+    if ":" not in source and p.is_file():
+        try:
+            with zipfile.ZipFile(p) as z:
+                return any(n.endswith("archive_format") for n in z.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+    return False
+
+
+def _load_function(target: str, fn_name: str, source: str) -> Any:
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise SourceError(f"{source}: file {target} does not exist")
+        mod_name = f"_mobilize_user_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise SourceError(f"{source}: {target} is not a loadable Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            sys.modules[mod_name] = module
+            spec.loader.exec_module(module)
+        except SyntaxError as exc:
+            raise SourceError(f"{source}: {target} line {exc.lineno}: syntax error: {exc.msg}") from exc
+        except Exception as exc:  # noqa: BLE001 - user code may raise anything
+            raise SourceError(f"{source}: importing {target} raised {type(exc).__name__}: {_short(exc)}") from exc
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+    else:
+        if not _MODULE_RE.match(target):
+            raise SourceError(f"{source}: {target!r} is neither a .py file nor a module path like package.module")
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as exc:
+            raise SourceError(f"{source}: module {exc.name!r} not found (is it installed or on PYTHONPATH?)") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise SourceError(f"{source}: importing {target} raised {type(exc).__name__}: {_short(exc)}") from exc
+    fn = getattr(module, fn_name, None)
+    if fn is None:
+        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        hint = f"; it defines: {', '.join(public[:8])}" if public else ""
+        raise SourceError(f"{source}: {target} has no function {fn_name!r}{hint}")
+    if not callable(fn):
+        raise SourceError(f"{source}: {fn_name!r} in {target} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+def _call_builder(fn: Any, source: str) -> ModelSpec:
+    import torch
+
+    try:
+        result = fn()
+    except Exception as exc:  # noqa: BLE001
+        raise SourceError(f"{source}: calling {fn.__name__}() raised {type(exc).__name__}: {_short(exc)}") from exc
+    if isinstance(result, ModelSpec):
+        return result
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
+        module, inputs = result
+        if isinstance(inputs, torch.Tensor):
+            inputs = (inputs,)
+        if isinstance(inputs, list):
+            inputs = tuple(inputs)
+        if not isinstance(inputs, tuple):
+            raise SourceError(f"{source}: {fn.__name__}() returned example inputs of type {type(inputs).__name__}; "
+                              "return a tuple of tensors")
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", type(module).__name__) or "model"
+        try:
+            return ModelSpec(module=module, example_inputs=inputs, name=name)
+        except SpecError as exc:
+            raise SourceError(f"{source}: {exc}") from exc
+    got = type(result).__name__
+    if isinstance(result, tuple):
+        got = f"a {len(result)}-tuple of ({', '.join(type(x).__name__ for x in result)})"
+    raise SourceError(f"{source}: {fn.__name__}() returned {got}; it must return (torch.nn.Module, "
+                      "tuple_of_example_tensors) or a mobilize.ModelSpec")
+
+
+def _run_once(spec: ModelSpec, source: str) -> None:
+    """Run the module on its example inputs; fills output names and checks outputs are tensors."""
+    import torch
+
+    spec.module.eval()
+    try:
+        with torch.no_grad():
+            out = spec.module(*spec.example_inputs)
+    except Exception as exc:  # noqa: BLE001
+        raise SourceError(f"{source}: the model fails on its example inputs: {type(exc).__name__}: {_short(exc)}") \
+            from exc
+    names, flat = flatten_outputs(out)
+    bad = [i for i, t in enumerate(flat) if not isinstance(t, torch.Tensor)]
+    if not flat or bad:
+        raise SourceError(f"{source}: the model must return tensors (a tensor, a tuple/list or a dict of tensors); "
+                          f"output {bad[0] if bad else 0} is {type(flat[bad[0]]).__name__ if bad else 'empty'}")
+    if spec.output_names is None:
+        spec.output_names = names
+    elif len(spec.output_names) != len(flat):
+        raise SourceError(f"{source}: output_names has {len(spec.output_names)} names but the model returns "
+                          f"{len(flat)} tensors")
+
+
+def flatten_outputs(out: Any) -> tuple[list[str], list[Any]]:
+    """Flatten a model's outputs; names come from dict keys where there are any, else ``output_i``."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return ["output_0"], [out]
+    if isinstance(out, dict):
+        names, flat = [], []
+        for k, v in out.items():
+            sub_names, sub = flatten_outputs(v)
+            key = re.sub(r"\W", "_", str(k))
+            names += [key] if len(sub) == 1 else [f"{key}_{n}" for n in sub_names]
+            flat += sub
+        return names, flat
+    if isinstance(out, (tuple, list)):
+        flat = []
+        for v in out:
+            flat += flatten_outputs(v)[1]
+        return [f"output_{i}" for i in range(len(flat))], flat
+    return ["output_0"], [out]
+
+
+# --- .pt2 ------------------------------------------------------------------------------------------------------
+
+
+def _load_pt2(path: Path) -> ModelSpec:
+    import torch
+
+    if not path.is_file():
+        raise SourceError(f"{path}: file does not exist")
+    _vet_pt2(path)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise SourceError(f"{path}: not a readable torch.export archive: {type(exc).__name__}: {_short(exc)}") from exc
+    example = program.example_inputs
+    if not example or not example[0]:
+        raise SourceError(f"{path}: the archive holds no example inputs; save it with torch.export.save from a "
+                          "program exported with example tensors")
+    args, kwargs = example
+    if kwargs:
+        raise SourceError(f"{path}: keyword example inputs ({', '.join(kwargs)}) are not supported; export with "
+                          "positional inputs")
+    sig = program.graph_signature
+    input_names = [s.arg.name for s in sig.input_specs if s.kind.name == "USER_INPUT"]
+    input_names = [n if n.isidentifier() else f"input_{i}" for i, n in enumerate(input_names)]
+    spec = ModelSpec(module=program.module(), example_inputs=tuple(args), input_names=input_names or None,
+                     name=re.sub(r"[^A-Za-z0-9_-]", "_", path.stem) or "model")
+    spec.exported_program = program  # type: ignore[attr-defined]
+    return spec
+
+
+def _vet_pt2(path: Path) -> None:
+    """Refuse a .pt2 whose pickled entries hold anything but tensors.
+
+    ``torch.export.load`` unpickles weights, constants and sample inputs with ``weights_only=False``. Each pickled
+    entry is first loaded with the restricted ``weights_only=True`` unpickler; if any needs more, or the archive holds
+    custom/opaque objects, the file is refused before torch.export.load ever sees it.
+    """
+    import torch
+
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise SourceError(f"{path}: not a torch.export archive (not a zip file: {exc})") from exc
+    with z:
+        names = z.namelist()
+        for name in names:
+            if name.startswith("/") or ".." in Path(name).parts:
+                raise SourceError(f"{path}: archive entry {name!r} escapes the archive; refusing it")
+        pickled: list[str] = []
+        for cfg_name in [n for n in names if n.endswith(("_weights_config.json", "_constants_config.json"))]:
+            try:
+                cfg = json.loads(z.read(cfg_name))
+            except (ValueError, KeyError) as exc:
+                raise SourceError(f"{path}: {cfg_name} is not valid JSON") from exc
+            folder = cfg_name.rsplit("/", 1)[0]
+            for fqn, meta in (cfg.get("config") or {}).items():
+                pname = str(meta.get("path_name", ""))
+                if pname.startswith(("custom_obj", "opaque_obj")):
+                    raise SourceError(f"{path}: constant {fqn!r} is a pickled Python object; mobilize does not "
+                                      "unpickle untrusted files")
+                if meta.get("use_pickle"):
+                    pickled.append(f"{folder}/{pname}")
+        pickled += [n for n in names if "/sample_inputs/" in n or n.endswith(".pt")]
+        for entry in pickled:
+            if entry not in names:
+                continue
+            try:
+                torch.load(io.BytesIO(z.read(entry)), weights_only=True)
+            except Exception as exc:  # noqa: BLE001
+                raise SourceError(f"{path}: entry {entry} needs unrestricted unpickling ({type(exc).__name__}); "
+                                  "mobilize does not unpickle untrusted files") from exc
+
+
+def _short(exc: BaseException, limit: int = 240) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,160 @@
+"""Tensor and model specifications: what a model takes and returns, independent of any file format.
+
+A :class:`ModelSpec` is what a model source (``file.py:fn``, ``zoo:NAME``, ``model.pt2``) resolves to. It carries the
+module, its example inputs and everything an app needs to feed the exported file: names, dynamic dimensions,
+image normalisation and class labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import keyword
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mobilize.errors import SpecError
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """Image preprocessing an app applies before feeding the model: ``(pixel/scale - mean) / std`` per channel.
+
+    ``layout`` says where the channel axis is (``NCHW`` or ``NHWC``); ``scale`` is 255 for 8-bit pixels.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float = 255.0
+    layout: str = "NCHW"
+    color: str = "RGB"
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std):
+            raise SpecError(f"normalization: mean has {len(self.mean)} values but std has {len(self.std)}; give one per channel")
+        if any(s == 0 for s in self.std):
+            raise SpecError("normalization: std contains 0; every std value must be non-zero")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise SpecError(f"normalization: layout {self.layout!r} is not NCHW or NHWC")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std), "scale": self.scale, "layout": self.layout,
+                "color": self.color}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: name, shape (``None`` or a string for a dynamic dim), dtype name (numpy spelling)."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    dtype: str
+    value_range: tuple[float, float] | None = None  # for random inputs: [low, high] (ints: inclusive)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.value_range is not None:
+            d["value_range"] = list(self.value_range)
+        return d
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """A PyTorch model plus what it takes and returns.
+
+    Args:
+        module: the ``torch.nn.Module`` (put in eval mode by mobilize).
+        example_inputs: a tuple of tensors the module accepts positionally.
+        input_names / output_names: names the exported files use; default ``input_0``… / ``output_0``….
+        dynamic_dims: ``{input_name: {axis: dim_name}}`` for dimensions that may vary at run time.
+        normalization: image preprocessing (recorded in the manifest, used for image calibration data).
+        labels: class labels of a classifier output (recorded in the manifest).
+        input_ranges: ``{input_name: (low, high)}`` for the random verification inputs; integer ranges are inclusive.
+        name: a short model name for file names and reports.
+    """
+
+    module: Any
+    example_inputs: tuple[Any, ...]
+    input_names: Sequence[str] | None = None
+    output_names: Sequence[str] | None = None
+    dynamic_dims: Mapping[str, Mapping[int, str]] | None = None
+    normalization: Normalization | None = None
+    labels: Sequence[str] | None = None
+    input_ranges: Mapping[str, tuple[float, float]] | None = None
+    name: str = "model"
+    description: str = ""
+    exported_program: Any = dataclasses.field(default=None, repr=False, compare=False)  # set for .pt2 sources
+
+    def __post_init__(self) -> None:
+        import torch
+
+        if not isinstance(self.module, torch.nn.Module):
+            raise SpecError(f"ModelSpec.module must be a torch.nn.Module, got {type(self.module).__name__}")
+        if isinstance(self.example_inputs, torch.Tensor):
+            self.example_inputs = (self.example_inputs,)
+        if isinstance(self.example_inputs, list):
+            self.example_inputs = tuple(self.example_inputs)
+        if not isinstance(self.example_inputs, tuple) or not self.example_inputs:
+            raise SpecError("ModelSpec.example_inputs must be a non-empty tuple of tensors")
+        for i, t in enumerate(self.example_inputs):
+            if not isinstance(t, torch.Tensor):
+                raise SpecError(f"ModelSpec.example_inputs[{i}] is a {type(t).__name__}, not a torch.Tensor; "
+                                "pass every input as a tensor")
+            if t.is_complex() or t.dtype in (torch.bfloat16,):
+                raise SpecError(f"ModelSpec.example_inputs[{i}] has dtype {t.dtype}, which mobile formats "
+                                "cannot take as input; use float32, float16, int32, int64 or bool")
+        n = len(self.example_inputs)
+        if self.input_names is None:
+            self.input_names = [f"input_{i}" for i in range(n)]
+        self.input_names = list(self.input_names)
+        if len(self.input_names) != n:
+            raise SpecError(f"ModelSpec has {n} example inputs but {len(self.input_names)} input_names")
+        if self.output_names is not None:
+            self.output_names = list(self.output_names)
+        for nm in list(self.input_names) + list(self.output_names or []):
+            _check_name(nm)
+        names = list(self.input_names) + list(self.output_names or [])
+        if len(set(names)) != len(names):
+            raise SpecError(f"ModelSpec input/output names must be unique, got {names}")
+        if self.dynamic_dims:
+            for nm, axes in self.dynamic_dims.items():
+                if nm not in self.input_names:
+                    raise SpecError(f"dynamic_dims names input {nm!r}, which is not one of {self.input_names}")
+                rank = self.example_inputs[self.input_names.index(nm)].dim()
+                for ax in axes:
+                    if not isinstance(ax, int) or not -rank <= ax < rank:
+                        raise SpecError(f"dynamic_dims[{nm!r}] axis {ax!r} is out of range for a rank-{rank} input")
+        if self.labels is not None:
+            self.labels = [str(x) for x in self.labels]
+        if not _NAME_RE.match(self.name.replace("-", "_")):
+            raise SpecError(f"model name {self.name!r} must be letters, digits, '_' or '-'")
+
+    def input_specs(self) -> list[TensorSpec]:
+        """The inputs as TensorSpecs, dynamic dims shown as their names."""
+        out = []
+        for i, (nm, t) in enumerate(zip(self.input_names, self.example_inputs)):
+            dyn = {a % t.dim(): d for a, d in (self.dynamic_dims or {}).get(nm, {}).items()}
+            shape = tuple(dyn.get(a, s) for a, s in enumerate(t.shape))
+            rng = (self.input_ranges or {}).get(nm)
+            out.append(TensorSpec(nm, shape, torch_dtype_name(t.dtype), tuple(rng) if rng else None))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "inputs": [s.to_dict() for s in self.input_specs()]}
+        if self.normalization is not None:
+            d["normalization"] = self.normalization.to_dict()
+        if self.labels is not None:
+            d["labels"] = list(self.labels)
+        return d
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME_RE.match(name) or keyword.iskeyword(name):
+        raise SpecError(f"tensor name {name!r} must be an identifier (letters, digits, '_', not starting with a digit)")
+
+
+def torch_dtype_name(dtype: Any) -> str:
+    """``torch.float32`` → ``"float32"`` (numpy spelling used across the manifest)."""
+    return str(dtype).replace("torch.", "")
