@@ -214,6 +214,8 @@ def _print_result(result: Any, title: str) -> None:
                       f"[{colors[p['status']]}]{p['status']}[/]", mae, snr, p["runtime"] or "—")
         if p["status"] != "pass" and p.get("reason"):
             notes.append(f"[{colors[p['status']]}]{label}[/]: {_escape(p['reason'])}")
+        for warning in p.get("warnings") or []:
+            notes.append(f"[yellow]{label}[/]: {_escape(warning)}")
     console = _console()
     console.print(table)
     for line in dict.fromkeys(notes):

@@ -16,11 +16,16 @@ class TFLiteRunner(Runner):
     format = "tflite"
     runtime = "ai-edge-litert"
 
-    def _load(self) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+    #: set when XNNPACK refused the graph and the builtin kernels ran instead (recorded in the parity record)
+    fallback: str | None = None
 
+    def _load(self, use_xnnpack: bool = True) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self._interp = Interpreter(model_content=self.path.read_bytes(), num_threads=self.threads)
+            self._interp = Interpreter(model_content=self.path.read_bytes(), num_threads=self.threads,
+                                       experimental_op_resolver_type=resolver)
             sigs = self._interp.get_signature_list()
             self._sig = "serving_default" if "serving_default" in sigs else next(iter(sigs), None)
             if self._sig is None:
@@ -49,7 +54,17 @@ class TFLiteRunner(Runner):
         try:
             out = self._runner(**feeds)
         except Exception as exc:  # noqa: BLE001
-            raise RuntimeFailure(f"{self.path.name}: LiteRT failed: {_short(exc)}") from exc
+            if self.fallback is not None or "XNNPack" not in str(exc):
+                raise RuntimeFailure(f"{self.path.name}: LiteRT failed: {_short(exc)}") from exc
+            # XNNPACK could not prepare this graph: rerun with LiteRT's builtin kernels so parity is still judged,
+            # and say so (an app using the default delegate would hit the same failure).
+            self.fallback = f"XNNPACK delegate failed ({_short(exc)[:160]}); builtin kernels used"
+            self._load(use_xnnpack=False)
+            try:
+                out = self._runner(**feeds)
+            except Exception as exc2:  # noqa: BLE001
+                raise RuntimeFailure(f"{self.path.name}: LiteRT failed with and without XNNPACK: {_short(exc2)}") \
+                    from exc2
         return {o.name: np.array(out[o.name]) for o in self._outputs}
 
 

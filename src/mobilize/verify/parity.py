@@ -81,6 +81,7 @@ class ParityRecord:
     inputs_skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     failures: list[str] = dataclasses.field(default_factory=list)
     could_not_run: bool = False  # the runtime refused or crashed on the file (CLI `verify` exit 2)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"status": self.status, "runtime": self.runtime, "reason": self.reason}
@@ -94,6 +95,7 @@ class ParityRecord:
         d["tolerance"] = self.tolerance.to_dict() if self.tolerance else None
         d["failures"] = list(self.failures)
         d["could_not_run"] = self.could_not_run
+        d["warnings"] = list(self.warnings)
         d["outputs"] = {k: v.to_dict() for k, v in self.outputs.items()}
         d["inputs_used"] = self.inputs_used
         d["inputs_skipped"] = self.inputs_skipped
@@ -172,6 +174,9 @@ def verify_file(runner_cls: Any, path: Path, fmt: str, precision: str, ref: Refe
                         val = val.reshape(ref_out[m].shape)  # e.g. Core ML's rank-0 → (1,)
                     per_output[m].append(M.compare(val, ref_out[m], atol=tol.atol, rtol=tol.rtol))
                 record.inputs_used.append(s.describe())
+            if getattr(runner, "fallback", None):
+                record.runtime = f"{runner_cls.runtime} (builtin kernels)"
+                record.warnings.append(runner.fallback)
     except RuntimeUnavailable as exc:
         return ParityRecord("unverified", None, str(exc), tol)
     except (MobilizeError, ValueError) as exc:
