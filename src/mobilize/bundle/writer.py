@@ -1,8 +1,10 @@
 """Atomic bundle writing: build in a hidden sibling folder, then swap it in with renames.
 
     out/            ← the user's bundle (old one, if any, stays intact until the very end)
-    .out.tmp-XXXX/  ← new bundle built here
-    rename out → .out.old-XXXX, rename .out.tmp-XXXX → out, remove .out.old-XXXX
+    .out.tmp-PID-XXXX/  ← new bundle built here
+    rename out → .out.old-PID-XXXX, rename .out.tmp-PID-XXXX → out, remove .out.old-PID-XXXX
+
+A run killed with SIGKILL cannot clean up; the next run removes staging folders whose PID is gone.
 
 If anything fails before the swap, the temporary folder is removed and ``out`` is untouched. A target that exists
 but is not a mobilize bundle (no manifest.json) is never replaced.
@@ -42,7 +44,8 @@ def staged(out: Path) -> Iterator[Path]:
     out = Path(out)
     check_target(out)
     parent = out.parent if str(out.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    remove_stale(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
     try:
         yield tmp
         _fsync_tree(tmp)
@@ -52,10 +55,46 @@ def staged(out: Path) -> Iterator[Path]:
         raise
 
 
+def remove_stale(out: Path) -> list[Path]:
+    """Clean up after a run that was killed (its pid no longer exists): remove its staging folders, and if it died
+    between the two renames of the swap, put the previous bundle back."""
+    removed = []
+    parent = out.parent if str(out.parent) else Path(".")
+    for p in parent.glob(f".{glob_escape(out.name)}.*-*"):
+        kind, _, rest = p.name[len(out.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or not p.is_dir() or p.is_symlink():
+            continue
+        if _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not out.exists() and not out.is_symlink() and (p / "manifest.json").is_file():
+            os.rename(p, out)  # killed between the two renames: the previous bundle comes back
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def swap_in(tmp: Path, out: Path) -> None:
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
         old.rmdir()
         os.rename(out, old)
     try:
