@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,11 +45,13 @@ class Result:
 
 def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] | str = registry.DEFAULT_FORMATS,
            precisions: Sequence[str] | str = registry.DEFAULT_PRECISIONS, options: ExportOptions | None = None,
-           verify: bool = True, strict: bool = False, on_step: StepCallback | None = None) -> Result:
+           verify: bool = True, strict: bool = False, weights: str | Path | None = None,
+           trust_pickle: bool = False, isolate: bool = True, on_step: StepCallback | None = None) -> Result:
     """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for bad input (nothing is written); conversion and parity
-    failures are recorded in the manifest and reflected in ``Result.exit_code``.
+    failures are recorded in the manifest and reflected in ``Result.exit_code``. Each exported file is read and
+    verified in a child process (``isolate=False`` runs it in this process: faster, for trusted files only).
     """
     from mobilize._quiet import captured_output
     from mobilize.bundle.writer import check_target, staged
@@ -73,7 +76,8 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     step("loading model")
     with captured_output():
-        spec = source if isinstance(source, ModelSpec) else load_source(source)
+        spec = source if isinstance(source, ModelSpec) else load_source(source, weights=weights,
+                                                                         trust_pickle=trust_pickle)
     if isinstance(source, ModelSpec):
         from mobilize.source import _run_once
 
@@ -90,20 +94,23 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     artifacts: list[dict[str, Any]] = []
     with staged(out) as tmp:
+        ref.save(tmp / mf.REFERENCE)
         for fmt in fmts:
             plugin = registry.get(fmt)
             for prec in precs:
                 step(f"exporting {fmt} {prec}")
-                artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, ref, verify, step))
-        ref.save(tmp / mf.REFERENCE)
+                artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step))
         manifest = _manifest(spec, source_str, cap, ref, artifacts)
+        if weights is not None:
+            manifest["model"]["weights"] = {"path": str(weights), "sha256": sha256(Path(weights))}
+        manifest["security"] = {"trust_pickle": bool(trust_pickle)}
         mf.validate(manifest)
         (tmp / mf.MANIFEST).write_bytes(mf.dumps(manifest))
     return Result(out, manifest, strict)
 
 
 def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path,
-                options: ExportOptions, ref: Any, verify: bool, step: StepCallback) -> dict[str, Any]:
+                options: ExportOptions, verify: bool, isolate: bool, step: StepCallback) -> dict[str, Any]:
     from mobilize._quiet import captured_output
 
     rel = f"{spec.name}_{prec}{plugin.suffix}"
@@ -114,7 +121,6 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     try:
         with captured_output() as log:
             exported = plugin.load("exporter")(cap, spec, prec, dest, options)
-            file_in, file_out = plugin.load("io_reader")(dest)
     except Exception as exc:  # noqa: BLE001 - one format failing must not stop the others
         _remove(dest)
         art.update(status="failed", path=None, error=_error_record(plugin.name, exc, cap.program, log.text))
@@ -124,16 +130,22 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     art["notes"] = exported.notes
     art["bytes"] = size(dest)
     art["sha256"] = sha256(dest)
-    art["inputs"] = _io_records(spec.input_names, file_in)
-    art["outputs"] = _io_records(spec.output_names or [], file_out)
     if verify:
         step(f"verifying {plugin.name} {prec}")
-        art["parity"] = verify_artifact(plugin, dest, prec, ref, spec.input_names).to_dict()
+    found = inspect_and_verify(plugin, dest, prec, tmp / mf.REFERENCE if verify else None, spec.input_names,
+                               isolate=isolate)
+    art["inputs"] = _io_records(spec.input_names, found.get("inputs", []))
+    art["outputs"] = _io_records(spec.output_names or [], found.get("outputs", []))
+    if verify:
+        art["parity"] = found["parity"]
+    elif "error" in found:
+        art["notes"].append(f"could not read the file's I/O: {found['error']}")
     return art
 
 
-def verify_artifact(plugin: registry.FormatPlugin, path: Path, precision: str, ref: Any,
-                    input_names: Sequence[str]) -> Any:
+def verify_in_process(plugin: registry.FormatPlugin, path: Path, precision: str, ref: Any,
+                      input_names: Sequence[str]) -> Any:
+    """Verify one file in this process (the worker's job; use :func:`inspect_and_verify` from outside)."""
     from mobilize._quiet import captured_output
     from mobilize.verify.parity import verify_file
 
@@ -141,20 +153,46 @@ def verify_artifact(plugin: registry.FormatPlugin, path: Path, precision: str, r
         return verify_file(plugin.load("runner"), path, plugin.name, precision, ref, input_names)
 
 
-def _io_records(model_names: Sequence[str], file_io: list[Any]) -> list[dict[str, Any]]:
+def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str | None, ref_path: Path | None,
+                       input_names: Sequence[str], *, isolate: bool = True) -> dict[str, Any]:
+    """Read the file's declared I/O and (when ``ref_path`` is given) verify it — in a child process by default, so
+    a runtime that crashes on the file costs one artifact, not the run. Returns ``{"inputs", "outputs",
+    "parity"?}`` with I/O as dicts; ``{"error": ...}`` when the file cannot be read."""
+    from mobilize import isolate as iso
+
+    job = {"op": "verify" if ref_path is not None else "inspect", "format": plugin.name, "path": str(path),
+           "precision": precision, "reference": str(ref_path) if ref_path else None,
+           "input_names": list(input_names)}
+    if not isolate or not _needs_isolation(plugin):
+        from mobilize._worker import handle
+
+        return handle(job)
+    try:
+        return iso.run(job)
+    except iso.WorkerDied as exc:
+        from mobilize.verify.parity import ParityRecord
+        from mobilize.verify.tolerance import for_artifact
+
+        runtime = plugin.load("runner").runtime
+        reason = f"could not run the file: {runtime} {exc}" + (f" — last output: {exc.log_tail[-1][:200]}"
+                                                                if exc.log_tail else "")
+        record = ParityRecord("fail", runtime, reason, for_artifact(plugin.name, precision or "fp32"),
+                              could_not_run=True)
+        record.failures.append(reason)
+        return {"error": reason, "kind": "WorkerDied", "signal": exc.signal_name, "parity": record.to_dict()}
+
+
+def _io_records(model_names: Sequence[str], file_io: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The file's I/O (as dicts), each with ``model_name`` — the PyTorch-side name it maps to."""
+    from mobilize.runtime.base import IOTensor
     from mobilize.verify.parity import io_map
 
+    tensors = [IOTensor(d["name"], tuple(d["shape"]), d["dtype"], d.get("quantization")) for d in file_io]
     try:
-        mapping = {v: k for k, v in io_map(model_names, file_io).items()}
+        mapping = {v: k for k, v in io_map(model_names, tensors).items()}
     except MobilizeError:
         mapping = {}
-    out = []
-    for t in file_io:
-        d = t.to_dict()
-        if t.name in mapping:
-            d["model_name"] = mapping[t.name]
-        out.append(d)
-    return out
+    return [{**d, **({"model_name": mapping[d["name"]]} if d["name"] in mapping else {})} for d in file_io]
 
 
 def _error_record(fmt: str, exc: BaseException, program: Any, log: str) -> dict[str, Any]:
@@ -240,7 +278,7 @@ def summarize(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
             "failed": sum(a["status"] != "ok" for a in artifacts), "parity": parity}
 
 
-def verify(bundle: str | Path, *, source: str | None = None, strict: bool = False,
+def verify(bundle: str | Path, *, source: str | None = None, strict: bool = False, isolate: bool = True,
            on_step: StepCallback | None = None) -> Result:
     """Re-verify an existing bundle against its stored reference (or a fresh PyTorch run of ``source``).
 
@@ -273,23 +311,51 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
         except Exception as exc:  # noqa: BLE001 - any decoding problem is a bad bundle
             raise BundleError(f"{ref_path}: unreadable reference data ({type(exc).__name__}: {exc})") from None
     input_names = [t["name"] for t in manifest["model"]["inputs"]]
-    for art in manifest["artifacts"]:
-        if art["status"] != "ok":
-            continue
-        where = f"{bundle / mf.MANIFEST} [{art['format']} {art['precision']}]"
-        path = mf.safe_member(bundle, art["path"], where)
-        if not path.exists():
-            raise BundleError(f"{where}: file {art['path']} is missing from the bundle")
-        step(f"verifying {art['format']} {art['precision']}")
-        plugin = registry.get(art["format"])
-        record = verify_artifact(plugin, path, art["precision"], ref, input_names)
-        if sha256(path) != art["sha256"]:
-            record.failures.insert(0, f"{art['path']}: sha256 differs from the manifest (the file changed after "
-                                      "export)")
-            record.status, record.reason = "fail", record.failures[0]
-        art["parity"] = record.to_dict()
+    with tempfile.TemporaryDirectory(prefix="mobilize-verify-") as scratch:
+        if source is not None:
+            ref_path = Path(scratch) / mf.REFERENCE
+            ref.save(ref_path)
+        for art in manifest["artifacts"]:
+            if art["status"] != "ok":
+                continue
+            where = f"{bundle / mf.MANIFEST} [{art['format']} {art['precision']}]"
+            path = mf.safe_member(bundle, art["path"], where)
+            if not path.exists():
+                raise BundleError(f"{where}: file {art['path']} is missing from the bundle")
+            step(f"verifying {art['format']} {art['precision']}")
+            plugin = registry.get(art["format"])
+            _check_kind(plugin.name, path, where)
+            record = inspect_and_verify(plugin, path, art["precision"], ref_path, input_names,
+                                        isolate=isolate)["parity"]
+            if sha256(path) != art["sha256"]:
+                msg = f"{art['path']}: sha256 differs from the manifest (the file changed after export)"
+                record["failures"].insert(0, msg)
+                record["status"], record["reason"] = "fail", msg
+            art["parity"] = record
     manifest["summary"] = summarize(manifest["artifacts"])
     return Result(bundle, manifest, strict)
+
+
+def _needs_isolation(plugin: registry.FormatPlugin) -> bool:
+    """Native runtimes run in a child process. Where the format's native runtime does not exist (Core ML on Linux)
+    the work is parsing a protobuf in Python, which is done in-process (a child would pay seconds of imports)."""
+    runner = plugin.load("runner")
+    return bool(runner.available()[0])
+
+
+_KIND_OF_FORMAT = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage"}
+
+
+def _check_kind(fmt: str, path: Path, where: str) -> None:
+    """The file's content must be what the manifest says it is (a truncated or mislabelled file fails here)."""
+    from mobilize.errors import BundleError
+    from mobilize.sniff import sniff
+
+    want = _KIND_OF_FORMAT.get(fmt)
+    got = sniff(path)
+    if want and got != want:
+        raise BundleError(f"{where}: {path.name} is listed as {fmt} but its content is "
+                          f"{'not recognised' if got == 'unknown' else got} (truncated or corrupted?)")
 
 
 def load_bundle(bundle: str | Path) -> dict[str, Any]:

@@ -24,7 +24,8 @@ def _console(stderr: bool = False) -> Any:
         fd = os.dup(2 if stderr else 1)
         stream = open(fd, "w", buffering=1, closefd=True)  # noqa: SIM115 - lives as long as the process
         width = None if stream.isatty() else 120
-        _STATE[key] = Console(file=stream, stderr=stderr, highlight=False, soft_wrap=False, width=width)
+        # stderr carries one-line errors: never wrap them (soft_wrap); stdout tables get a fixed width when piped
+        _STATE[key] = Console(file=stream, stderr=stderr, highlight=False, soft_wrap=stderr, width=width)
     return _STATE[key]
 
 
@@ -94,8 +95,13 @@ _PREC_HELP = "Comma-separated precisions: fp32, fp16."
 @click.option("--no-verify", is_flag=True, help="Skip parity checks (artifacts get parity null).")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity (e.g. Core ML on Linux) as a failure.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the manifest to this file.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint loaded into the model (.safetensors preferred; torch.save files load weights-only).")
+@click.option("--trust-pickle", is_flag=True, help="Allow unpickling arbitrary Python objects from --weights or a "
+              ".pt2 (runs code from the file: only for files you trust). Recorded in the manifest.")
 def export(source: str, out: Path | None, formats: str, precisions: str, coreml_target: str, onnx_opset: int,
-           fp16_io: bool, no_verify: bool, strict: bool, json_out: Path | None) -> None:
+           fp16_io: bool, no_verify: bool, strict: bool, json_out: Path | None, weights: Path | None,
+           trust_pickle: bool) -> None:
     """Export SOURCE (file.py:fn, package.module:fn, zoo:NAME or model.pt2) to a verified bundle."""
     from mobilize import api
     from mobilize.export import ExportOptions
@@ -105,7 +111,8 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
         stem = source.split(":")[-1] if source.startswith("zoo:") else Path(source.split(":")[0]).stem
         out = Path(f"{stem or 'model'}-bundle")
     result = _with_status(lambda step: api.export(source, out, formats=formats, precisions=precisions,
-                                                  options=options, verify=not no_verify, strict=strict, on_step=step))
+                                                  options=options, verify=not no_verify, strict=strict,
+                                                  weights=weights, trust_pickle=trust_pickle, on_step=step))
     _print_result(result, title=f"mobilize export {source}")
     if json_out:
         json_out.write_text(json.dumps(result.manifest, indent=2) + "\n")

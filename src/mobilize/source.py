@@ -29,8 +29,13 @@ from mobilize.spec import ModelSpec
 _MODULE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
-def load_source(source: str) -> ModelSpec:
-    """Resolve ``source`` to a ModelSpec whose module has been run once on its example inputs."""
+def load_source(source: str, *, weights: str | Path | None = None, trust_pickle: bool = False) -> ModelSpec:
+    """Resolve ``source`` to a ModelSpec whose module has been run once on its example inputs.
+
+    Args:
+        weights: optional checkpoint (.safetensors preferred, or torch.save) loaded into the module strictly.
+        trust_pickle: allow arbitrary unpickling (of ``.pt2`` entries and ``weights``); only for trusted files.
+    """
     if not isinstance(source, str) or not source.strip():
         raise SourceError("empty model source; give file.py:fn, package.module:fn, zoo:NAME or model.pt2")
     source = source.strip()
@@ -39,7 +44,7 @@ def load_source(source: str) -> ModelSpec:
 
         spec = models.get(source[4:])
     elif _looks_like_pt2(source):
-        spec = _load_pt2(Path(source))
+        spec = _load_pt2(Path(source), trust_pickle=trust_pickle)
     elif ":" in source:
         target, _, fn_name = source.rpartition(":")
         if not fn_name.isidentifier():
@@ -49,22 +54,35 @@ def load_source(source: str) -> ModelSpec:
     else:
         raise SourceError(f"{source}: not a model source; expected file.py:fn, package.module:fn, zoo:NAME or "
                           "model.pt2")
+    if weights is not None:
+        if spec.exported_program is not None:
+            raise SourceError(f"{source}: a .pt2 program carries its own weights; drop --weights")
+        from mobilize.checkpoint import apply_weights
+
+        apply_weights(spec.module, weights, trust_pickle=trust_pickle)
     _run_once(spec, source)
     return spec
 
 
 def _looks_like_pt2(source: str) -> bool:
+    """A ``.pt2`` path, or any existing file whose content is a PT2 archive (content wins over extension)."""
+    from mobilize.sniff import sniff
+
     p = Path(source)
-    if source.endswith(".pt2"):
-        return True
-    # content, not extension: a zip archive holding an 'archive_format' entry is a PT2 archive
-    if ":" not in source and p.is_file():
-        try:
-            with zipfile.ZipFile(p) as z:
-                return any(n.endswith("archive_format") for n in z.namelist())
-        except (zipfile.BadZipFile, OSError):
-            return False
-    return False
+    if ":" in source and not p.exists():
+        return False
+    if p.is_file():
+        kind = sniff(p)
+        if kind == "pt2":
+            return True
+        if kind in ("torch-zip", "pickle", "safetensors"):
+            raise SourceError(f"{source}: this is a {kind} checkpoint (weights only, no architecture); give the "
+                              "architecture as file.py:fn and the checkpoint with --weights")
+        if source.endswith(".pt2"):
+            raise SourceError(f"{source}: not a torch.export archive (content is {kind}); the file may be truncated "
+                              "or mislabelled")
+        return False
+    return source.endswith(".pt2")
 
 
 def _load_function(target: str, fn_name: str, source: str) -> Any:
@@ -184,12 +202,13 @@ def flatten_outputs(out: Any) -> tuple[list[str], list[Any]]:
 # --- .pt2 ------------------------------------------------------------------------------------------------------
 
 
-def _load_pt2(path: Path) -> ModelSpec:
+def _load_pt2(path: Path, *, trust_pickle: bool = False) -> ModelSpec:
     import torch
 
     if not path.is_file():
         raise SourceError(f"{path}: file does not exist")
-    _vet_pt2(path)
+    if not trust_pickle:
+        _vet_pt2(path)
     try:
         program = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001
@@ -240,7 +259,7 @@ def _vet_pt2(path: Path) -> None:
                 pname = str(meta.get("path_name", ""))
                 if pname.startswith(("custom_obj", "opaque_obj")):
                     raise SourceError(f"{path}: constant {fqn!r} is a pickled Python object; mobilize does not "
-                                      "unpickle untrusted files")
+                                      "unpickle untrusted files (pass --trust-pickle if you trust its author)")
                 if meta.get("use_pickle"):
                     pickled.append(f"{folder}/{pname}")
         pickled += [n for n in names if "/sample_inputs/" in n or n.endswith(".pt")]
@@ -250,8 +269,9 @@ def _vet_pt2(path: Path) -> None:
             try:
                 torch.load(io.BytesIO(z.read(entry)), weights_only=True)
             except Exception as exc:  # noqa: BLE001
-                raise SourceError(f"{path}: entry {entry} needs unrestricted unpickling ({type(exc).__name__}); "
-                                  "mobilize does not unpickle untrusted files") from exc
+                raise SourceError(f"{path}: entry {entry} needs unrestricted unpickling ({type(exc).__name__}), which "
+                                  "would run code from the file; pass --trust-pickle only if you trust its author") \
+                    from exc
 
 
 def _short(exc: BaseException, limit: int = 240) -> str:

@@ -1,0 +1,59 @@
+"""Child-process entry for :mod:`mobilize.isolate`: ``python -m mobilize._worker < job.json``.
+
+Jobs:
+  {"op": "inspect", "format", "path"}                                   → {"inputs", "outputs"}
+  {"op": "verify", "format", "path", "precision", "reference", "input_names"} → {"inputs", "outputs", "parity"}
+Errors that mobilize understands come back as {"error": message, "kind": class name}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def handle(job: dict[str, Any]) -> dict[str, Any]:
+    from mobilize import _quiet, formats
+    from mobilize.errors import MobilizeError
+
+    _quiet.set_verbose(False)
+    plugin = formats.get(job["format"])
+    path = Path(job["path"])
+    out: dict[str, Any] = {}
+    try:
+        ins, outs = plugin.load("io_reader")(path)
+        out["inputs"] = [t.to_dict() for t in ins]
+        out["outputs"] = [t.to_dict() for t in outs]
+    except (MobilizeError, ValueError, OSError) as exc:
+        if job["op"] == "inspect":
+            return {"error": str(exc), "kind": type(exc).__name__}
+        out["inputs"] = out["outputs"] = []
+    if job["op"] == "verify":
+        from mobilize.api import verify_in_process
+        from mobilize.verify.parity import Reference
+
+        ref = Reference.load(Path(job["reference"]))
+        out["parity"] = verify_in_process(plugin, path, job["precision"], ref, job["input_names"]).to_dict()
+    return out
+
+
+def main() -> None:
+    job = json.loads(sys.stdin.read())
+    if job.get("memory_mb"):  # the limit is set here, not in a preexec_fn: forking a threaded parent is unsafe
+        import resource
+
+        limit = int(job["memory_mb"]) << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    fault = os.environ.get("MOBILIZE_WORKER_FAULT")  # test hook: simulate a runtime crash (e.g. "SIGSEGV")
+    if fault:
+        os.kill(os.getpid(), getattr(signal, fault))
+    result = handle(job)
+    Path(job["result_path"]).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
