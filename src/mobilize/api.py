@@ -321,7 +321,7 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
             where = f"{bundle / mf.MANIFEST} [{art['format']} {art['precision']}]"
             path = mf.safe_member(bundle, art["path"], where)
             if not path.exists():
-                raise BundleError(f"{where}: file {art['path']} is missing from the bundle")
+                raise BundleError(f"{where}: file {art['path']!r} is missing from the bundle")
             step(f"verifying {art['format']} {art['precision']}")
             plugin = registry.get(art["format"])
             _check_kind(plugin.name, path, where)

@@ -56,7 +56,7 @@ def dumps(manifest: dict[str, Any]) -> bytes:
 def safe_member(root: Path, rel: str, where: str) -> Path:
     """``root/rel``, refusing absolute paths, ``..`` and symlinks that lead outside ``root``."""
     p = Path(rel)
-    if p.is_absolute() or ".." in p.parts or "\\" in rel:
+    if p.is_absolute() or ".." in p.parts or "\\" in rel or any(ord(c) < 32 for c in rel):
         raise BundleError(f"{where}: path {rel!r} points outside the bundle; a bundle may only list its own files")
     full = root / p
     try:
@@ -88,11 +88,11 @@ def read(bundle: Path, *, check_files: bool = True) -> dict[str, Any]:
             where = f"{mpath} [{art['format']} {art['precision']}]"
             path = safe_member(bundle, art["path"], where)
             if not path.exists():
-                raise BundleError(f"{where}: file {art['path']} is missing from the bundle")
+                raise BundleError(f"{where}: file {art['path']!r} is missing from the bundle")
             if size(path) != art["bytes"]:
-                raise BundleError(f"{where}: {art['path']} is {size(path)} bytes but the manifest says {art['bytes']}; "
+                raise BundleError(f"{where}: {art['path']!r} is {size(path)} bytes but the manifest says {art['bytes']}; "
                                   "the file changed after export")
             if sha256(path) != art["sha256"]:
-                raise BundleError(f"{where}: {art['path']} sha256 does not match the manifest; the file changed "
+                raise BundleError(f"{where}: {art['path']!r} sha256 does not match the manifest; the file changed "
                                   "after export")
     return manifest

@@ -1,0 +1,157 @@
+"""Peak memory: load and run one artifact in its own subprocess and read the kernel's high-water mark.
+
+The child imports only what that artifact needs (numpy + its runtime; PyTorch only for the eager baseline), records
+its resident set after the imports (``baseline``), loads the file, runs it a few times, and reports ``VmHWM`` from
+``/proc/self/status`` (Linux) or ``ru_maxrss`` (elsewhere). ``peak_rss_mb`` is the whole process, interpreter and
+runtime libraries included — what the OS charges for running that file; ``model_rss_mb = peak − baseline`` is the
+part the model itself added.
+
+Run as ``python -m mobilize.bench.memory '<json job>'``; the result is one line ``MOBILIZE_MEMORY {json}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+MARKER = "MOBILIZE_MEMORY "
+
+
+def measure(job: dict[str, Any], *, timeout: float = 600.0) -> dict[str, Any]:
+    """Run ``job`` in a fresh interpreter; returns ``{peak_rss_mb, baseline_rss_mb, model_rss_mb}`` or
+    ``{error}``.
+
+    Args:
+        job: ``{"kind": "runner", "format", "path", "threads", "reference", "input_names", "runs"}`` for a bundle
+            file, or ``{"kind": "torch", "source", "reference", "input_names", "threads", "runs"}`` for PyTorch eager.
+    """
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env.setdefault("TQDM_DISABLE", "1")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mobilize.bench.memory", json.dumps(job)], capture_output=True,
+                              text=True, timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"memory measurement timed out after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(MARKER):
+            data = json.loads(line[len(MARKER):])
+            if "error" in data:
+                return {"error": data["error"]}
+            peak = data["peak_kb"] / 1024.0
+            base = data["baseline_kb"] / 1024.0
+            return {"peak_rss_mb": round(peak, 2), "baseline_rss_mb": round(base, 2),
+                    "model_rss_mb": round(max(peak - base, 0.0), 2)}
+    tail = " ".join((proc.stderr or proc.stdout or "").strip().splitlines()[-2:])[:300]
+    return {"error": f"memory subprocess exited with code {proc.returncode} without a result: {tail}"}
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _maxrss_kb() -> int:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r // 1024 if sys.platform == "darwin" else r  # bytes on macOS, KiB on Linux
+
+
+def _current_kb() -> int:
+    return _status_kb("VmRSS") or _maxrss_kb()
+
+
+def _peak_kb() -> int:
+    return _status_kb("VmHWM") or _maxrss_kb()
+
+
+def _child(job: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from mobilize.verify.parity import Reference
+
+    ref = Reference.load(job["reference"])
+    runs = int(job.get("runs", 5))
+    threads = int(job["threads"])
+    if job["kind"] == "torch":
+        import torch
+
+        from mobilize._quiet import captured_output, set_verbose
+        from mobilize.source import load_source
+
+        set_verbose(False)
+        baseline = _current_kb()
+        with captured_output():
+            spec = load_source(job["source"])
+        torch.set_num_threads(threads)
+        arrays = pick_set(ref, job["input_names"])
+        tensors = tuple(torch.from_numpy(np.ascontiguousarray(arrays[n])) for n in job["input_names"])
+        with torch.inference_mode():
+            for _ in range(runs):
+                spec.module(*tensors)
+    else:
+        from mobilize import formats
+
+        runner_cls = formats.get(job["format"]).load("runner")
+        if runner_cls.runtime == "onnxruntime":
+            import onnxruntime  # noqa: F401 - imported before the baseline so it counts as runtime, not model
+        elif runner_cls.runtime == "ai-edge-litert":
+            import ai_edge_litert.interpreter  # noqa: F401
+        baseline = _current_kb()
+        with runner_cls(job["path"], threads=threads) as runner:
+            feeds = feeds_for(runner, ref, job["input_names"])
+            for _ in range(runs):
+                runner.infer(feeds)
+    return {"peak_kb": _peak_kb(), "baseline_kb": baseline}
+
+
+def pick_set(ref: Any, input_names: list[str], fits: Any = None) -> dict[str, Any]:
+    """The reference input set to benchmark with: the ``example`` set, else the first one ``fits`` accepts."""
+    sets = sorted(ref.sets, key=lambda s: s.label != "example")
+    for s in sets:
+        if all(n in s.arrays for n in input_names) and (fits is None or fits(s.arrays)):
+            return s.arrays
+    from mobilize.errors import RuntimeFailure
+
+    raise RuntimeFailure("no reference input set fits the file's input shapes")
+
+
+def feeds_for(runner: Any, ref: Any, input_names: list[str]) -> dict[str, Any]:
+    """Feeds for a loaded runner: a reference input set, mapped to the file's names and cast to its dtypes."""
+    from mobilize.verify.parity import adapt_feed, io_map
+
+    in_map = io_map(input_names, runner.inputs)
+    file_in = {t.name: t for t in runner.inputs}
+    arrays = pick_set(ref, input_names, lambda a: all(_fits(a[m].shape, file_in[f].shape) for m, f in in_map.items()))
+    return {f: adapt_feed(arrays[m], file_in[f]) for m, f in in_map.items()}
+
+
+def _fits(shape: tuple[int, ...], declared: tuple[Any, ...]) -> bool:
+    return len(shape) == len(declared) and all(not isinstance(d, int) or d < 0 or d == s
+                                               for s, d in zip(shape, declared))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out = sys.stdout
+    try:
+        result = _child(json.loads(argv[0]))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as data
+        result = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+    out.write(MARKER + json.dumps(result) + "\n")
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""Runtimes run in a child process: a crash, a hang or a runaway allocation becomes a reported failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mobilize import isolate
+from mobilize.api import inspect_and_verify
+from mobilize.formats import get
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A real ONNX file and a reference.npz for it."""
+    from mobilize.verify.inputs import InputSet
+    from mobilize.verify.parity import Reference
+
+    d = tmp_path_factory.mktemp("iso")
+    m = torch.nn.Linear(4, 3).eval()
+    x = torch.randn(1, 4)
+    torch.onnx.export(torch.export.export(m, (x,)), (x,), str(d / "m.onnx"), dynamo=True, external_data=False,
+                      input_names=["x"], output_names=["y"])
+    with torch.no_grad():
+        y = m(x).numpy()
+    Reference([InputSet("example", {"x": x.numpy()})], [{"y": y}], ["y"]).save(d / "reference.npz")
+    return d / "m.onnx", d / "reference.npz"
+
+
+def test_child_verifies_a_real_file(onnx_file: tuple[Path, Path]) -> None:
+    path, ref = onnx_file
+    found = inspect_and_verify(get("onnx"), path, "fp32", ref, ["x"])
+    assert found["parity"]["status"] == "pass"
+    assert found["inputs"] == [{"name": "x", "shape": [1, 4], "dtype": "float32"}]
+
+
+def test_crash_in_the_runtime_is_one_failed_artifact(onnx_file: tuple[Path, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    path, ref = onnx_file
+    monkeypatch.setenv("MOBILIZE_WORKER_FAULT", "SIGSEGV")
+    found = inspect_and_verify(get("onnx"), path, "fp32", ref, ["x"])
+    assert found["signal"] == "SIGSEGV"
+    assert found["parity"]["status"] == "fail" and found["parity"]["could_not_run"] is True
+    assert "crashed (SIGSEGV)" in found["parity"]["reason"]
+
+
+def test_timeout_and_memory_limit(onnx_file: tuple[Path, Path]) -> None:
+    path, ref = onnx_file
+    job = {"op": "verify", "format": "onnx", "path": str(path), "precision": "fp32", "reference": str(ref),
+           "input_names": ["x"]}
+    with pytest.raises(isolate.WorkerDied, match="timed out"):
+        isolate.run(job, timeout=0.01)
+    with pytest.raises(isolate.WorkerDied):
+        isolate.run(job, memory_mb=64)  # not even numpy fits: the child dies, the parent reports it
+
+
+def test_unreadable_file_is_reported_not_raised(tmp_path: Path, onnx_file: tuple[Path, Path]) -> None:
+    _, ref = onnx_file
+    bad = tmp_path / "bad.onnx"
+    data = onnx_file[0].read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    found = inspect_and_verify(get("onnx"), bad, "fp32", ref, ["x"])
+    assert found["parity"]["status"] == "fail" and found["parity"]["could_not_run"]
+    assert np.isfinite(len(found["parity"]["reason"]))
