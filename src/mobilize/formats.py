@@ -25,6 +25,8 @@ class FormatPlugin:
     io_reader: str  # "module:function" returning (inputs, outputs) as IOTensors, no runtime needed where possible
     precisions: tuple[str, ...]
     summary: str
+    # "module:Class" used when the main runner's available() is False (e.g. Core ML's NumPy reference interpreter)
+    fallback_runner: str | None = None
 
     def load(self, attr: str) -> Any:
         mod, _, name = getattr(self, attr).partition(":")
@@ -44,7 +46,8 @@ def register(plugin: FormatPlugin) -> FormatPlugin:
 register(FormatPlugin("onnx", ".onnx", "mobilize.export.onnx:export", "mobilize.runtime.onnx:OnnxRunner",
                       "mobilize.runtime.onnx:read_io", PRECISIONS, "ONNX (torch.onnx dynamo → onnxruntime)"))
 register(FormatPlugin("coreml", ".mlpackage", "mobilize.export.coreml:export", "mobilize.runtime.coreml:CoreMLRunner",
-                      "mobilize.runtime.coreml:read_io", PRECISIONS, "Core ML ML Program (coremltools)"))
+                      "mobilize.runtime.coreml:read_io", PRECISIONS, "Core ML ML Program (coremltools)",
+                      fallback_runner="mobilize.runtime.coreml_ref:CoreMLReferenceRunner"))
 register(FormatPlugin("tflite", ".tflite", "mobilize.export.tflite:export", "mobilize.runtime.tflite:TFLiteRunner",
                       "mobilize.runtime.tflite:read_io", PRECISIONS, "TFLite / LiteRT (litert-torch → ai-edge-litert)"))
 
@@ -61,7 +64,7 @@ def get(name: str) -> FormatPlugin:
 
 def parse_list(value: str | list[str] | tuple[str, ...], *, what: str, allowed: tuple[str, ...]) -> list[str]:
     """Parse ``"onnx,tflite"`` (or a list) into a de-duplicated list, rejecting unknown names with the choices."""
-    items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value)]
+    items = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value)]
     items = [v for v in items if v]
     if not items:
         raise OptionError(f"--{what} is empty; choose from {', '.join(allowed)}")

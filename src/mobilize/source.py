@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import io
 import json
+import keyword
 import os
 import re
 import sys
@@ -158,7 +159,8 @@ def _run_once(spec: ModelSpec, source: str) -> None:
     """Run the module on its example inputs; fills output names and checks outputs are tensors."""
     import torch
 
-    spec.module.eval()
+    if spec.exported_program is None:  # an ExportedProgram's module() refuses eval(); it is already inference-only
+        spec.module.eval()
     try:
         with torch.no_grad():
             out = spec.module(*spec.example_inputs)
@@ -171,7 +173,15 @@ def _run_once(spec: ModelSpec, source: str) -> None:
         raise SourceError(f"{source}: the model must return tensors (a tensor, a tuple/list or a dict of tensors); "
                           f"output {bad[0] if bad else 0} is {type(flat[bad[0]]).__name__ if bad else 'empty'}")
     if spec.output_names is None:
-        spec.output_names = names
+        taken = set(spec.input_names)
+        unique = []
+        for n in names:  # dict keys 'a-b' and 'a_b' both sanitise to a_b: keep names distinct
+            base, k = n, 1
+            while n in taken:
+                n, k = f"{base}_{k}", k + 1
+            taken.add(n)
+            unique.append(n)
+        spec.output_names = unique
     elif len(spec.output_names) != len(flat):
         raise SourceError(f"{source}: output_names has {len(spec.output_names)} names but the model returns "
                           f"{len(flat)} tensors")
@@ -188,6 +198,8 @@ def flatten_outputs(out: Any) -> tuple[list[str], list[Any]]:
         for k, v in out.items():
             sub_names, sub = flatten_outputs(v)
             key = re.sub(r"\W", "_", str(k))
+            if not key.isidentifier() or keyword.iskeyword(key):
+                key = f"output_{key}"
             names += [key] if len(sub) == 1 else [f"{key}_{n}" for n in sub_names]
             flat += sub
         return names, flat
@@ -207,6 +219,7 @@ def _load_pt2(path: Path, *, trust_pickle: bool = False) -> ModelSpec:
 
     if not path.is_file():
         raise SourceError(f"{path}: file does not exist")
+    _vet_pt2_program(path)
     if not trust_pickle:
         _vet_pt2(path)
     try:
@@ -224,10 +237,63 @@ def _load_pt2(path: Path, *, trust_pickle: bool = False) -> ModelSpec:
     sig = program.graph_signature
     input_names = [s.arg.name for s in sig.input_specs if s.kind.name == "USER_INPUT"]
     input_names = [n if n.isidentifier() else f"input_{i}" for i, n in enumerate(input_names)]
-    spec = ModelSpec(module=program.module(), example_inputs=tuple(args), input_names=input_names or None,
+    spec = ModelSpec(module=program.module(check_guards=False), example_inputs=tuple(args), input_names=input_names or None,
                      name=re.sub(r"[^A-Za-z0-9_-]", "_", path.stem) or "model")
     spec.exported_program = program  # type: ignore[attr-defined]
     return spec
+
+
+# What torch.export writes into expr_str: sympy constructors over symbols like s12/u0 and integer literals.
+_SAFE_EXPR = re.compile(r"^[\sA-Za-z0-9_(),'=+\-*/<>%.]*$")
+_SAFE_WORDS = {"Symbol", "Integer", "Mod", "FloorDiv", "CeilDiv", "Max", "Min", "Eq", "Ne", "Lt", "Le", "Gt", "Ge",
+               "Add", "Mul", "Pow", "PythonMod", "CleanDiv", "IntTrueDiv", "FloatTrueDiv", "TruncToInt", "ToFloat",
+               "Abs", "positive", "integer", "nonnegative", "True", "False", "And", "Or", "Not", "sympify", "oo",
+               "Rational", "floor", "ceiling", "Piecewise", "ModularIndexing"}
+_SYMBOL = re.compile(r"^[a-z]{1,2}\d+$")
+
+
+def _vet_pt2_program(path: Path) -> None:
+    """Refuse program JSON that would run code on load: ``expr_str`` is parsed by ``sympy.sympify`` (which evaluates
+    Python) and ``guards_code`` is exec'd by ``ExportedProgram.module()``. Applies even with ``--trust-pickle``."""
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise SourceError(f"{path}: not a torch.export archive (not a zip file: {exc})") from exc
+    with z:
+        for name in [n for n in z.namelist() if "/models/" in n and n.endswith(".json")]:
+            try:
+                doc = json.loads(z.read(name))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise SourceError(f"{path}: {name} is not valid JSON") from exc
+            for key, value in _walk(doc):
+                if key == "guards_code" and value:
+                    raise SourceError(f"{path}: {name} carries guards_code (Python that torch would execute); "
+                                      "mobilize refuses it")
+                if key == "expr_str" and isinstance(value, str) and not _safe_expr(value):
+                    raise SourceError(f"{path}: {name} has a symbolic expression that is not plain sympy "
+                                      f"({value[:60]!r}); torch.export.load would evaluate it as Python, so mobilize "
+                                      "refuses the file")
+
+
+def _walk(doc: Any) -> Any:
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield k, v
+                stack.append(v)
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _safe_expr(expr: str) -> bool:
+    if not _SAFE_EXPR.match(expr) or "__" in expr or re.search(r"\.[A-Za-z_]", expr):
+        return False
+    for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr):
+        if word not in _SAFE_WORDS and not _SYMBOL.match(word):
+            return False
+    return True
 
 
 def _vet_pt2(path: Path) -> None:

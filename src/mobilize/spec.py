@@ -124,7 +124,7 @@ class ModelSpec:
                     raise SpecError(f"dynamic_dims names input {nm!r}, which is not one of {self.input_names}")
                 rank = self.example_inputs[self.input_names.index(nm)].dim()
                 for ax in axes:
-                    if not isinstance(ax, int) or not -rank <= ax < rank:
+                    if isinstance(ax, bool) or not isinstance(ax, int) or not -rank <= ax < rank:
                         raise SpecError(f"dynamic_dims[{nm!r}] axis {ax!r} is out of range for a rank-{rank} input")
         if self.labels is not None:
             self.labels = [str(x) for x in self.labels]

@@ -87,6 +87,10 @@ def read(bundle: Path, *, check_files: bool = True) -> dict[str, Any]:
                 continue
             where = f"{mpath} [{art['format']} {art['precision']}]"
             path = safe_member(bundle, art["path"], where)
+            if path.is_dir():  # a package: no member may lead outside the bundle either
+                for member in path.rglob("*"):
+                    if member.is_symlink():
+                        safe_member(bundle, member.relative_to(bundle).as_posix(), where)
             if not path.exists():
                 raise BundleError(f"{where}: file {art['path']!r} is missing from the bundle")
             if size(path) != art["bytes"]:

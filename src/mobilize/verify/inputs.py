@@ -73,6 +73,8 @@ def random_like(ex: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator
         out = np.zeros(shape, dtype=dtype)
         if len(shape) == 0:
             return np.ones(shape, dtype=dtype)
+        if out.size == 0:
+            return out
         rows = out.reshape(-1, shape[-1]) if shape[-1] else out.reshape(-1, 0)
         for r in rows:
             r[: rng.integers(1, shape[-1] + 1) if shape[-1] else 0] = 1

@@ -1,0 +1,127 @@
+"""capture(): the torch.export strategy chain (mobilize.capture). torch.export only, on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mobilize.capture import Attempt, Capture, capture, dynamic_shapes_for
+from mobilize.errors import CaptureError
+from mobilize.spec import ModelSpec
+
+
+def _placeholder_shapes(program) -> list[tuple]:
+    user = {s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"}
+    return [tuple(n.meta["val"].shape) for n in program.graph.nodes if n.op == "placeholder" and n.name in user]
+
+
+def test_simple_model_uses_non_strict(linear_spec: ModelSpec) -> None:
+    cap = capture(linear_spec)
+    assert isinstance(cap, Capture)
+    assert cap.strategy == "torch.export(strict=False)"
+    assert cap.attempts == [Attempt("torch.export(strict=False)", True, None)]
+    assert cap.dynamic is False
+    assert isinstance(cap.program, torch.export.ExportedProgram)
+    x = linear_spec.example_inputs[0]
+    torch.testing.assert_close(cap.program.module()(x), linear_spec.module(x))
+    d = cap.to_dict()
+    assert d == {"strategy": "torch.export(strict=False)", "dynamic": False,
+                 "attempts": [{"strategy": "torch.export(strict=False)", "ok": True, "error": None}]}
+
+
+def test_capture_puts_module_in_eval_mode(models) -> None:
+    spec = ModelSpec(module=models.TinyLinear().train(), example_inputs=(torch.randn(2, 4),))
+    capture(spec)
+    assert not spec.module.training
+
+
+def test_strict_fallback_when_non_strict_fails(models) -> None:
+    spec = ModelSpec(module=models.NumpyInside(), example_inputs=(torch.randn(2, 3),))
+    cap = capture(spec)
+    assert cap.strategy == "torch.export(strict=True)"
+    assert [(a.strategy, a.ok) for a in cap.attempts] == [("torch.export(strict=False)", False),
+                                                           ("torch.export(strict=True)", True)]
+    first = cap.attempts[0].error
+    assert first and "numpy" in first and "\n" not in first and len(first) <= 300
+    x = spec.example_inputs[0]
+    torch.testing.assert_close(cap.program.module()(x), torch.sin(x) + 1)
+
+
+def test_data_dependent_control_flow_fails_every_strategy(models) -> None:
+    m = models.DataDependent()
+    x = torch.randn(2, 3)
+    m(x)  # runs fine eagerly: only capture fails
+    for strict in (False, True):  # check it really is uncapturable, so the test below is meaningful
+        with pytest.raises(Exception):  # noqa: B017
+            torch.export.export(m, (x,), strict=strict)
+    spec = ModelSpec(module=m, example_inputs=(x,), input_names=["x"], dynamic_dims={"x": {0: "batch"}})
+    with pytest.raises(CaptureError) as ei:
+        capture(spec)
+    msg = str(ei.value)
+    for strategy in ("torch.export(strict=False)", "torch.export(strict=True)",
+                     "torch.export(strict=False, static shapes)"):
+        assert f"{strategy}:" in msg
+    assert "\n" not in msg
+
+
+def test_static_strategy_only_tried_with_dynamic_dims(models) -> None:
+    spec = ModelSpec(module=models.DataDependent(), example_inputs=(torch.randn(2, 3),))
+    with pytest.raises(CaptureError) as ei:
+        capture(spec)
+    msg = str(ei.value)
+    assert "torch.export(strict=False):" in msg and "torch.export(strict=True):" in msg
+    assert "static shapes" not in msg
+
+
+def test_dynamic_dims_kept(linear_spec: ModelSpec) -> None:
+    spec = ModelSpec(module=linear_spec.module, example_inputs=(torch.randn(3, 4),), input_names=["x"],
+                     dynamic_dims={"x": {0: "batch"}})
+    cap = capture(spec)
+    assert cap.dynamic is True
+    assert cap.strategy == "torch.export(strict=False)"
+    (shape,) = _placeholder_shapes(cap.program)
+    assert isinstance(shape[0], torch.SymInt) and not isinstance(shape[1], torch.SymInt)
+    assert shape[1] == 4
+    out = cap.program.module()(torch.randn(7, 4))  # another batch size runs
+    assert out.shape == (7, 3)
+
+
+def test_dynamic_capture_falls_back_to_static_shapes(models) -> None:
+    spec = ModelSpec(module=models.FixedBatch(), example_inputs=(torch.randn(2, 6),), input_names=["x"],
+                     dynamic_dims={"x": {0: "batch"}})
+    cap = capture(spec)
+    assert cap.strategy == "torch.export(strict=False, static shapes)"
+    assert cap.dynamic is False
+    assert [a.ok for a in cap.attempts] == [False, False, True]
+    assert all(a.error for a in cap.attempts[:2])
+    assert _placeholder_shapes(cap.program) == [(2, 6)]
+
+
+def test_dynamic_shapes_for_shares_dims_by_name() -> None:
+    spec = ModelSpec(module=torch.nn.Identity(), example_inputs=(torch.zeros(2, 5), torch.zeros(2, 5, 3),
+                                                                 torch.zeros(4)),
+                     input_names=["a", "b", "c"], dynamic_dims={"a": {0: "batch", -1: "seq"}, "b": {1: "seq"}})
+    dyn = dynamic_shapes_for(spec)
+    assert len(dyn) == 3
+    assert set(dyn[0]) == {0, 1}  # negative axes are normalised
+    assert dyn[0][1] is dyn[1][1]  # same name → same Dim object
+    assert dyn[2] is None
+    assert dynamic_shapes_for(ModelSpec(module=torch.nn.Identity(), example_inputs=(torch.zeros(1),))) is None
+
+
+def test_dynamic_shapes_for_turns_names_into_identifiers() -> None:
+    spec = ModelSpec(module=torch.nn.Identity(), example_inputs=(torch.zeros(2, 5),), input_names=["a"],
+                     dynamic_dims={"a": {0: "batch size", 1: "3d"}})
+    dyn = dynamic_shapes_for(spec)
+    names = {d.__name__ for d in dyn[0].values()}
+    assert names == {"batch_size", "d_3d"}
+
+
+def test_exported_program_short_circuits(linear_spec: ModelSpec) -> None:
+    program = torch.export.export(linear_spec.module, linear_spec.example_inputs)
+    spec = ModelSpec(module=linear_spec.module, example_inputs=linear_spec.example_inputs,
+                     exported_program=program)
+    cap = capture(spec)
+    assert cap.program is program
+    assert cap.strategy == "torch.export.load (.pt2)"
+    assert [a.ok for a in cap.attempts] == [True]
