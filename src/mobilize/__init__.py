@@ -13,6 +13,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# The stage packages mobilize/export/ and mobilize/verify/ share their names with the API functions below. Importing
+# a submodule binds it as an attribute of its parent the first time it loads; loading both (cheap: neither imports
+# torch) before the functions are defined keeps `mobilize.export` / `mobilize.verify` the functions for good.
+import mobilize.export as _export_stage  # noqa: E402, F401
+import mobilize.verify as _verify_stage  # noqa: E402, F401
 from mobilize.errors import (  # noqa: E402
     BundleError,
     CaptureError,
@@ -24,12 +29,6 @@ from mobilize.errors import (  # noqa: E402
     SpecError,
 )
 from mobilize.spec import ModelSpec, Normalization  # noqa: E402
-
-# The stage packages mobilize/export/ and mobilize/verify/ share their names with the API functions below. Importing
-# a submodule binds it as an attribute of its parent the first time it loads; loading both (cheap: neither imports
-# torch) before the functions are defined keeps `mobilize.export` / `mobilize.verify` the functions for good.
-import mobilize.export as _export_stage  # noqa: E402, F401
-import mobilize.verify as _verify_stage  # noqa: E402, F401
 
 
 def export(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - thin lazy wrapper, see mobilize.api.export

@@ -54,7 +54,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     verified in a child process (``isolate=False`` runs it in this process: faster, for trusted files only).
     """
     from mobilize._quiet import captured_output
-    from mobilize.bundle.writer import check_target, staged
+    from mobilize.bundle.writer import check_target
     from mobilize.capture import capture
     from mobilize.source import load_source
     from mobilize.verify.inputs import make_input_sets
@@ -92,6 +92,23 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     sets = make_input_sets(spec)
     ref = compute_reference(spec, sets)
 
+    try:
+        manifest = _build_bundle(out, fmts, precs, cap, spec, options, verify, isolate, ref, source_str, weights,
+                                 trust_pickle, step)
+    except OSError as exc:  # full disk, permissions, a vanished folder: the previous bundle is still in place
+        from mobilize.errors import BundleError
+
+        raise BundleError(f"could not write the bundle {out}: {exc.strerror or exc}"
+                          f"{f' ({exc.filename})' if getattr(exc, 'filename', None) else ''}; "
+                          "the previous bundle, if any, is untouched") from exc
+    return Result(out, manifest, strict)
+
+
+def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: ModelSpec, options: ExportOptions,
+                  verify: bool, isolate: bool, ref: Any, source_str: str, weights: Any, trust_pickle: bool,
+                  step: StepCallback) -> dict[str, Any]:
+    from mobilize.bundle.writer import staged
+
     artifacts: list[dict[str, Any]] = []
     with staged(out) as tmp:
         ref.save(tmp / mf.REFERENCE)
@@ -106,7 +123,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
         manifest["security"] = {"trust_pickle": bool(trust_pickle)}
         mf.validate(manifest)
         (tmp / mf.MANIFEST).write_bytes(mf.dumps(manifest))
-    return Result(out, manifest, strict)
+    return manifest
 
 
 def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path,
@@ -258,7 +275,7 @@ def _manifest(spec: ModelSpec, source: str, cap: Any, ref: Any, artifacts: list[
     return {
         "schema_version": mf.SCHEMA_VERSION,
         "mobilize_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "tools": mf.tool_versions(),
         "model": model,
         "capture": cap.to_dict(),

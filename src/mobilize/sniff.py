@@ -85,5 +85,6 @@ def expect(path: str | Path, kind: str, what: str) -> None:
     """Raise :class:`MobilizeInputError` unless ``path`` holds ``kind``."""
     got = sniff(path)
     if got != kind:
-        raise MobilizeInputError(f"{path}: expected {what} but the content is {'not recognised' if got == 'unknown' else got}"
-                                 f"{'' if got == 'unknown' else ' data'}; the file may be truncated, corrupted or mislabelled")
+        found = "not recognised" if got == "unknown" else f"{got} data"
+        raise MobilizeInputError(f"{path}: expected {what} but the content is {found}; the file may be truncated, "
+                                 "corrupted or mislabelled")

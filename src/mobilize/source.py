@@ -237,7 +237,8 @@ def _load_pt2(path: Path, *, trust_pickle: bool = False) -> ModelSpec:
     sig = program.graph_signature
     input_names = [s.arg.name for s in sig.input_specs if s.kind.name == "USER_INPUT"]
     input_names = [n if n.isidentifier() else f"input_{i}" for i, n in enumerate(input_names)]
-    spec = ModelSpec(module=program.module(check_guards=False), example_inputs=tuple(args), input_names=input_names or None,
+    spec = ModelSpec(module=program.module(check_guards=False), example_inputs=tuple(args),
+                     input_names=input_names or None,
                      name=re.sub(r"[^A-Za-z0-9_-]", "_", path.stem) or "model")
     spec.exported_program = program  # type: ignore[attr-defined]
     return spec

@@ -33,7 +33,8 @@ class Normalization:
 
     def __post_init__(self) -> None:
         if len(self.mean) != len(self.std):
-            raise SpecError(f"normalization: mean has {len(self.mean)} values but std has {len(self.std)}; give one per channel")
+            raise SpecError(f"normalization: mean has {len(self.mean)} values but std has {len(self.std)}; "
+                            "give one per channel")
         if any(s == 0 for s in self.std):
             raise SpecError("normalization: std contains 0; every std value must be non-zero")
         if self.layout not in ("NCHW", "NHWC"):
@@ -134,7 +135,7 @@ class ModelSpec:
     def input_specs(self) -> list[TensorSpec]:
         """The inputs as TensorSpecs, dynamic dims shown as their names."""
         out = []
-        for i, (nm, t) in enumerate(zip(self.input_names, self.example_inputs)):
+        for nm, t in zip(self.input_names, self.example_inputs):
             dyn = {a % t.dim(): d for a, d in (self.dynamic_dims or {}).get(nm, {}).items()}
             shape = tuple(dyn.get(a, s) for a, s in enumerate(t.shape))
             rng = (self.input_ranges or {}).get(nm)

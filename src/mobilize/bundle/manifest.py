@@ -46,7 +46,11 @@ def validate(manifest: Any, where: str = MANIFEST) -> None:
         jsonschema.validate(manifest, schema())
     except jsonschema.ValidationError as exc:
         loc = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise BundleError(f"{where}: invalid manifest at {loc}: {exc.message[:200]}") from None
+        if exc.validator == "pattern" and loc.endswith("path"):
+            raise BundleError(f"{where}: {loc} {exc.instance!r} points outside the bundle or has illegal characters; "
+                              "a bundle may only list its own files, by relative path") from None
+        detail = f"{exc.instance!r} is not allowed here" if exc.validator == "pattern" else exc.message
+        raise BundleError(f"{where}: invalid manifest at {loc}: {' '.join(detail.split())[:200]}") from None
 
 
 def dumps(manifest: dict[str, Any]) -> bytes:
@@ -94,7 +98,8 @@ def read(bundle: Path, *, check_files: bool = True) -> dict[str, Any]:
             if not path.exists():
                 raise BundleError(f"{where}: file {art['path']!r} is missing from the bundle")
             if size(path) != art["bytes"]:
-                raise BundleError(f"{where}: {art['path']!r} is {size(path)} bytes but the manifest says {art['bytes']}; "
+                raise BundleError(f"{where}: {art['path']!r} is {size(path)} bytes but the manifest says "
+                                  f"{art['bytes']}; "
                                   "the file changed after export")
             if sha256(path) != art["sha256"]:
                 raise BundleError(f"{where}: {art['path']!r} sha256 does not match the manifest; the file changed "

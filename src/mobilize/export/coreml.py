@@ -26,7 +26,7 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
         raise ConversionError(f"coreml exporter has no precision {precision!r}", format="coreml")
     fp16 = precision == "fp16"
     inputs = []
-    for i, (name, t) in enumerate(zip(spec.input_names, spec.example_inputs)):
+    for name, t in zip(spec.input_names, spec.example_inputs):
         dyn = {a % t.dim() for a in (spec.dynamic_dims or {}).get(name, {})} if capture.dynamic else set()
         shape: list[Any] = [ct.RangeDim(1, 65536, default=s) if a in dyn else s for a, s in enumerate(t.shape)]
         inputs.append(ct.TensorType(name=name, shape=tuple(shape), dtype=_ct_input_dtype(t.dtype, fp16, options)))
