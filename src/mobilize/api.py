@@ -46,12 +46,17 @@ class Result:
 def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] | str = registry.DEFAULT_FORMATS,
            precisions: Sequence[str] | str = registry.DEFAULT_PRECISIONS, options: ExportOptions | None = None,
            verify: bool = True, strict: bool = False, weights: str | Path | None = None,
-           trust_pickle: bool = False, isolate: bool = True, on_step: StepCallback | None = None) -> Result:
+           trust_pickle: bool = False, isolate: bool = True, on_step: StepCallback | None = None,
+           calibration: Any = None, target: Any = None) -> Result:
     """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for bad input (nothing is written); conversion and parity
     failures are recorded in the manifest and reflected in ``Result.exit_code``. Each exported file is read and
     verified in a child process (``isolate=False`` runs it in this process: faster, for trusted files only).
+
+    Quantized precisions (``int8-weights``, ``int8``, ``int4-weights``; see docs/quantization.md) take
+    ``calibration`` (an ``.npz``, an image folder, ``file.py:fn`` or a :class:`~mobilize.quantize.CalibrationData`)
+    and ``target`` (a :class:`~mobilize.quantize.AccuracyTarget`); ``int8`` refuses to run without calibration.
     """
     from mobilize._quiet import captured_output
     from mobilize.bundle.writer import check_target
@@ -63,13 +68,12 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     step = on_step or (lambda _msg: None)
     fmts = registry.parse_list(formats, what="formats", allowed=tuple(registry.REGISTRY))
     precs = registry.parse_list(precisions, what="precisions", allowed=registry.PRECISIONS)
-    for f in fmts:
-        unsupported = [p for p in precs if p not in registry.get(f).precisions]
-        if unsupported:
-            from mobilize.errors import OptionError
+    from mobilize.quantize import calibration as qcal
+    from mobilize.quantize import recipes as qrec
 
-            raise OptionError(f"{f} does not support precision {unsupported[0]!r}; it supports "
-                              f"{', '.join(registry.get(f).precisions)}")
+    qrec.check_pairs(fmts, precs)
+    if calibration is None:
+        qcal.require(None, precs)  # static int8 without real data: refuse before any work
     options = options or ExportOptions()
     out = Path(out)
     check_target(out)
@@ -83,6 +87,14 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
         _run_once(spec, spec.name)
     source_str = source if isinstance(source, str) else f"ModelSpec:{spec.name}"
+    quant = None
+    if any(p in qrec.QUANT_PRECISIONS for p in precs) or calibration is not None:
+        from mobilize.quantize.driver import Context
+
+        data = qcal.load(calibration, spec) if calibration is not None else None
+        qcal.require(data, precs)
+        step("running PyTorch on the held-out calibration samples")
+        quant = Context.build(spec, data, target or qrec.AccuracyTarget())
 
     step("capturing with torch.export")
     with captured_output():
@@ -94,7 +106,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     try:
         manifest = _build_bundle(out, fmts, precs, cap, spec, options, verify, isolate, ref, source_str, weights,
-                                 trust_pickle, step)
+                                 trust_pickle, step, quant)
     except OSError as exc:  # full disk, permissions, a vanished folder: the previous bundle is still in place
         from mobilize.errors import BundleError
 
@@ -106,18 +118,27 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
 def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: ModelSpec, options: ExportOptions,
                   verify: bool, isolate: bool, ref: Any, source_str: str, weights: Any, trust_pickle: bool,
-                  step: StepCallback) -> dict[str, Any]:
+                  step: StepCallback, quant: Any = None) -> dict[str, Any]:
     from mobilize.bundle.writer import staged
 
     artifacts: list[dict[str, Any]] = []
-    with staged(out) as tmp:
+    with staged(out) as tmp, tempfile.TemporaryDirectory(prefix="mobilize-quantize-") as scratch:
         ref.save(tmp / mf.REFERENCE)
+        eval_set = _eval_set(source_str, spec)
         for fmt in fmts:
             plugin = registry.get(fmt)
             for prec in precs:
                 step(f"exporting {fmt} {prec}")
-                artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step))
+                artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step,
+                                             quant, Path(scratch)))
+                if eval_set is not None and artifacts[-1]["status"] == "ok":
+                    step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
+                    artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
         manifest = _manifest(spec, source_str, cap, ref, artifacts)
+        if eval_set is not None:
+            manifest["model"]["accuracy"] = eval_set["pytorch"]
+        if quant is not None and quant.calibration is not None:
+            manifest["calibration"] = quant.calibration.describe()
         if weights is not None:
             manifest["model"]["weights"] = {"path": str(weights), "sha256": sha256(Path(weights))}
         manifest["security"] = {"trust_pickle": bool(trust_pickle)}
@@ -127,20 +148,28 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
 
 
 def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path,
-                options: ExportOptions, verify: bool, isolate: bool, step: StepCallback) -> dict[str, Any]:
+                options: ExportOptions, verify: bool, isolate: bool, step: StepCallback, quant: Any = None,
+                scratch: Path | None = None) -> dict[str, Any]:
     from mobilize._quiet import captured_output
+    from mobilize.quantize.recipes import QUANT_PRECISIONS
 
     rel = f"{spec.name}_{prec}{plugin.suffix}"
     dest = tmp / rel
     art: dict[str, Any] = {"format": plugin.name, "precision": prec, "status": "ok", "path": rel, "bytes": None,
                            "sha256": None, "inputs": [], "outputs": [], "parity": None, "notes": [], "error": None}
     t0 = time.perf_counter()
+    log = None
     try:
-        with captured_output() as log:
-            exported = plugin.load("exporter")(cap, spec, prec, dest, options)
+        if prec in QUANT_PRECISIONS:  # the quantizer takes the exporter's fp32 file and writes the quantized one
+            exported = _quantize_one(plugin, prec, cap, spec, tmp, dest, options, quant, scratch, step)
+            art["quantization"] = exported.quantization
+        else:
+            with captured_output() as log:
+                exported = plugin.load("exporter")(cap, spec, prec, dest, options)
     except Exception as exc:  # noqa: BLE001 - one format failing must not stop the others
         _remove(dest)
-        art.update(status="failed", path=None, error=_error_record(plugin.name, exc, cap.program, log.text))
+        art.update(status="failed", path=None,
+                   error=_error_record(plugin.name, exc, cap.program, log.text if log is not None else ""))
         art["export_seconds"] = round(time.perf_counter() - t0, 3)
         return art
     art["export_seconds"] = round(time.perf_counter() - t0, 3)
@@ -158,6 +187,54 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     elif "error" in found:
         art["notes"].append(f"could not read the file's I/O: {found['error']}")
     return art
+
+
+def _quantize_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path, dest: Path,
+                  options: ExportOptions, quant: Any, scratch: Path | None, step: StepCallback) -> Any:
+    """Quantize the format's fp32 file (the bundle's own when fp32 was exported, else one in ``scratch``)."""
+    from mobilize._quiet import captured_output
+    from mobilize.export import ExportedFile
+    from mobilize.quantize.driver import quantize_artifact
+
+    assert quant is not None and scratch is not None
+    fp32 = tmp / f"{spec.name}_fp32{plugin.suffix}"
+    if not fp32.exists():
+        fp32 = scratch / plugin.name / f"{spec.name}_fp32{plugin.suffix}"
+        if not fp32.exists():
+            fp32.parent.mkdir(parents=True, exist_ok=True)
+            step(f"exporting {plugin.name} fp32 (input of the quantizer)")
+            with captured_output():
+                plugin.load("exporter")(cap, spec, "fp32", fp32, options)
+    work = scratch / plugin.name / prec
+    work.mkdir(parents=True, exist_ok=True)
+    notes, record = quantize_artifact(plugin.name, prec, fp32, dest, quant, work, step)
+    exported = ExportedFile(dest, list(notes))
+    if record.get("slower_than_fp32"):
+        exported.notes.append(f"slower than fp32 on this CPU: {record['latency']['ratio']:.2f}× the fp32 latency "
+                              "(single thread)")
+    if record.get("meets_target") is False:
+        a = record["achieved"]
+        exported.notes.append(f"below the accuracy target on held-out calibration data: SNR {a['snr_db']:.1f} dB, "
+                              f"top-1 agreement {_pct(a['top1_agreement'])}")
+    exported.quantization = record  # type: ignore[attr-defined]
+    return exported
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def _eval_set(source: str, spec: ModelSpec) -> dict[str, Any] | None:
+    """A labelled test set for the model when mobilize has one (the zoo's digits), with PyTorch's own accuracy."""
+    from mobilize.quantize.accuracy import eval_set
+
+    return eval_set(source, spec)
+
+
+def _accuracy(plugin: registry.FormatPlugin, path: Path, spec: ModelSpec, eval_set: dict[str, Any]) -> dict[str, Any]:
+    from mobilize.quantize.accuracy import file_accuracy
+
+    return file_accuracy(plugin.name, path, spec, eval_set)
 
 
 def verify_in_process(plugin: registry.FormatPlugin, path: Path, precision: str, ref: Any,
@@ -354,10 +431,12 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
 
 
 def _needs_isolation(plugin: registry.FormatPlugin) -> bool:
-    """Native runtimes run in a child process. Where the format's native runtime does not exist (Core ML on Linux)
-    the work is parsing a protobuf in Python, which is done in-process (a child would pay seconds of imports)."""
-    runner = plugin.load("runner")
-    return bool(runner.available()[0])
+    """Whether reading/running this format's files needs a child process: yes wherever something will load the file
+    (a native runtime, or a fallback such as the Core ML reference interpreter, whose allocations follow the file's
+    shapes); no when nothing here can run the file and only its declared I/O is read."""
+    if plugin.load("runner").available()[0]:
+        return True
+    return bool(plugin.fallback_runner) and bool(plugin.load("fallback_runner").available()[0])
 
 
 _KIND_OF_FORMAT = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage"}

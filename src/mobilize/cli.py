@@ -79,7 +79,8 @@ def main(verbose: bool) -> None:
 
 
 _FORMATS_HELP = "Comma-separated formats: onnx, coreml, tflite."
-_PREC_HELP = "Comma-separated precisions: fp32, fp16."
+_PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only/dynamic int8), int8 (static, "
+              "calibrated: needs --calibration), int4-weights.")
 
 
 @main.command()
@@ -99,20 +100,35 @@ _PREC_HELP = "Comma-separated precisions: fp32, fp16."
               help="Checkpoint loaded into the model (.safetensors preferred; torch.save files load weights-only).")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling arbitrary Python objects from --weights or a "
               ".pt2 (runs code from the file: only for files you trust). Recorded in the manifest.")
+@click.option("--calibration", default=None, help="Real input samples for quantization: an .npz keyed by input "
+              "name (or arr_0, arr_1, …; first axis = samples), a folder of images, or file.py:fn yielding input "
+              "tuples. Part is held out to measure the quantized files.")
+@click.option("--min-snr", default=25.0, show_default=True, type=float,
+              help="Accuracy target: SNR (dB) of every output vs PyTorch on held-out calibration samples.")
+@click.option("--min-top1", default=0.97, show_default=True, type=float,
+              help="Accuracy target: top-1 agreement with PyTorch for classifier outputs (0..1).")
+@click.option("--max-size-ratio", default=0.35, show_default=True, type=float,
+              help="int8: stop keeping layers in float before the file exceeds this share of fp32.")
+@click.option("--holdout", default=0.25, show_default=True, type=float,
+              help="Share of the calibration samples held out to measure accuracy.")
 def export(source: str, out: Path | None, formats: str, precisions: str, coreml_target: str, onnx_opset: int,
            fp16_io: bool, no_verify: bool, strict: bool, json_out: Path | None, weights: Path | None,
-           trust_pickle: bool) -> None:
+           trust_pickle: bool, calibration: str | None, min_snr: float, min_top1: float, max_size_ratio: float,
+           holdout: float) -> None:
     """Export SOURCE (file.py:fn, package.module:fn, zoo:NAME or model.pt2) to a verified bundle."""
     from mobilize import api
     from mobilize.export import ExportOptions
+    from mobilize.quantize.recipes import AccuracyTarget
 
     options = ExportOptions(onnx_opset=onnx_opset, coreml_target=coreml_target, fp16_io=fp16_io)
+    target = AccuracyTarget(min_snr_db=min_snr, min_top1=min_top1, max_size_ratio=max_size_ratio, holdout=holdout)
     if out is None:
         stem = source.split(":")[-1] if source.startswith("zoo:") else Path(source.split(":")[0]).stem
         out = Path(f"{stem or 'model'}-bundle")
     result = _with_status(lambda step: api.export(source, out, formats=formats, precisions=precisions,
                                                   options=options, verify=not no_verify, strict=strict,
-                                                  weights=weights, trust_pickle=trust_pickle, on_step=step))
+                                                  weights=weights, trust_pickle=trust_pickle, on_step=step,
+                                                  calibration=calibration, target=target))
     _print_result(result, title=f"mobilize export {source}")
     if json_out:
         json_out.write_text(json.dumps(result.manifest, indent=2) + "\n")
@@ -162,11 +178,14 @@ def zoo() -> None:
 @main.command()
 @click.option("--out", default=Path("mobilize-demo"), show_default=True, type=click.Path(path_type=Path))
 def demo(out: Path) -> None:
-    """Export the built-in digits classifier to every format at fp32 and fp16, verify, and print the table."""
+    """Export the built-in digits classifier to every format at fp32, fp16, int8-weights and int8 (calibrated on
+    training digits), verify, and print the table with each file's real test-set accuracy."""
     from mobilize import api, models
+    from mobilize.models.digits import calibration_set
 
     source = f"zoo:{models.DEFAULT}"
-    result = _with_status(lambda step: api.export(source, out, on_step=step))
+    result = _with_status(lambda step: api.export(source, out, precisions="fp32,fp16,int8-weights,int8",
+                                                  calibration=calibration_set(), on_step=step))
     _print_result(result, title=f"mobilize demo ({source})")
     raise SystemExit(result.exit_code)
 
@@ -199,30 +218,43 @@ def _print_result(result: Any, title: str) -> None:
 
     colors = {"pass": "green", "fail": "red", "unverified": "yellow"}
     table = Table(title=title)
-    for col in ("format", "precision", "size", "parity", "max abs err", "SNR dB", "runtime"):
-        table.add_column(col, justify="right" if col in ("size", "max abs err", "SNR dB") else "left")
+    quantized = any(a.get("quantization") for a in result.artifacts)
+    with_acc = any(a.get("accuracy") for a in result.artifacts)
+    cols = ["format", "precision", "size", "parity", "max abs err", "SNR dB", "runtime"]
+    cols += ["recipe", "held-out SNR / top-1", "latency vs fp32"] if quantized else []
+    cols += ["test accuracy"] if with_acc else []
+    for col in cols:
+        table.add_column(col, justify="right" if col in ("size", "max abs err", "SNR dB", "latency vs fp32",
+                                                         "test accuracy") else "left")
+    extra = len(cols) - 7
     notes: list[str] = []
+    shared_warnings: dict[str, list[str]] = {}  # the same caveat for several artifacts is printed once
     for a in result.artifacts:
         p = a["parity"]
         label = f"{a['format']} {a['precision']}"
+        tail = _quant_cells(a, quantized, with_acc)
+        for line in _quant_notes(a):
+            notes.append(f"[yellow]{label}[/]: {_escape(line)}")
         if a["status"] != "ok":
             err = a["error"] or {}
             where = "; ".join(err.get("modules") or err.get("ops") or [])
-            table.add_row(a["format"], a["precision"], "—", "[red]export failed[/]", "", "", "")
+            table.add_row(a["format"], a["precision"], "—", "[red]export failed[/]", "", "", "", *[""] * extra)
             notes.append(f"[red]{label}[/]: {_escape(err.get('message', '')[:300])}"
                          + (f" [dim](where: {_escape(where)})[/]" if where else ""))
             continue
         if p is None:
-            table.add_row(a["format"], a["precision"], _fmt_bytes(a["bytes"]), "not checked", "", "", "")
+            table.add_row(a["format"], a["precision"], _fmt_bytes(a["bytes"]), "not checked", "", "", "", *tail)
             continue
         mae = f"{p['max_abs_error']:.2e}" if p.get("max_abs_error") is not None else ""
         snr = f"{p['snr_db']:.1f}" if p.get("snr_db") is not None else ""
         table.add_row(a["format"], a["precision"], _fmt_bytes(a["bytes"]),
-                      f"[{colors[p['status']]}]{p['status']}[/]", mae, snr, p["runtime"] or "—")
+                      f"[{colors[p['status']]}]{p['status']}[/]", mae, snr, p["runtime"] or "—", *tail)
         if p["status"] != "pass" and p.get("reason"):
             notes.append(f"[{colors[p['status']]}]{label}[/]: {_escape(p['reason'])}")
         for warning in p.get("warnings") or []:
-            notes.append(f"[yellow]{label}[/]: {_escape(warning)}")
+            shared_warnings.setdefault(warning, []).append(label)
+    for warning, labels in shared_warnings.items():
+        notes.append(f"[yellow]{', '.join(labels)}[/]: {_escape(warning)}")
     console = _console()
     console.print(table)
     for line in dict.fromkeys(notes):
@@ -231,6 +263,44 @@ def _print_result(result: Any, title: str) -> None:
     console.print(f"bundle: [bold]{_escape(str(result.out))}[/]  ({s['exported']} exported, {s['failed']} failed; "
                   f"parity: {s['parity']['pass']} pass, {s['parity']['fail']} fail, "
                   f"{s['parity']['unverified']} unverified)")
+
+
+def _quant_cells(a: dict[str, Any], quantized: bool, with_acc: bool) -> list[str]:
+    """Extra table cells: recipe, held-out SNR / top-1 agreement, latency ratio, test-set accuracy."""
+    cells: list[str] = []
+    q = a.get("quantization") or {}
+    if quantized:
+        ach = q.get("achieved") or {}
+        fig = ""
+        if ach:
+            top = ach.get("top1_agreement")
+            fig = f"{ach['snr_db']:.1f} dB / {'—' if top is None else f'{top:.0%}'}"
+            fig = fig if q.get("meets_target") else f"[red]{fig}[/]"
+        lat = q.get("latency") or {}
+        ratio = f"{lat['ratio']:.2f}×" if lat.get("ratio") is not None else ""
+        ratio = f"[red]{ratio}[/]" if q.get("slower_than_fp32") else ratio
+        kept = f" +{len(q['kept_float'])} float" if q.get("kept_float") else ""
+        cells += [f"{q['recipe']}{kept}" if q else "", fig, ratio]
+    if with_acc:
+        acc = a.get("accuracy") or {}
+        cells.append(f"{acc['top1_accuracy']:.1%}" if acc.get("top1_accuracy") is not None else
+                     ("unverified" if acc else ""))
+    return cells
+
+
+def _quant_notes(a: dict[str, Any]) -> list[str]:
+    q = a.get("quantization") or {}
+    out = []
+    if q.get("slower_than_fp32"):
+        out.append(f"{q['recipe']} runs {q['latency']['ratio']:.2f}× the fp32 latency on this CPU (single thread): "
+                   "slower than fp32")
+    if q.get("meets_target") is False:
+        t = q["target"]
+        out.append(f"misses the accuracy target (SNR ≥ {t['min_snr_db']:g} dB, top-1 ≥ {t['min_top1']:.0%}) on "
+                   "held-out calibration samples even after keeping layers in float")
+    if q.get("kept_float"):
+        out.append(f"{len(q['kept_float'])} layer(s) kept in float by sensitivity analysis")
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

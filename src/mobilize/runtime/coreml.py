@@ -24,6 +24,11 @@ def read_io(path: Path) -> tuple[list[IOTensor], list[IOTensor]]:
     except Exception as exc:  # noqa: BLE001
         raise RuntimeFailure(f"{path.name}: not a readable Core ML package: {' '.join(str(exc).split())[:300]}") \
             from exc
+    return io_from_spec(spec)
+
+
+def io_from_spec(spec) -> tuple[list[IOTensor], list[IOTensor]]:  # noqa: ANN001 - protobuf Model
+    """The inputs and outputs a parsed Core ML ``Model`` spec declares (shared with the reference interpreter)."""
     return [_io(f) for f in spec.description.input], [_io(f) for f in spec.description.output]
 
 

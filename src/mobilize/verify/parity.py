@@ -150,11 +150,16 @@ def verify_file(runner_cls: Any, path: Path, fmt: str, precision: str, ref: Refe
     tol = tolerance or for_artifact(fmt, precision)
     ok, why = runner_cls.available()
     if not ok:
-        return ParityRecord("unverified", None, why, tol)
+        fallback = _fallback_runner(fmt)
+        if fallback is None or not fallback.available()[0]:
+            return ParityRecord("unverified", None, why, tol)
+        runner_cls = fallback  # e.g. Core ML on Linux → the NumPy reference interpreter
+    notes = [runner_cls.note] if getattr(runner_cls, "note", None) else []  # what this runtime can't vouch for
     if not ref.deterministic:
         return ParityRecord("unverified", runner_cls.runtime, "the PyTorch reference is non-deterministic (two runs "
-                            "on the same input differ: dropout or random ops left on?); parity cannot be judged", tol)
-    record = ParityRecord("pass", runner_cls.runtime, None, tol)
+                            "on the same input differ: dropout or random ops left on?); parity cannot be judged", tol,
+                            warnings=notes)
+    record = ParityRecord("pass", runner_cls.runtime, None, tol, warnings=list(notes))
     per_output: dict[str, list[M.OutputMetrics]] = {n: [] for n in ref.output_names}
     try:
         with runner_cls(path) as runner:
@@ -177,13 +182,14 @@ def verify_file(runner_cls: Any, path: Path, fmt: str, precision: str, ref: Refe
             if getattr(runner, "fallback", None):
                 record.runtime = f"{runner_cls.runtime} (builtin kernels)"
                 record.warnings.append(runner.fallback)
-    except RuntimeUnavailable as exc:
-        return ParityRecord("unverified", None, str(exc), tol)
+    except RuntimeUnavailable as exc:  # incl. the reference interpreter's UnsupportedOpsError (lists the ops)
+        return ParityRecord("unverified", runner_cls.runtime if notes else None, str(exc), tol, warnings=notes)
     except (MobilizeError, ValueError) as exc:
-        return ParityRecord("fail", runner_cls.runtime, f"could not run the file: {exc}", tol, could_not_run=True)
+        return ParityRecord("fail", runner_cls.runtime, f"could not run the file: {exc}", tol, could_not_run=True,
+                            warnings=notes)
     if not record.inputs_used:
         return ParityRecord("unverified", runner_cls.runtime, "no input set fits the file's shapes", tol,
-                            inputs_skipped=record.inputs_skipped)
+                            inputs_skipped=record.inputs_skipped, warnings=notes)
     for name, items in per_output.items():
         m = M.merge(items)
         record.outputs[name] = m
@@ -192,6 +198,14 @@ def verify_file(runner_cls: Any, path: Path, fmt: str, precision: str, ref: Refe
         record.status = "fail"
         record.reason = record.failures[0]
     return record
+
+
+def _fallback_runner(fmt: str) -> Any:
+    """The format's fallback runner class (used when its own runtime is missing here), or None."""
+    from mobilize import formats
+
+    plugin = formats.REGISTRY.get(fmt)
+    return plugin.load("fallback_runner") if plugin is not None and plugin.fallback_runner else None
 
 
 def judge(name: str, m: M.OutputMetrics, tol: Tolerance) -> list[str]:

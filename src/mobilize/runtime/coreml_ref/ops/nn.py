@@ -206,9 +206,9 @@ def _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, fill):
             extra.append(max((out - 1) * s + ki - (size + b + e), 0))
     else:
         extra = [0] * sp
-    region = np.pad(np.ones(x.shape[2:], dtype=np.float32), pads)  # 1 inside input + explicit padding
+    padded = [size + b + e for size, (b, e) in zip(x.shape[2:], pads)]
+    region = np.pad(np.ones(padded, dtype=np.float32), [(0, ex) for ex in extra])  # input + explicit padding
     mask = np.pad(np.ones(x.shape[2:], dtype=np.float32), [(b, e + ex) for (b, e), ex in zip(pads, extra)])
-    region = np.pad(region, [(0, ex) for ex in extra])
     xp = np.pad(x, [(0, 0), (0, 0), *[(b, e + ex) for (b, e), ex in zip(pads, extra)]], constant_values=fill)
     axes = tuple(range(2, 2 + sp))
     sl = tuple(slice(None, None, s) for s in st)
@@ -260,6 +260,15 @@ def pixel_shuffle(x, upscale_factor):
     n, c, h, w = x.shape
     y = np.reshape(x, (n, c // (r * r), r, r, h, w)).transpose(0, 1, 4, 2, 5, 3)
     return y.reshape(n, c // (r * r), h * r, w * r)
+
+
+@register("pixel_unshuffle", "iOS16.tensor_transformation.pixel_unshuffle")
+def pixel_unshuffle(x, downscale_factor):
+    """(N, C, H·r, W·r) → (N, C·r², H, W), as torch.nn.PixelUnshuffle."""
+    r = as_int(downscale_factor)
+    n, c, h, w = x.shape
+    y = np.reshape(x, (n, c, h // r, r, w // r, r)).transpose(0, 1, 3, 5, 2, 4)
+    return y.reshape(n, c * r * r, h // r, w // r)
 
 
 @register("scaled_dot_product_attention", "iOS18.transformers.scaled_dot_product_attention")

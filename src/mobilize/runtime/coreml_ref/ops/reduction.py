@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mobilize.runtime.coreml_ref.ops._util import as_bool, as_int, floatx, norm_axes
+from mobilize.runtime.coreml_ref.ops._util import MIL_DTYPES, as_bool, as_int, as_str, floatx, norm_axes
 from mobilize.runtime.coreml_ref.registry import register
 
 _R = "iOS15.reduction."
@@ -80,12 +80,12 @@ def reduce_log_sum_exp(x, axes=None, keep_dims=False):
 
 
 @register("reduce_argmax", _R + "reduce_argmax")
-def reduce_argmax(x, axis=-1, keep_dims=False):
-    """Index of the maximum along ``axis`` (first one on ties), int32."""
-    return np.argmax(x, axis=as_int(axis), keepdims=as_bool(keep_dims)).astype(np.int32)
+def reduce_argmax(x, axis=-1, keep_dims=False, output_dtype="int32"):
+    """Index of the maximum along ``axis`` (first one on ties)."""
+    return np.argmax(x, axis=as_int(axis), keepdims=as_bool(keep_dims)).astype(MIL_DTYPES[as_str(output_dtype)])
 
 
 @register("reduce_argmin", _R + "reduce_argmin")
-def reduce_argmin(x, axis=-1, keep_dims=False):
-    """Index of the minimum along ``axis`` (first one on ties), int32."""
-    return np.argmin(x, axis=as_int(axis), keepdims=as_bool(keep_dims)).astype(np.int32)
+def reduce_argmin(x, axis=-1, keep_dims=False, output_dtype="int32"):
+    """Index of the minimum along ``axis`` (first one on ties)."""
+    return np.argmin(x, axis=as_int(axis), keepdims=as_bool(keep_dims)).astype(MIL_DTYPES[as_str(output_dtype)])

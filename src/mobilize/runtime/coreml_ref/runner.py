@@ -1,0 +1,58 @@
+"""``CoreMLReferenceRunner``: the reference interpreter behind the common Runner interface (any OS)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mobilize.runtime.base import IOTensor, Runner
+
+REFERENCE_NOTE = (
+    "Core ML reference interpreter (NumPy, not Apple's runtime): checks the program's graph semantics and weights, "
+    "with fp16 op outputs rounded to float16 as the file declares; it cannot reproduce Neural Engine/GPU numerics "
+    "or device latency — confirm on Apple hardware before release."
+)
+
+
+class CoreMLReferenceRunner(Runner):
+    """Runs a ``.mlpackage`` ML Program with :class:`~mobilize.runtime.coreml_ref.program.Program`.
+
+    Loading raises :class:`~mobilize.runtime.coreml_ref.errors.UnsupportedOpsError` listing every op the
+    interpreter lacks, before any input is run.
+    """
+
+    format = "coreml"
+    runtime = "reference"
+    note = REFERENCE_NOTE
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            import coremltools.proto.MIL_pb2  # noqa: F401
+        except ImportError as exc:
+            return False, f"the Core ML reference interpreter needs coremltools' protobuf definitions ({exc})"
+        return True, ""
+
+    def _load(self) -> None:
+        from mobilize.runtime.coreml import io_from_spec
+        from mobilize.runtime.coreml_ref.program import Program
+
+        self.program = Program(self.path)
+        self.program.check_supported()
+        self._inputs, self._outputs = io_from_spec(self.program.spec)
+        self.program.constants()  # decompress weights now: a bad weight file fails at load, not mid-run
+
+    @property
+    def inputs(self) -> list[IOTensor]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[IOTensor]:
+        return self._outputs
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.program.run(feeds)
+        result = {}
+        for decl, name in zip(self._outputs, self.program.output_names):
+            val = out[decl.name] if decl.name in out else out[name]
+            result[decl.name] = np.asarray(val).astype(decl.dtype, copy=False) if decl.dtype != "unknown" else val
+        return result
