@@ -91,7 +91,8 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
 @click.option("--precisions", default="fp32,fp16", show_default=True, help=_PREC_HELP)
 @click.option("--coreml-target", default="iOS16", show_default=True,
               help="Core ML minimum deployment target (iOS15..iOS18, macOS12..macOS15).")
-@click.option("--onnx-opset", default=18, show_default=True, type=int, help="ONNX opset (18..23).")
+@click.option("--onnx-opset", default=20, show_default=True, type=int,
+              help="ONNX opset (18..23); 20 has a native Gelu op, 18 runs on older onnxruntime builds.")
 @click.option("--fp16-io", is_flag=True, help="fp16 artifacts take and return float16 instead of float32.")
 @click.option("--no-verify", is_flag=True, help="Skip parity checks (artifacts get parity null).")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity (e.g. Core ML on Linux) as a failure.")
@@ -302,6 +303,15 @@ def _quant_notes(a: dict[str, Any]) -> list[str]:
         out.append(f"{len(q['kept_float'])} layer(s) kept in float by sensitivity analysis")
     return out
 
+
+def _register_optional_commands() -> None:
+    """Commands that live in their own packages; importing them pulls in click only."""
+    from mobilize.bench.cli import bench
+
+    main.add_command(bench)
+
+
+_register_optional_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

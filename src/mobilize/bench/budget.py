@@ -103,9 +103,16 @@ def judge(budget: Budget, rows: list[dict[str, Any]]) -> dict[str, Any]:
             if value is not None and field in ("bytes", "zipped_bytes"):
                 value = value / 1e6
             ok = None if value is None else bool(value <= limit)
-            checks.append({"key": key, "limit": limit, "value": value,
-                           "threads": row["threads"] if per_thread else None, "ok": ok,
-                           "reason": row.get("reason") if value is None else None})
+            checks.append(
+                {
+                    "key": key,
+                    "limit": limit,
+                    "value": value,
+                    "threads": row["threads"] if per_thread else None,
+                    "ok": ok,
+                    "reason": row.get("reason") if value is None else None,
+                }
+            )
     if any(c["ok"] is False for c in checks):
         status = "fail"
     elif any(c["ok"] is None for c in checks) or not checks:

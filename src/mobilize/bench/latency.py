@@ -54,9 +54,16 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
     mean = math.fsum(samples_ms) / n
     var = math.fsum((x - mean) ** 2 for x in samples_ms) / (n - 1) if n > 1 else 0.0
     std = math.sqrt(var)
-    return {"p50": percentile(samples_ms, 50), "p90": percentile(samples_ms, 90), "p99": percentile(samples_ms, 99),
-            "mean": mean, "std": std, "cv": std / mean if mean > 0 else 0.0,
-            "min": float(min(samples_ms)), "max": float(max(samples_ms))}
+    return {
+        "p50": percentile(samples_ms, 50),
+        "p90": percentile(samples_ms, 90),
+        "p99": percentile(samples_ms, 99),
+        "mean": mean,
+        "std": std,
+        "cv": std / mean if mean > 0 else 0.0,
+        "min": float(min(samples_ms)),
+        "max": float(max(samples_ms)),
+    }
 
 
 # --- settings and results -----------------------------------------------------------------------------------------
@@ -173,8 +180,9 @@ class RunnerTarget(Target):
 class TorchTarget(Target):
     """PyTorch eager: ``module(*tensors)`` under ``torch.inference_mode`` with ``torch.set_num_threads(threads)``."""
 
-    def __init__(self, key: str, module: Any, arrays: Sequence[np.ndarray], threads: int,
-                 load_ms: float | None = None) -> None:
+    def __init__(
+        self, key: str, module: Any, arrays: Sequence[np.ndarray], threads: int, load_ms: float | None = None
+    ) -> None:
         self.key = key
         self.module = module
         self.arrays = arrays
@@ -244,12 +252,13 @@ def _warm_up(target: Target, settings: Settings) -> float:
     with target.block():
         while len(times) < max(settings.warmup_runs, 2) or time.perf_counter() - start < settings.warmup_seconds:
             _timed_runs(target.call, 1, times)
-    tail = times[len(times) // 2:]
+    tail = times[len(times) // 2 :]
     return float(np.median(tail))
 
 
-def _rounds(targets: Sequence[Target], results: dict[str, Measurement], settings: Settings,
-            step: StepCallback, label: str) -> None:
+def _rounds(
+    targets: Sequence[Target], results: dict[str, Measurement], settings: Settings, step: StepCallback, label: str
+) -> None:
     """Interleaved blocks until every target has ≥ min_runs and ≥ min_seconds of samples."""
     if not targets:
         return
@@ -262,7 +271,7 @@ def _rounds(targets: Sequence[Target], results: dict[str, Measurement], settings
     r = 0
     while pending and r < settings.rounds * 4:
         step(f"{label}: round {r + 1} of ≥{settings.rounds} ({len(pending)} configurations)")
-        order = pending[r % len(pending):] + pending[: r % len(pending)]
+        order = pending[r % len(pending) :] + pending[: r % len(pending)]
         for t in order:
             m = results[t.key]
             with t.block():
@@ -271,8 +280,12 @@ def _rounds(targets: Sequence[Target], results: dict[str, Measurement], settings
                 _timed_runs(t.call, per_block[t.key], m.samples_ms)
         r += 1
         if r >= settings.rounds:
-            pending = [t for t in pending if len(results[t.key].samples_ms) < settings.min_runs
-                       or results[t.key].measured_seconds < settings.min_seconds]
+            pending = [
+                t
+                for t in pending
+                if len(results[t.key].samples_ms) < settings.min_runs
+                or results[t.key].measured_seconds < settings.min_seconds
+            ]
 
 
 def measure(targets: Sequence[Target], settings: Settings, step: StepCallback | None = None) -> dict[str, Measurement]:

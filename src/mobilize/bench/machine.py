@@ -23,8 +23,12 @@ def cpu_model() -> str:
         import subprocess
 
         try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  check=False, timeout=5).stdout.strip() or platform.processor()
+            return (
+                subprocess.run(
+                    ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, check=False, timeout=5
+                ).stdout.strip()
+                or platform.processor()
+            )
         except (OSError, subprocess.SubprocessError):
             pass
     return platform.processor() or platform.machine()
@@ -52,6 +56,14 @@ def cpu_flags() -> list[str]:
     return []
 
 
+def _load_avg() -> list[float] | None:
+    """1/5/15-minute load averages: a busy machine (load ≥ cores) explains noisy numbers."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def describe() -> dict[str, Any]:
     versions: dict[str, str | None] = {}
     for name in _PACKAGES:
@@ -67,5 +79,6 @@ def describe() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "platform": f"{sys.platform}-{platform.machine()}",
         "python": platform.python_version(),
+        "load_avg": _load_avg(),
         "versions": versions,
     }

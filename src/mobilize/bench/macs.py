@@ -56,6 +56,6 @@ def peak_gmacs(threads: int, *, n: int = 1024, seconds: float = 0.3) -> float:
             torch.mm(a, b, out=out)
             best = min(best, time.perf_counter() - t0)
             runs += 1
-        return n ** 3 / best / 1e9
+        return n**3 / best / 1e9
     finally:
         torch.set_num_threads(before)

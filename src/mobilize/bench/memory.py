@@ -32,19 +32,28 @@ def measure(job: dict[str, Any], *, timeout: float = 600.0) -> dict[str, Any]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env.setdefault("TQDM_DISABLE", "1")
     try:
-        proc = subprocess.run([sys.executable, "-m", "mobilize.bench.memory", json.dumps(job)], capture_output=True,
-                              text=True, timeout=timeout, env=env, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mobilize.bench.memory", json.dumps(job)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"memory measurement timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARKER):
-            data = json.loads(line[len(MARKER):])
+            data = json.loads(line[len(MARKER) :])
             if "error" in data:
                 return {"error": data["error"]}
             peak = data["peak_kb"] / 1024.0
             base = data["baseline_kb"] / 1024.0
-            return {"peak_rss_mb": round(peak, 2), "baseline_rss_mb": round(base, 2),
-                    "model_rss_mb": round(max(peak - base, 0.0), 2)}
+            return {
+                "peak_rss_mb": round(peak, 2),
+                "baseline_rss_mb": round(base, 2),
+                "model_rss_mb": round(max(peak - base, 0.0), 2),
+            }
     tail = " ".join((proc.stderr or proc.stdout or "").strip().splitlines()[-2:])[:300]
     return {"error": f"memory subprocess exited with code {proc.returncode} without a result: {tail}"}
 
@@ -92,7 +101,9 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
         set_verbose(False)
         baseline = _current_kb()
         with captured_output():
-            spec = load_source(job["source"])
+            spec = (
+                load_source(job["source"], weights=job["weights"]) if job.get("weights") else load_source(job["source"])
+            )
         torch.set_num_threads(threads)
         arrays = pick_set(ref, job["input_names"])
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(arrays[n])) for n in job["input_names"])
@@ -137,8 +148,9 @@ def feeds_for(runner: Any, ref: Any, input_names: list[str]) -> dict[str, Any]:
 
 
 def _fits(shape: tuple[int, ...], declared: tuple[Any, ...]) -> bool:
-    return len(shape) == len(declared) and all(not isinstance(d, int) or d < 0 or d == s
-                                               for s, d in zip(shape, declared))
+    return len(shape) == len(declared) and all(
+        not isinstance(d, int) or d < 0 or d == s for s, d in zip(shape, declared)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

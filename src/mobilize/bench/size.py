@@ -42,5 +42,9 @@ def size_record(path: Path, precision: str, parameters: int | None) -> dict[str,
 
     n = size(Path(path))
     floor = floor_bytes(parameters, precision)
-    return {"bytes": n, "zipped_bytes": zipped_size(path), "floor_bytes": floor,
-            "floor_ratio": round(n / floor, 4) if floor else None}
+    return {
+        "bytes": n,
+        "zipped_bytes": zipped_size(path),
+        "floor_bytes": floor,
+        "floor_ratio": round(n / floor, 4) if floor else None,
+    }

@@ -15,7 +15,7 @@ from typing import Any
 class ExportOptions:
     """Options that reach the exporters. Frozen and validated on construction."""
 
-    onnx_opset: int = 18
+    onnx_opset: int = 20  # torch.onnx's own default; opset 18 lacks Gelu (see benchmarks/results.md)
     coreml_target: str = "iOS16"
     fp16_io: bool = False  # fp16 artifacts keep fp32 inputs/outputs unless this is set
 

@@ -1,0 +1,406 @@
+"""The whole ``mobilize bench`` pass over a bundle: size → compute → memory (subprocesses) → latency (interleaved) →
+budgets → one JSON-ready record; :func:`save` stores it in the manifest and writes report.md / report.html."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mobilize.bench.latency import Settings
+from mobilize.errors import MobilizeError, OptionError
+
+StepCallback = Callable[[str], None]
+BENCH_SCHEMA = "mobilize-bench/1"
+BASELINE_FORMAT = "pytorch"
+REFERENCE_RUNTIMES = ("reference",)  # interpreters that check correctness; their speed is not device latency
+
+
+@dataclasses.dataclass
+class BenchResult:
+    """The benchmark record (``data``, exactly what ``--json`` writes) and the exit code it implies."""
+
+    bundle: Path
+    data: dict[str, Any]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.data["results"]
+
+    @property
+    def exit_code(self) -> int:
+        """1 when an artifact fails a budget or a measurable artifact could not be run, else 0."""
+        return self.data["exit_code"]
+
+
+def parse_threads(value: str | Sequence[int] | None) -> list[int]:
+    """``"1,2"`` → [1, 2]; ``None`` → [1, all usable cores]; ``all`` means all usable cores."""
+    from mobilize.bench.machine import usable_cores
+
+    cores = usable_cores()
+    if value is None:
+        return sorted({1, cores})
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    out: list[int] = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        if item in ("all", "max"):
+            out.append(cores)
+        elif item.isdigit() and int(item) >= 1:
+            out.append(int(item))
+        else:
+            raise OptionError(f"--threads: {item!r} is not a positive integer (e.g. --threads 1,2 or 1,all)")
+    if not out:
+        raise OptionError("--threads is empty; give e.g. 1,2")
+    return sorted(set(out))
+
+
+def bench(
+    bundle: str | Path,
+    *,
+    threads: str | Sequence[int] | None = None,
+    budget: Any = None,
+    formats: str | Sequence[str] | None = None,
+    precisions: str | Sequence[str] | None = None,
+    source: str | None = None,
+    baseline: bool = True,
+    memory: bool = True,
+    settings: Settings | None = None,
+    on_step: StepCallback | None = None,
+) -> BenchResult:
+    """Measure every artifact of ``bundle`` (plus PyTorch eager) and return the record; nothing is written.
+
+    Raises :class:`~mobilize.errors.MobilizeInputError` for a bad bundle or option (CLI exit 2).
+    """
+    from mobilize import formats as registry
+    from mobilize.bench import budget as budgets
+    from mobilize.bench import latency, machine
+    from mobilize.bench import memory as mem
+    from mobilize.bench.size import size_record
+    from mobilize.bundle import manifest as mf
+    from mobilize.errors import BundleError
+    from mobilize.verify.parity import Reference
+
+    step = on_step or (lambda _m: None)
+    settings = settings or Settings()
+    bundle = Path(bundle)
+    budget_obj = budgets.parse(budget) if isinstance(budget, str) or budget is None else budget
+    thread_list = parse_threads(threads)
+    if budget_obj is not None and budget_obj.threads is not None and budget_obj.threads not in thread_list:
+        if threads is not None:
+            raise OptionError(
+                f"--budget threads={budget_obj.threads} is not among --threads "
+                f"{','.join(map(str, thread_list))}; add it there"
+            )
+        thread_list = sorted({*thread_list, budget_obj.threads})
+
+    step("reading the bundle")
+    manifest = mf.read(bundle, check_files=True)
+    mpath = str(bundle / mf.MANIFEST)
+    ref_path = mf.safe_member(bundle, manifest["reference"]["path"], mpath)
+    if not ref_path.is_file():
+        raise BundleError(
+            f"{bundle}: {manifest['reference']['path']} is missing; bench feeds each file the stored "
+            "example inputs, so it needs the reference (re-export the bundle)"
+        )
+    try:
+        ref = Reference.load(ref_path)
+    except Exception as exc:  # noqa: BLE001 - any decoding problem is a bad bundle
+        raise BundleError(f"{ref_path}: unreadable reference data ({type(exc).__name__}: {exc})") from None
+    input_names = [t["name"] for t in manifest["model"]["inputs"]]
+    arts = _select(manifest["artifacts"], formats, precisions, registry)
+
+    model = manifest["model"]
+    base: dict[str, Any] = {"status": "missing", "reason": None, "load_ms": None, "source": None, "weights": None}
+    spec = None
+    if baseline:
+        src = source or model.get("source")
+        base["source"] = src
+        # the checkpoint the bundle was exported with, when it is still there (never trusted to unpickle: a pickle
+        # checkpoint that needs --trust-pickle just leaves the baseline missing, with the reason)
+        wpath = (model.get("weights") or {}).get("path")
+        base["weights"] = wpath if wpath and Path(wpath).is_file() and source is None else None
+        step("loading the PyTorch model (baseline)")
+        spec, base["load_ms"], base["reason"] = _load_baseline(src, base["weights"])
+        if spec is not None:
+            base["status"] = "ok"
+    else:
+        base["reason"] = "baseline skipped (--no-baseline)"
+
+    example = mem.pick_set(ref, input_names)
+    parameters = model.get("parameters")
+    macs = macs_method = None
+    if spec is not None:
+        from mobilize.bench.macs import count_macs, count_parameters
+
+        step("counting MACs")
+        parameters = parameters or count_parameters(spec.module)
+        try:
+            import torch
+
+            macs = count_macs(spec.module, tuple(torch.from_numpy(example[n].copy()) for n in input_names))
+            macs_method = "torch.utils.flop_counter on one eager forward pass (conv/linear/matmul/attention MACs)"
+        except Exception as exc:  # noqa: BLE001 - compute figures are optional
+            macs_method = f"could not count: {type(exc).__name__}: {str(exc)[:200]}"
+    else:
+        macs_method = "unknown: the PyTorch model could not be loaded"
+
+    step("describing the machine")
+    desc = machine.describe()
+    from mobilize.bench.macs import peak_gmacs
+
+    peaks: dict[int, float | None] = {}
+    for t in thread_list:
+        step(f"measuring this CPU's peak (float32 matmul, {t} thread{'s' if t > 1 else ''})")
+        try:
+            peaks[t] = peak_gmacs(t)
+        except Exception:  # noqa: BLE001 - no peak means no peak_share, nothing else
+            peaks[t] = None
+    desc["peak_gmacs"] = {str(t): _r(v, 2) for t, v in peaks.items()}
+
+    # rows: one per artifact × thread count, baseline first
+    rows: list[dict[str, Any]] = []
+    targets: list[latency.Target] = []
+    mem_jobs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    common = {"reference": str(ref_path), "input_names": input_names}
+    for t in thread_list:
+        row = _row(BASELINE_FORMAT, "fp32", None, "torch (eager)", t, parameters, macs)
+        row.update(bytes=None, zipped_bytes=None, floor_bytes=None, floor_ratio=None, parity=None)
+        if spec is None:
+            row.update(status="missing", reason=base["reason"])
+        else:
+            row["key"] = f"pytorch ×{t}"
+            targets.append(
+                latency.TorchTarget(
+                    row["key"], spec.module, [example[n] for n in input_names], t, load_ms=base["load_ms"]
+                )
+            )
+            if memory:
+                mem_jobs.append(
+                    (
+                        row,
+                        {"kind": "torch", "source": base["source"], "weights": base["weights"], "threads": t, **common},
+                    )
+                )
+        rows.append(row)
+
+    for art in arts:
+        fmt, prec = art["format"], art["precision"]
+        plugin = registry.get(fmt)
+        runner_cls = plugin.load("runner")
+        parity = (art.get("parity") or {}).get("status")
+        path = mf.safe_member(bundle, art["path"], mpath) if art["status"] == "ok" else None
+        sizes = size_record(path, prec, parameters) if path is not None else {}
+        available, why = runner_cls.available()
+        if available and runner_cls.runtime in REFERENCE_RUNTIMES:
+            available, why = (
+                False,
+                "only a reference interpreter runs this format here; its speed is not device latency",
+            )
+        for t in thread_list:
+            row = _row(fmt, prec, art["path"], runner_cls.runtime if available else None, t, parameters, macs)
+            row.update(sizes or {"bytes": None, "zipped_bytes": None, "floor_bytes": None, "floor_ratio": None})
+            row["parity"] = parity
+            if art["status"] != "ok":
+                message = (art.get("error") or {}).get("message", "")
+                row.update(status="failed", reason=f"export failed: {message}"[:300])
+            elif not available:
+                row.update(status="not_measurable", reason=f"not measurable here: {why}")
+            else:
+                row["key"] = f"{fmt} {prec} ×{t}"
+                targets.append(
+                    latency.RunnerTarget(row["key"], runner_cls, path, t, lambda r: mem.feeds_for(r, ref, input_names))
+                )
+                if memory:
+                    mem_jobs.append((row, {"kind": "runner", "format": fmt, "path": str(path), "threads": t, **common}))
+            rows.append(row)
+
+    for row, job in mem_jobs:
+        step(f"peak memory of {row['key']} (subprocess)")
+        res = mem.measure(job)
+        if "error" in res:
+            row["memory_error"] = res["error"]
+        else:
+            row.update(res)
+
+    step("timing")
+    measured = latency.measure(targets, settings, step)
+    torch_p50: dict[int, float] = {}
+    for row in rows:
+        m = measured.get(row.pop("key", None) or "")
+        if m is None:
+            continue
+        if m.error:
+            row.update(status="error", reason=f"could not run: {m.error}")
+            continue
+        stats = m.stats or {}
+        row.update(
+            status="ok",
+            latency_ms={k: _r(v, 5) for k, v in stats.items()},
+            runs=len(m.samples_ms),
+            measured_s=_r(m.measured_seconds, 3),
+            load_ms=_r(m.load_ms, 3),
+            first_inference_ms=_r(m.first_inference_ms, 3),
+            remeasured=m.remeasured,
+            cv_first=_r(m.cv_first, 5),
+            noisy=stats.get("cv", 0) > settings.cv_threshold,
+        )
+        if macs and stats.get("p50"):
+            row["gmacs_per_s"] = _r(macs / (stats["p50"] / 1000.0) / 1e9, 4)
+            peak = peaks.get(row["threads"])
+            row["peak_gmacs"] = _r(peak, 2)
+            row["peak_share"] = _r(row["gmacs_per_s"] / peak, 5) if peak else None
+        if row["format"] == BASELINE_FORMAT:
+            torch_p50[row["threads"]] = stats["p50"]
+    for row in rows:
+        p50 = (row.get("latency_ms") or {}).get("p50")
+        tp = torch_p50.get(row["threads"])
+        row["speedup_vs_pytorch"] = _r(tp / p50, 4) if (p50 and tp) else None
+
+    budget_out = None
+    if budget_obj is not None:
+        per_art = []
+        for art in arts:
+            group = [r for r in rows if r["format"] == art["format"] and r["precision"] == art["precision"]]
+            verdict = budgets.judge(budget_obj, group)
+            if art["status"] != "ok":
+                verdict["status"] = "fail"
+            for r in group:
+                r["budget"] = verdict["status"]
+            per_art.append({"format": art["format"], "precision": art["precision"], **verdict})
+        status = (
+            "fail"
+            if any(a["status"] == "fail" for a in per_art)
+            else "unknown"
+            if any(a["status"] == "unknown" for a in per_art)
+            else "pass"
+        )
+        budget_out = {**budget_obj.to_dict(), "status": status, "artifacts": per_art}
+
+    exit_code = 1 if (budget_out and budget_out["status"] == "fail") or any(r["status"] == "error" for r in rows) else 0
+    data = {
+        "schema": BENCH_SCHEMA,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "bundle": str(bundle),
+        "model": {
+            "name": model.get("name"),
+            "source": model.get("source"),
+            "parameters": parameters,
+            "macs": macs,
+            "macs_method": macs_method,
+        },
+        "machine": desc,
+        "settings": {
+            **settings.to_dict(),
+            "threads": thread_list,
+            "memory": memory,
+            "input_shapes": {n: list(example[n].shape) for n in input_names},
+        },
+        "baseline": base,
+        "results": rows,
+        "budget": budget_out,
+        "exit_code": exit_code,
+    }
+    return BenchResult(bundle, data)
+
+
+def _row(
+    fmt: str, prec: str, path: str | None, runtime: str | None, threads: int, parameters: int | None, macs: int | None
+) -> dict[str, Any]:
+    return {
+        "format": fmt,
+        "precision": prec,
+        "path": path,
+        "runtime": runtime,
+        "threads": threads,
+        "status": None,
+        "reason": None,
+        "latency_ms": None,
+        "runs": None,
+        "measured_s": None,
+        "noisy": None,
+        "remeasured": None,
+        "cv_first": None,
+        "load_ms": None,
+        "first_inference_ms": None,
+        "peak_rss_mb": None,
+        "baseline_rss_mb": None,
+        "model_rss_mb": None,
+        "parameters": parameters,
+        "macs": macs,
+        "gmacs_per_s": None,
+        "peak_gmacs": None,
+        "peak_share": None,
+        "speedup_vs_pytorch": None,
+        "budget": None,
+    }
+
+
+def _select(artifacts: list[dict[str, Any]], formats: Any, precisions: Any, registry: Any) -> list[dict[str, Any]]:
+    out = artifacts
+    if formats:
+        fmts = registry.parse_list(formats, what="formats", allowed=tuple(registry.REGISTRY))
+        out = [a for a in out if a["format"] in fmts]
+    if precisions:
+        allowed = tuple(dict.fromkeys(a["precision"] for a in artifacts)) or registry.PRECISIONS
+        precs = registry.parse_list(precisions, what="precisions", allowed=allowed)
+        out = [a for a in out if a["precision"] in precs]
+    if not out:
+        raise OptionError("no artifact of the bundle matches --formats/--precisions")
+    return out
+
+
+def _load_baseline(source: str | None, weights: str | None = None) -> tuple[Any, float | None, str | None]:
+    """(spec, load_ms, reason-if-missing) — never raises: the files can be benchmarked without the baseline."""
+    from mobilize._quiet import captured_output
+    from mobilize.source import load_source
+
+    if not source:
+        return None, None, "baseline missing: the manifest names no model source"
+    t0 = time.perf_counter()
+    try:
+        with captured_output():
+            spec = load_source(source, weights=weights) if weights else load_source(source)
+    except (MobilizeError, Exception) as exc:  # noqa: BLE001 - any failure only drops the baseline row
+        return None, None, f"baseline missing: could not load {source!r} ({' '.join(str(exc).split())[:200]})"
+    return spec, (time.perf_counter() - t0) * 1000.0, None
+
+
+def _r(value: float | None, digits: int) -> float | None:
+    import math
+
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+def save(
+    result: BenchResult, *, report_dir: str | Path | None = None, write_manifest: bool = True, reports: bool = True
+) -> list[Path]:
+    """Store the record under ``"bench"`` in the bundle's manifest and write report.md / report.html (into the
+    bundle, or ``report_dir``). Every file is replaced atomically. Returns the files written."""
+    import json
+
+    from mobilize.bench import report
+    from mobilize.bundle import manifest as mf
+    from mobilize.bundle.writer import write_atomic
+
+    written: list[Path] = []
+    if write_manifest:
+        mpath = result.bundle / mf.MANIFEST
+        manifest = json.loads(mpath.read_bytes())
+        manifest["bench"] = result.data
+        mf.validate(manifest, str(mpath))
+        write_atomic(mpath, mf.dumps(manifest))
+        written.append(mpath)
+    if reports:
+        out = Path(report_dir) if report_dir is not None else result.bundle
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in (("report.md", report.markdown(result.data)), ("report.html", report.html(result.data))):
+            write_atomic(out / name, text.encode())
+            written.append(out / name)
+    return written
