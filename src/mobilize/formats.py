@@ -12,8 +12,10 @@ import importlib
 from typing import Any
 
 from mobilize.errors import OptionError
+from mobilize.quantize.recipes import FLOAT_PRECISIONS, QUANT_PRECISIONS, supported
 
-PRECISIONS = ("fp32", "fp16")
+# fp32/fp16 come from the exporters; the quantized precisions from mobilize.quantize (recipes per format there)
+PRECISIONS = FLOAT_PRECISIONS + QUANT_PRECISIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,12 +46,13 @@ def register(plugin: FormatPlugin) -> FormatPlugin:
 
 
 register(FormatPlugin("onnx", ".onnx", "mobilize.export.onnx:export", "mobilize.runtime.onnx:OnnxRunner",
-                      "mobilize.runtime.onnx:read_io", PRECISIONS, "ONNX (torch.onnx dynamo → onnxruntime)"))
+                      "mobilize.runtime.onnx:read_io", supported("onnx"), "ONNX (torch.onnx dynamo → onnxruntime)"))
 register(FormatPlugin("coreml", ".mlpackage", "mobilize.export.coreml:export", "mobilize.runtime.coreml:CoreMLRunner",
-                      "mobilize.runtime.coreml:read_io", PRECISIONS, "Core ML ML Program (coremltools)",
+                      "mobilize.runtime.coreml:read_io", supported("coreml"), "Core ML ML Program (coremltools)",
                       fallback_runner="mobilize.runtime.coreml_ref:CoreMLReferenceRunner"))
 register(FormatPlugin("tflite", ".tflite", "mobilize.export.tflite:export", "mobilize.runtime.tflite:TFLiteRunner",
-                      "mobilize.runtime.tflite:read_io", PRECISIONS, "TFLite / LiteRT (litert-torch → ai-edge-litert)"))
+                      "mobilize.runtime.tflite:read_io", supported("tflite"),
+                      "TFLite / LiteRT (litert-torch → ai-edge-litert)"))
 
 DEFAULT_FORMATS = ("onnx", "coreml", "tflite")
 DEFAULT_PRECISIONS = ("fp32", "fp16")

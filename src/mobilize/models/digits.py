@@ -10,6 +10,7 @@ and are loaded with :func:`safetensors.torch.load_file`, never with pickle.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,3 +93,12 @@ def example_input() -> torch.Tensor:
     """A real test digit, normalised, ``(1, 1, 8, 8)`` float32."""
     x, _ = digits_test_set()
     return torch.from_numpy(x[:1].copy())
+
+
+def calibration_set(samples: int = 256) -> Any:
+    """Real calibration data for quantizing the digits model: the first ``samples`` training digits, normalised
+    (never test digits — those measure accuracy)."""
+    from mobilize.quantize.calibration import CalibrationData
+
+    x, _ = digits_train_set()
+    return CalibrationData({"image": x[:samples, None]}, f"scikit-learn digits training split ({samples} samples)")

@@ -1,0 +1,333 @@
+"""Turn an fp32 file into a quantized one that meets the accuracy target, as fast as the format allows.
+
+For one (format, precision):
+1. every candidate recipe (and, for static recipes, every range estimator: min/max, percentile) quantizes the fp32
+   file; each result is measured on the held-out calibration samples against PyTorch (SNR per output, top-1
+   agreement for classifier-shaped outputs);
+2. a static result below target goes through per-layer sensitivity (:mod:`mobilize.quantize.sensitivity`): the
+   layers whose float version helps most are kept float until the target is met or the size limit is reached;
+3. each result's single-thread latency is measured against the fp32 sibling on this CPU;
+4. the fastest result that meets the target wins (else the most accurate, flagged ``meets_target: false``).
+
+Everything measured is returned as the artifact's ``quantization`` record for the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobilize.errors import ConversionError
+from mobilize.quantize import recipes as R
+from mobilize.quantize.calibration import CalibrationData
+
+#: latency loop: warm-up runs, then at least this many timed runs and this many seconds
+_WARMUP, _MIN_RUNS, _MIN_SECONDS = 3, 10, 0.4
+#: a recipe counts as slower than fp32 when its median latency exceeds fp32's by more than this share (noise)
+SLOWER_MARGIN = 0.05
+
+
+@dataclasses.dataclass
+class Context:
+    """What every quantized artifact of one export run shares."""
+
+    spec: Any
+    calibration: CalibrationData | None
+    target: R.AccuracyTarget
+    calibrate_part: CalibrationData | None = None
+    holdout: CalibrationData | None = None
+    holdout_ref: list[dict[str, np.ndarray]] | None = None
+    measure_speed: bool = True
+
+    @classmethod
+    def build(cls, spec: Any, calibration: CalibrationData | None, target: R.AccuracyTarget,
+              measure_speed: bool = True) -> Context:
+        ctx = cls(spec, calibration, target, measure_speed=measure_speed)
+        if calibration is not None:
+            if calibration.samples >= 4:
+                ctx.calibrate_part, ctx.holdout = calibration.split(target.holdout)
+            else:  # too few to split (only weight-only recipes get here): measure on all of it
+                ctx.calibrate_part, ctx.holdout = calibration, calibration
+            ctx.holdout_ref = torch_outputs(spec, ctx.holdout)
+        return ctx
+
+
+def torch_outputs(spec: Any, data: CalibrationData) -> list[dict[str, np.ndarray]]:
+    import torch
+
+    from mobilize.source import flatten_outputs
+
+    outs = []
+    with torch.no_grad():
+        for feed in data.feeds():
+            args = tuple(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in spec.input_names)
+            _, flat = flatten_outputs(spec.module(*args))
+            outs.append({n: t.detach().cpu().numpy() for n, t in zip(spec.output_names, flat)})
+    return outs
+
+
+@dataclasses.dataclass
+class Trial:
+    """One quantized file and what was measured on it."""
+
+    recipe: R.Recipe
+    method: str
+    path: Path
+    exclude: list[str]
+    bytes: int
+    figures: dict[str, Any] | None = None  # snr_db, top1_agreement, per_output, samples
+    latency_ms: float | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def meets(self, target: R.AccuracyTarget) -> bool | None:
+        if self.figures is None:
+            return None
+        f = self.figures
+        return f["snr_db"] >= target.min_snr_db and (f["top1_agreement"] is None
+                                                      or f["top1_agreement"] >= target.min_top1)
+
+    def score(self) -> tuple[float, float]:
+        f = self.figures or {}
+        return (f.get("top1_agreement") if f.get("top1_agreement") is not None else 1.0, f.get("snr_db", -1e9))
+
+
+def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Context, work: Path,
+                      step: Any = None) -> tuple[list[str], dict[str, Any]]:
+    """Write the best ``precision`` file for ``fmt`` to ``dest``; returns (notes, quantization record)."""
+    from mobilize.bundle.hashing import size
+    from mobilize.quantize import sensitivity
+
+    step = step or (lambda _m: None)
+    mod = module_for(fmt)
+    cands = R.candidates(fmt, precision)
+    if not cands:
+        raise ConversionError(f"{fmt} has no {precision} recipe", format=fmt)
+    runner_cls, native = runner_for(fmt)
+    fp32_bytes = size(fp32)
+    calib_feeds = file_feeds(runner_cls, fp32, ctx, ctx.calibrate_part) if ctx.calibrate_part else None
+    fp32_ms = latency(runner_cls, fp32, ctx) if (native and ctx.measure_speed and len(cands) >= 1) else None
+    trials: list[Trial] = []
+    kept: list[str] | None = None  # layers kept float by the first static recipe's sensitivity search
+    sens_record: dict[str, Any] | None = None
+    for rec in cands:
+        best: Trial | None = None
+        for method in (mod.methods(rec) if hasattr(mod, "methods") else ("",)) if rec.calibrated else ("",):
+            step(f"quantizing {fmt} {precision}: {rec.name}{f' ({method})' if method else ''}")
+            t = _trial(mod, rec, method, fp32, work, calib_feeds, [], runner_cls, ctx)
+            trials.append(t)
+            if best is None or t.score() > best.score():
+                best = t
+        assert best is not None
+        if rec.calibrated and best.figures is not None and not best.meets(ctx.target):
+            if kept is None:
+                step(f"quantizing {fmt} {precision}: per-layer sensitivity ({rec.name})")
+                kept, sens_record = sensitivity.search(
+                    lambda exclude, r=rec, m=best.method: _trial(mod, r, m, fp32, work, calib_feeds, exclude,
+                                                                runner_cls, ctx),
+                    mod.layers(fp32), best, ctx.target, fp32_bytes)
+                fb = sens_record.pop("_best", None)
+            else:
+                fb = _trial(mod, rec, best.method, fp32, work, calib_feeds, kept, runner_cls, ctx) if kept else None
+            if fb is not None:
+                trials.append(fb)
+                best = fb if fb.score() >= best.score() else best
+        if fp32_ms is not None:
+            best.latency_ms = latency(runner_cls, best.path, ctx)
+        best.notes.append("best of its recipe")
+    finals = [t for t in trials if "best of its recipe" in t.notes]
+    base_bytes = min(t.bytes for t in trials if not t.exclude)
+    limit = sensitivity.size_budget(base_bytes, fp32_bytes, ctx.target) if precision == "int8" else fp32_bytes
+    ok = [t for t in finals if t.meets(ctx.target) and t.bytes <= limit]
+    if ok:
+        chosen = min(ok, key=lambda t: t.latency_ms if t.latency_ms is not None else 0.0)
+    else:
+        chosen = max(finals, key=lambda t: t.score())
+    _copy(chosen.path, dest)
+    return chosen.notes[:-1] if chosen.notes[-1:] == ["best of its recipe"] else chosen.notes, _record(
+        chosen, trials, finals, precision, ctx, fp32_bytes, fp32_ms, native, runner_cls, sens_record)
+
+
+def _record(chosen: Trial, trials: list[Trial], finals: list[Trial], precision: str, ctx: Context,
+            fp32_bytes: int, fp32_ms: float | None, native: bool, runner_cls: Any,
+            sens: dict[str, Any] | None) -> dict[str, Any]:
+    meets = chosen.meets(ctx.target)
+    rec: dict[str, Any] = {
+        "precision": precision, **chosen.recipe.to_dict(),
+        "range_estimator": chosen.method or None,
+        "size_ratio": round(chosen.bytes / fp32_bytes, 4),
+        "kept_float": list(chosen.exclude),
+        "calibration": None if ctx.calibration is None else {
+            **ctx.calibration.describe(), "calibration_samples": ctx.calibrate_part.samples if ctx.calibrate_part
+            else 0, "held_out_samples": ctx.holdout.samples if ctx.holdout else 0,
+            "used": chosen.recipe.calibrated, "warnings": list(ctx.calibration.warnings)},
+        "target": ctx.target.to_dict(),
+        "achieved": chosen.figures,
+        "meets_target": meets,
+        "measured_with": runner_cls.runtime if chosen.figures is not None else None,
+        "latency": None, "slower_than_fp32": None,
+        "candidates": [_trial_dict(t, fp32_bytes, fp32_ms, ctx, t is chosen) for t in trials],
+        "sensitivity": sens,
+    }
+    if chosen.latency_ms is not None and fp32_ms:
+        ratio = chosen.latency_ms / fp32_ms
+        rec["latency"] = {"ms": round(chosen.latency_ms, 4), "fp32_ms": round(fp32_ms, 4),
+                          "ratio": round(ratio, 3), "threads": 1, "runtime": runner_cls.runtime}
+        rec["slower_than_fp32"] = ratio > 1 + SLOWER_MARGIN
+    elif not native:
+        rec["latency"] = {"unmeasured": f"no native {runner_cls.runtime} runtime on this machine"}
+    if ctx.calibration is None:
+        rec["meets_target"] = None
+        rec["achieved"] = None
+    return rec
+
+
+def _trial_dict(t: Trial, fp32_bytes: int, fp32_ms: float | None, ctx: Context, chosen: bool) -> dict[str, Any]:
+    return {"recipe": t.recipe.name, "range_estimator": t.method or None, "kept_float": len(t.exclude),
+            "size_ratio": round(t.bytes / fp32_bytes, 4),
+            "snr_db": None if t.figures is None else t.figures["snr_db"],
+            "top1_agreement": None if t.figures is None else t.figures["top1_agreement"],
+            "latency_ratio": round(t.latency_ms / fp32_ms, 3) if (t.latency_ms and fp32_ms) else None,
+            "meets_target": t.meets(ctx.target), "chosen": chosen}
+
+
+def _trial(mod: Any, rec: R.Recipe, method: str, fp32: Path, work: Path, calib_feeds: Any, exclude: list[str],
+           runner_cls: Any, ctx: Context) -> Trial:
+    from mobilize._quiet import captured_output
+    from mobilize.bundle.hashing import size
+
+    tag = f"{rec.name}-{method or 'default'}-{len(exclude)}-{abs(hash(tuple(exclude))) % 10**8}"
+    path = work / f"{tag}{_suffix(fp32)}"
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    with captured_output():
+        notes = mod.quantize(fp32, path, rec, calib_feeds, exclude, work / "cache", method=method or "minmax")
+    if fp32.suffix == ".onnx":
+        _strip_onnx_metadata(path)
+    t = Trial(rec, method, path, list(exclude), size(path), notes=list(notes))
+    if exclude:
+        t.notes.append(f"{len(exclude)} layer(s) kept in float after per-layer sensitivity")
+    if ctx.holdout is not None and runner_cls is not None:
+        with captured_output():
+            t.figures = evaluate(runner_cls, path, ctx)
+    return t
+
+
+def _suffix(p: Path) -> str:
+    return ".mlpackage" if p.suffix == ".mlpackage" else p.suffix
+
+
+def _strip_onnx_metadata(path: Path) -> None:
+    """Drop per-node debug metadata (PyTorch stack traces with local paths) from a quantized ONNX file: the
+    quantizers copy it onto every inserted node, which costs more bytes than the int8 weights save on small models."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    path.write_bytes(model.SerializeToString())
+
+
+def module_for(fmt: str) -> Any:
+    import importlib
+
+    return importlib.import_module(f"mobilize.quantize.{fmt}")
+
+
+def runner_for(fmt: str) -> tuple[Any, bool]:
+    """(runner class to measure with or None, whether it is the format's native runtime)."""
+    from mobilize import formats
+    from mobilize.verify.parity import _fallback_runner
+
+    cls = formats.get(fmt).load("runner")
+    if cls.available()[0]:
+        return cls, True
+    fb = _fallback_runner(fmt)
+    if fb is not None and fb.available()[0]:
+        return fb, False
+    return None, False
+
+
+def file_feeds(runner_cls: Any, path: Path, ctx: Context, data: CalibrationData) -> list[dict[str, np.ndarray]]:
+    """The samples as feeds for the file ``path`` (its own input names and dtypes)."""
+    from mobilize.verify.parity import adapt_feed, io_map
+
+    if runner_cls is None:
+        return [dict(f) for f in data.feeds()]
+    with runner_cls(path) as r:
+        m = io_map(ctx.spec.input_names, r.inputs)
+        declared = {t.name: t for t in r.inputs}
+        return [{m[k]: adapt_feed(v, declared[m[k]]) for k, v in f.items()} for f in data.feeds()]
+
+
+def evaluate(runner_cls: Any, path: Path, ctx: Context) -> dict[str, Any]:
+    """SNR and top-1 agreement of ``path`` against PyTorch on the held-out samples (per output and worst)."""
+    from mobilize.verify import metrics as M
+    from mobilize.verify.parity import adapt_feed, adapt_output, io_map
+
+    assert ctx.holdout is not None and ctx.holdout_ref is not None
+    names = list(ctx.spec.output_names)
+    got: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    with runner_cls(path) as r:
+        im = io_map(ctx.spec.input_names, r.inputs)
+        om = io_map(names, r.outputs)
+        fin = {t.name: t for t in r.inputs}
+        fout = {t.name: t for t in r.outputs}
+        for feed, ref in zip(ctx.holdout.feeds(), ctx.holdout_ref):
+            out = r.infer({im[k]: adapt_feed(v, fin[im[k]]) for k, v in feed.items()})
+            for n in names:
+                val = adapt_output(out[om[n]], fout[om[n]])
+                got[n].append(val.reshape(ref[n].shape) if val.size == ref[n].size else val)
+    per: dict[str, Any] = {}
+    for n in names:
+        ref_all = np.concatenate([np.atleast_1d(r[n]) for r in ctx.holdout_ref])
+        if not np.issubdtype(ref_all.dtype, np.floating):
+            continue
+        a = np.concatenate([np.atleast_1d(g) for g in got[n]]).reshape(ref_all.shape)
+        m = M.compare(a, ref_all, atol=0.0, rtol=0.0)
+        top1 = m.top1_agreement if ref_all.ndim == 2 and ref_all.shape[0] == len(got[n]) else None
+        per[n] = {"snr_db": round(m.snr_db, 3), "cosine": round(m.cosine, 6), "top1_agreement": top1,
+                  "max_abs_error": m.max_abs_error}
+    snrs = [v["snr_db"] for v in per.values()]
+    tops = [v["top1_agreement"] for v in per.values() if v["top1_agreement"] is not None]
+    return {"snr_db": min(snrs) if snrs else 200.0, "top1_agreement": min(tops) if tops else None,
+            "samples": ctx.holdout.samples, "outputs": per}
+
+
+def latency(runner_cls: Any, path: Path, ctx: Context) -> float | None:
+    """Median single-thread latency (ms) of one inference on the first held-out (or example) sample."""
+    from mobilize._quiet import captured_output
+    from mobilize.verify.parity import adapt_feed, io_map
+
+    feed = (ctx.holdout.feeds()[0] if ctx.holdout is not None else
+            {n: t.detach().cpu().numpy() for n, t in zip(ctx.spec.input_names, ctx.spec.example_inputs)})
+    try:
+        with captured_output(), runner_cls(path, threads=1) as r:
+            im = io_map(ctx.spec.input_names, r.inputs)
+            fin = {t.name: t for t in r.inputs}
+            x = {im[k]: adapt_feed(v, fin[im[k]]) for k, v in feed.items()}
+            for _ in range(_WARMUP):
+                r.infer(x)
+            times: list[float] = []
+            t_end = time.perf_counter() + _MIN_SECONDS
+            while len(times) < _MIN_RUNS or time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                r.infer(x)
+                times.append(time.perf_counter() - t0)
+                if len(times) >= 200:
+                    break
+    except Exception:  # noqa: BLE001 - a timing failure must not fail the artifact; it shows as unmeasured
+        return None
+    return float(np.median(times) * 1e3)
+
+
+def _copy(src: Path, dest: Path) -> None:
+    if src.is_dir():
+        shutil.copytree(src, dest)
+    else:
+        shutil.copyfile(src, dest)

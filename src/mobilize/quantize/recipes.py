@@ -1,0 +1,144 @@
+"""Quantization recipes: which (format, precision) pairs exist, and the candidate recipes behind each.
+
+A *precision* is what the user asks for (``--precisions int8``); a *recipe* is one concrete way a format's own tool
+produces it (``onnx:qdq-per-channel``). Where a precision has several candidate recipes, the driver
+(:mod:`mobilize.quantize.driver`) measures each against the accuracy target and picks the fastest that meets it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from mobilize.errors import OptionError
+
+FLOAT_PRECISIONS = ("fp32", "fp16")
+QUANT_PRECISIONS = ("int8-weights", "int8", "int4-weights")
+#: precisions whose recipes calibrate activation ranges on real data
+STATIC_PRECISIONS = ("int8",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One concrete quantization method of one format.
+
+    Args:
+        name: short id, unique per format (``qdq-per-channel``).
+        weights / activations: what ends up in the file, in words (recorded in the manifest).
+        calibrated: needs calibration data (static activation ranges).
+        tool: the native tool that does the work.
+    """
+
+    format: str
+    precision: str
+    name: str
+    weights: str
+    activations: str
+    calibrated: bool
+    tool: str
+    summary: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.format}:{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.name, "weights": self.weights, "activations": self.activations,
+                "calibrated": self.calibrated, "tool": self.tool}
+
+
+_ORT = "onnxruntime.quantization"
+_CT = "coremltools.optimize.coreml"
+_AEQ = "ai-edge-quantizer"
+
+RECIPES: tuple[Recipe, ...] = (
+    # --- ONNX -------------------------------------------------------------------------------------------------
+    Recipe("onnx", "int8-weights", "dynamic", "int8 per-channel symmetric (Conv, MatMul, Gemm)",
+           "float in the file; quantized to int8 per run by ConvInteger/MatMulInteger", False, _ORT,
+           "quantize_dynamic: small file; on CPU often slower than fp32 for convolutions"),
+    Recipe("onnx", "int8", "qdq-per-channel", "int8 per-channel symmetric", "int8 static (calibrated), QDQ format",
+           True, _ORT, "quantize_static, QDQ, per-channel weights: onnxruntime fuses QDQ groups into int8 kernels"),
+    Recipe("onnx", "int8", "qoperator-per-channel", "int8 per-channel symmetric",
+           "int8 static (calibrated), QLinear operators", True, _ORT,
+           "quantize_static, QOperator format (QLinearConv, QLinearMatMul...)"),
+    Recipe("onnx", "int4-weights", "matmul-nbits", "int4 blockwise (block 32) for MatMul/Gather; other layers float",
+           "float", False, _ORT, "MatMulNBitsQuantizer: MatMul weights as 4-bit blocks (MatMulNBits kernel)"),
+    # --- Core ML ----------------------------------------------------------------------------------------------
+    Recipe("coreml", "int8-weights", "linear-int8", "int8 per-channel symmetric (linear_quantize_weights)",
+           "float (fp16 compute on device)", False, _CT, "weights stored as int8, dequantized at load"),
+    Recipe("coreml", "int8", "linear-int8-weights", "int8 per-channel symmetric (linear_quantize_weights)",
+           "float: activation quantization needs Core ML predictions (macOS only)", False, _CT,
+           "on Linux, int8 for Core ML is weight-only: coremltools' activation calibration runs Core ML predict"),
+    Recipe("coreml", "int4-weights", "palettize-4bit", "4-bit palettization (16-entry k-means LUT per tensor)",
+           "float", False, _CT, "palettize_weights nbits=4 (k-means; needs scikit-learn)"),
+    # --- TFLite -----------------------------------------------------------------------------------------------
+    Recipe("tflite", "int8-weights", "weight-only", "int8 per-channel symmetric",
+           "float (weights dequantized before each op)", False, _AEQ, "weight_only_wi8_afp32"),
+    Recipe("tflite", "int8-weights", "dynamic", "int8 per-channel symmetric",
+           "float in the file; quantized to int8 per run (dynamic range)", False, _AEQ, "dynamic_wi8_afp32"),
+    Recipe("tflite", "int8", "static", "int8 per-channel symmetric", "int8 static (calibrated); int8 I/O",
+           True, _AEQ, "static_wi8_ai8: full-integer graph, XNNPACK int8 kernels"),
+    Recipe("tflite", "int4-weights", "blockwise-int4", "int4 blockwise (block 32) where the op allows, else "
+           "channelwise int4", "float (weights dequantized before each op)", False, _AEQ,
+           "weight-only int4 (ai-edge-quantizer)"),
+)
+
+
+def candidates(fmt: str, precision: str) -> list[Recipe]:
+    """The recipes that produce ``precision`` for ``fmt``, in order of preference (empty if unsupported)."""
+    return [r for r in RECIPES if r.format == fmt and r.precision == precision]
+
+
+def supported(fmt: str) -> tuple[str, ...]:
+    """Every precision ``fmt`` can produce: fp32, fp16, then its quantized precisions."""
+    return FLOAT_PRECISIONS + tuple(p for p in QUANT_PRECISIONS if candidates(fmt, p))
+
+
+def recipe(fmt: str, precision: str, name: str) -> Recipe:
+    for r in candidates(fmt, precision):
+        if r.name == name:
+            return r
+    raise OptionError(f"{fmt} has no {precision} recipe {name!r}; it has "
+                      f"{', '.join(r.name for r in candidates(fmt, precision)) or 'none'}")
+
+
+def check_pairs(fmts: Sequence[str], precisions: Sequence[str]) -> None:
+    """Reject every unsupported (format, precision) pair up front, listing what each format supports."""
+    bad = [(f, p) for f in fmts for p in precisions if p not in supported(f)]
+    if bad:
+        pairs = ", ".join(f"{f} × {p}" for f, p in bad)
+        have = "; ".join(f"{f}: {', '.join(supported(f))}" for f in dict.fromkeys(f for f, _ in bad))
+        raise OptionError(f"unsupported format × precision: {pairs} (supported — {have})")
+
+
+def needs_calibration(precisions: Sequence[str]) -> list[str]:
+    return [p for p in precisions if p in STATIC_PRECISIONS]
+
+
+@dataclasses.dataclass(frozen=True)
+class AccuracyTarget:
+    """What a quantized file must achieve on held-out calibration samples, against PyTorch.
+
+    Args:
+        min_snr_db: every float output's SNR (over all held-out samples).
+        min_top1: top-1 agreement for classifier-shaped outputs (N, C).
+        max_size_ratio: sensitivity fallback stops before a static int8 file exceeds this share of fp32.
+        holdout: share of the calibration samples held out for measuring (the rest calibrates).
+    """
+
+    min_snr_db: float = 25.0
+    min_top1: float = 0.97
+    max_size_ratio: float = 0.35
+    holdout: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_top1 <= 1:
+            raise OptionError(f"--min-top1 {self.min_top1} must be in (0, 1]")
+        if not 0 < self.max_size_ratio <= 1:
+            raise OptionError(f"--max-size-ratio {self.max_size_ratio} must be in (0, 1]")
+        if not 0 < self.holdout < 1:
+            raise OptionError(f"--holdout {self.holdout} must be in (0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
