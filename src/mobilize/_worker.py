@@ -17,10 +17,9 @@ from typing import Any
 
 
 def handle(job: dict[str, Any]) -> dict[str, Any]:
-    from mobilize import _quiet, formats
+    from mobilize import formats
     from mobilize.errors import MobilizeError
 
-    _quiet.set_verbose(False)
     plugin = formats.get(job["format"])
     path = Path(job["path"])
     out: dict[str, Any] = {}
@@ -42,6 +41,9 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
+    from mobilize import _quiet
+
+    _quiet.set_verbose(False)  # a child process of its own: its logging settings die with it
     job = json.loads(sys.stdin.read())
     if job.get("memory_mb"):  # the limit is set here, not in a preexec_fn: forking a threaded parent is unsafe
         import resource

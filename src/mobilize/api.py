@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -292,7 +293,15 @@ def _io_records(model_names: Sequence[str], file_io: list[dict[str, Any]]) -> li
 def _error_record(fmt: str, exc: BaseException, program: Any, log: str) -> dict[str, Any]:
     ops = list(getattr(exc, "ops", []) or [])
     modules = modules_for_ops(program, ops) if ops else []
-    message = " ".join(str(exc).split()) or type(exc).__name__
+    if ops and not modules:  # Core ML and LiteRT convert the decomposed graph: look there too
+        try:
+            modules = modules_for_ops(program.run_decompositions(), ops)
+        except Exception:  # noqa: BLE001 - this is only a hint for the error message
+            modules = []
+    message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if "## Exception summary" in message:  # torch.onnx's report: the summary names the failing op
+        message = message.split("## Exception summary", 1)[1]
+    message = " ".join(message.split()) or type(exc).__name__
     if len(message) > 600:
         message = message[:599] + "…"
     tail = [ln for ln in log.strip().splitlines() if ln.strip()][-5:]
@@ -424,7 +433,9 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
             if sha256(path) != art["sha256"]:
                 msg = f"{art['path']}: sha256 differs from the manifest (the file changed after export)"
                 record["failures"].insert(0, msg)
-                record["status"], record["reason"] = "fail", msg
+                record["status"] = "fail"
+                if not record.get("could_not_run"):  # "LiteRT could not load it" says more than "it changed"
+                    record["reason"] = msg
             art["parity"] = record
     manifest["summary"] = summarize(manifest["artifacts"])
     return Result(bundle, manifest, strict)

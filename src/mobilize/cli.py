@@ -23,7 +23,7 @@ def _console(stderr: bool = False) -> Any:
     if key not in _STATE:
         fd = os.dup(2 if stderr else 1)
         stream = open(fd, "w", buffering=1, closefd=True)  # noqa: SIM115 - lives as long as the process
-        width = None if stream.isatty() else 120
+        width = None if stream.isatty() else 160
         # stderr carries one-line errors: never wrap them (soft_wrap); stdout tables get a fixed width when piped
         _STATE[key] = Console(file=stream, stderr=stderr, highlight=False, soft_wrap=stderr, width=width)
     return _STATE[key]
@@ -226,7 +226,8 @@ def _print_result(result: Any, title: str) -> None:
     cols += ["test accuracy"] if with_acc else []
     for col in cols:
         table.add_column(col, justify="right" if col in ("size", "max abs err", "SNR dB", "latency vs fp32",
-                                                         "test accuracy") else "left")
+                                                         "test accuracy") else "left",
+                         no_wrap=col in ("format", "precision", "runtime", "recipe"))
     extra = len(cols) - 7
     notes: list[str] = []
     shared_warnings: dict[str, list[str]] = {}  # the same caveat for several artifacts is printed once

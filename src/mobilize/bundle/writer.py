@@ -50,6 +50,7 @@ def staged(out: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a bundle is an ordinary folder
     try:
         yield tmp
+        _ordinary_permissions(tmp)
         _fsync_tree(tmp)
         swap_in(tmp, out)
     except BaseException:
@@ -124,6 +125,15 @@ def write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _ordinary_permissions(root: Path) -> None:
+    """Converters write some files 0600 / folders 0700 (coremltools does); a bundle is read by app builds and CI
+    under other accounts, so everything gets the user's umask applied to 0666 / 0777."""
+    mask = _umask()
+    for p in [root, *root.rglob("*")]:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def _umask() -> int:

@@ -76,5 +76,7 @@ def _toposort(graph) -> None:  # noqa: ANN001 - onnx GraphProto
 def _unsupported_ops(message: str) -> list[str]:
     import re
 
-    ops = re.findall(r"(?:aten|prims|torchvision)::?\.?[A-Za-z_][\w.]*", message)
+    ops = re.findall(r"OpOverload\(op='([\w.]+)'", message)
+    ops += re.findall(r"target=torch\.ops\.([\w.]+)", message)
+    ops += re.findall(r"\b((?:aten|prims|torchvision)(?:::|\.)[A-Za-z_]\w*)", message)
     return sorted(set(ops))

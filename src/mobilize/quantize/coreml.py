@@ -4,6 +4,9 @@
   symmetric weights (``constexpr_affine_dequantize`` in the file). Activation quantization
   (``linear_quantize_activations``) calibrates by running Core ML predictions, which exist only on macOS; on other
   systems ``int8`` is therefore weight-only and the manifest says activations stay float.
+- ``w8a8`` (int8, first choice when calibration data is given): fp16-compute copy, calibrated activation
+  quantization (``linear_quantize_activations``), then int8 weights. On macOS coremltools calibrates with Core ML
+  predictions; elsewhere mobilize's reference interpreter measures the activation ranges.
 - ``palettize-4bit`` (int4-weights): ``palettize_weights`` with a 16-entry k-means look-up table per weight tensor.
 
 Layers kept in float are passed with ``op_name_configs`` set to ``None``.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +40,77 @@ def layers(fp32: Path) -> list[dict[str, str]]:
     return out
 
 
+def _w8a8(model: Any, calib: list[dict[str, np.ndarray]], exclude: Sequence[str], work: Path) -> Any:
+    """W8A8: fp16-compute copy → calibrated activation quantization → int8 weights.
+
+    coremltools calibrates activations by running Core ML predictions (macOS only). Elsewhere the ranges come from
+    mobilize's reference interpreter, handed to coremltools' own quantize/dequantize insertion passes through its
+    calibration hook (``_get_activation_calibration_stats``) for the duration of the call.
+    """
+    import coremltools.optimize.coreml as cto
+    from coremltools.converters.mil.frontend.milproto import load as milproto_load
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+    from coremltools.models.utils import _apply_graph_pass
+
+    # activation scales are fp16: the program must compute in fp16 (inputs/outputs stay fp32)
+    fp16 = _apply_graph_pass(model, [PASS_REGISTRY["common::add_fp16_cast"]], skip_model_load=True,
+                             pymil_load_func=milproto_load.load)
+    work.mkdir(parents=True, exist_ok=True)
+    fp16_path = work / "w8a8-fp16-base.mlpackage"
+    if fp16_path.exists():
+        import shutil
+
+        shutil.rmtree(fp16_path)
+    fp16.save(str(fp16_path))
+    fp16 = type(model)(str(fp16_path), skip_model_load=True)
+    keep = dict.fromkeys(exclude)
+    a_cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"),
+                                   op_name_configs=keep)
+    with _interpreter_calibration(fp16_path):
+        a8 = cto.linear_quantize_activations(fp16, a_cfg, [dict(s) for s in calib])
+    w_cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=2048), op_name_configs=keep)
+    return cto.linear_quantize_weights(a8, config=w_cfg)
+
+
+class _interpreter_calibration:  # noqa: N801 - used as a context manager
+    """Where Core ML cannot predict, swap coremltools' calibration (which predicts) for the reference interpreter."""
+
+    def __init__(self, mlpackage: Path) -> None:
+        self.mlpackage = mlpackage
+        self.saved: Any = None
+
+    def __enter__(self) -> None:
+        from mobilize.runtime.coreml import CoreMLRunner
+
+        if CoreMLRunner.available()[0]:
+            return
+        from coremltools.optimize.coreml import _post_training_quantization as ptq
+
+        self.saved = ptq._get_activation_calibration_stats
+        ptq._get_activation_calibration_stats = self._stats
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            from coremltools.optimize.coreml import _post_training_quantization as ptq
+
+            ptq._get_activation_calibration_stats = self.saved
+
+    def _stats(self, fpmodel: Any, sample_data: Any, calibration_op_group_size: int = -1) -> Any:
+        from collections import defaultdict
+
+        from coremltools.optimize.coreml.experimental import _post_training_quantization as eptq
+
+        from mobilize.runtime.coreml_ref.stats import collect_activation_stats
+
+        raw = collect_activation_stats(self.mlpackage, sample_data)
+        outputs = {o.name for o in fpmodel.get_spec().description.output}  # coremltools keeps no range for outputs
+        stats: Any = defaultdict(dict, {k: {"rmin": lo, "rmax": hi} for k, (lo, hi) in raw.items()
+                                        if k not in outputs})
+        eptq._adjust_concat_surrounding_activation_stats(eptq.ModelDebugger(fpmodel)._get_concat_op_info(), stats)
+        return stats
+
+
 def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.ndarray]] | None,
              exclude: Sequence[str], work: Path, method: str = "") -> list[str]:
     import coremltools as ct
@@ -55,6 +130,18 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
                 notes.append("activations stay float (fp32 in the file; Core ML may compute in fp16 on device): "
                              "coremltools' activation calibration runs Core ML predictions, which need macOS"
                              if sys.platform != "darwin" else "activations stay float (weight-only int8)")
+        elif recipe.name == "w8a8":
+            if not calib:
+                raise ConversionError("coreml w8a8 needs calibration samples", format="coreml")
+            out = _w8a8(model, calib, exclude, work)
+            notes.append("activations int8 (quantize/dequantize pairs, fp16 compute between them), calibrated on "
+                         f"{len(calib)} samples"
+                         + (" with activation ranges from mobilize's Core ML reference interpreter (Core ML "
+                            "predictions need macOS)" if sys.platform != "darwin" else ""))
+            notes.append("weights int8 per-channel symmetric (constexpr_affine_dequantize); tensors under 2048 "
+                         "elements stay float")
+            notes.append("activation quantize/dequantize ops need iOS17 / macOS14 or newer (the file's spec "
+                         "version is raised to 8 whatever --coreml-target says)")
         elif recipe.name == "palettize-4bit":
             op_cfg = cto.OpPalettizerConfig(mode="kmeans", nbits=4, weight_threshold=2048)
             config = cto.OptimizationConfig(global_config=op_cfg, op_name_configs=dict.fromkeys(exclude))

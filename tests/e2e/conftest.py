@@ -1,0 +1,166 @@
+"""Shared, expensive exports for the end-to-end tests, run once per session in a small pool of CLI subprocesses.
+
+Every export a test module needs is declared in :data:`JOBS` and reached through a fixture listed in
+:data:`NEEDS`. When the first e2e test starts, the pool submits exactly the jobs the *selected* tests need (so
+``-k zoo`` does not pay for BERT), two at a time on a 2-core machine; a test blocks only on its own job.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ._util import FIXTURES, ZOO_NAMES, Run, load_json, run_cli
+
+# key → CLI arguments (run with cwd = the pool's folder; each job writes --out <key> and --json <key>.json)
+JOBS: dict[str, list[str]] = {
+    **{
+        f"zoo_{n}": ["export", f"zoo:{n}", "--formats", "onnx,coreml,tflite", "--precisions", "fp32,fp16"]
+        for n in ZOO_NAMES
+    },
+    "bert": ["export", f"{FIXTURES / 'bert_tiny.py'}:build", "--precisions", "fp32"],
+    "dynamic": ["export", f"{FIXTURES / 'dynamic_conv.py'}:spec", "--precisions", "fp32"],
+    "fmod": ["export", f"{FIXTURES / 'unsupported_ops.py'}:fmod_model", "--precisions", "fp32"],
+    "spectral": [
+        "export",
+        f"{FIXTURES / 'unsupported_ops.py'}:spectral_model",
+        "--formats",
+        "onnx,coreml",
+        "--precisions",
+        "fp32",
+    ],
+    "verbose": ["-v", "export", "zoo:digits", "--formats", "coreml,tflite", "--precisions", "fp32"],
+}
+# longest first, so the pool finishes early
+ORDER = [
+    "zoo_mobilenet_v2",
+    "zoo_gru_classifier",
+    "zoo_text_encoder",
+    "zoo_digits",
+    "bert",
+    "fmod",
+    "dynamic",
+    "spectral",
+    "verbose",
+]
+# fixture name → jobs it waits on
+NEEDS: dict[str, tuple[str, ...]] = {
+    "zoo_runs": tuple(f"zoo_{n}" for n in ZOO_NAMES),
+    "digits_run": ("zoo_digits",),
+    "bert_run": ("bert",),
+    "dynamic_run": ("dynamic",),
+    "fmod_run": ("fmod",),
+    "spectral_run": ("spectral",),
+    "verbose_run": ("verbose",),
+}
+
+
+@dataclasses.dataclass
+class ExportRun:
+    """One finished ``mobilize export``: the process, the bundle folder and both manifests."""
+
+    run: Run
+    out: Path
+    json_path: Path
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest the CLI wrote with --json."""
+        assert self.json_path.is_file(), f"--json file missing\n{self.run.describe()}"
+        return load_json(self.json_path)
+
+    @property
+    def bundle_manifest(self) -> dict[str, Any]:
+        return load_json(self.out / "manifest.json")
+
+
+class ExportPool:
+    def __init__(self, root: Path, keys: set[str]) -> None:
+        self.root = root
+        workers = max(1, min(2, os.cpu_count() or 1))
+        self._executor = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="e2e-export")
+        self._futures: dict[str, cf.Future[ExportRun]] = {}
+        # two concurrent exports on two cores: one intra-op thread each avoids oversubscription
+        self._env = {"OMP_NUM_THREADS": "1"} if workers > 1 else {}
+        for key in [k for k in ORDER if k in keys] + sorted(keys - set(ORDER)):
+            self._submit(key)
+
+    def _submit(self, key: str) -> cf.Future[ExportRun]:
+        if key not in self._futures:
+            self._futures[key] = self._executor.submit(self._run, key)
+        return self._futures[key]
+
+    def _run(self, key: str) -> ExportRun:
+        args = [*JOBS[key], "--out", key, "--json", f"{key}.json"]
+        run = run_cli(args, self.root, timeout=600, env=self._env)
+        return ExportRun(run, self.root / key, self.root / f"{key}.json")
+
+    def get(self, key: str) -> ExportRun:
+        return self._submit(key).result()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class _Lazy:
+    """Mapping-like view that waits only for the key asked for."""
+
+    def __init__(self, pool: ExportPool, prefix: str) -> None:
+        self._pool, self._prefix = pool, prefix
+
+    def __getitem__(self, name: str) -> ExportRun:
+        return self._pool.get(f"{self._prefix}{name}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExportPool]:
+    here = Path(__file__).parent
+    keys: set[str] = set()
+    for item in request.session.items:
+        if here in Path(str(item.fspath)).parents:
+            for name in getattr(item, "fixturenames", ()):
+                keys.update(NEEDS.get(name, ()))
+    pool = ExportPool(tmp_path_factory.mktemp("exports"), keys)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def zoo_runs(export_pool: ExportPool) -> _Lazy:
+    return _Lazy(export_pool, "zoo_")
+
+
+@pytest.fixture(scope="session")
+def digits_run(export_pool: ExportPool) -> ExportRun:
+    return export_pool.get("zoo_digits")
+
+
+@pytest.fixture(scope="session")
+def bert_run(export_pool: ExportPool) -> ExportRun:
+    return export_pool.get("bert")
+
+
+@pytest.fixture(scope="session")
+def dynamic_run(export_pool: ExportPool) -> ExportRun:
+    return export_pool.get("dynamic")
+
+
+@pytest.fixture(scope="session")
+def fmod_run(export_pool: ExportPool) -> ExportRun:
+    return export_pool.get("fmod")
+
+
+@pytest.fixture(scope="session")
+def spectral_run(export_pool: ExportPool) -> ExportRun:
+    return export_pool.get("spectral")
+
+
+@pytest.fixture(scope="session")
+def verbose_run(export_pool: ExportPool) -> ExportRun:
+    return export_pool.get("verbose")
