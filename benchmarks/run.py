@@ -115,22 +115,9 @@ def files_bytes(files: list[Path]) -> int:
 
 def files_zipped(files: list[Path]) -> int:
     """zip -9 of all the files an app must ship (the .onnx plus its .onnx.data side file, if any)."""
-    import os
-    import zipfile
+    from mobilize.bench.size import zipped_size
 
-    fd, tmp = tempfile.mkstemp(suffix=".zip")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-            for f in files:
-                if f.is_dir():
-                    for p in sorted(q for q in f.rglob("*") if q.is_file()):
-                        z.write(p, arcname=(Path(f.name) / p.relative_to(f)).as_posix())
-                else:
-                    z.write(f, arcname=f.name)
-        return os.path.getsize(tmp)
-    finally:
-        os.unlink(tmp)
+    return zipped_size(*files)
 
 
 def graph_facts(fmt: str, path: Path) -> dict[str, Any]:
@@ -179,12 +166,8 @@ def _path_onnx_runner() -> Any:
         def _load(self) -> None:
             import onnxruntime as ort
 
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            if self.threads:
-                opts.intra_op_num_threads = self.threads
-                opts.inter_op_num_threads = 1
-            self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(str(self.path), sess_options=self.session_options(),
+                                                 providers=["CPUExecutionProvider"])
             self._inputs = [_io(x) for x in self._session.get_inputs()]
             self._outputs = [_io(x) for x in self._session.get_outputs()]
 

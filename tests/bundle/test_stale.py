@@ -45,3 +45,30 @@ def test_next_run_cleans_up_and_swaps(tmp_path: Path) -> None:
         (tmp / "manifest.json").write_text("new")
     assert (out / "manifest.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_full_disk_mid_export_keeps_the_previous_bundle(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """ENOSPC while the bundle is being written: a typed one-line error, the old bundle intact, no temp folders."""
+    import errno
+
+    import pytest
+    import torch
+
+    from mobilize import api
+    from mobilize.errors import BundleError
+    from mobilize.spec import ModelSpec
+    from mobilize.verify.parity import Reference
+
+    out = tmp_path / "b"
+    _bundle(out, "previous")
+
+    def no_space(self, path):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(Reference, "save", no_space)
+    spec = ModelSpec(module=torch.nn.Linear(3, 2).eval(), example_inputs=(torch.randn(1, 3),), name="lin")
+    with pytest.raises(BundleError, match="No space left on device") as info:
+        api.export(spec, out, formats="onnx", precisions="fp32")
+    assert "\n" not in str(info.value) and "untouched" in str(info.value)
+    assert (out / "manifest.json").read_text() == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]

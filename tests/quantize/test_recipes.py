@@ -29,9 +29,10 @@ def test_only_static_int8_needs_calibration() -> None:
     onnx_int8 = R.candidates("onnx", "int8")
     assert [r.name for r in onnx_int8] == ["qdq-per-channel", "qoperator-per-channel"]
     assert all(r.calibrated for r in onnx_int8)
-    # Core ML activation calibration needs macOS predictions: int8 for Core ML is weight-only and says so
-    (coreml_int8,) = R.candidates("coreml", "int8")
-    assert not coreml_int8.calibrated and "macOS" in coreml_int8.activations
+    # Core ML int8: calibrated W8A8 first (ranges from the reference interpreter off macOS), weight-only fallback
+    w8a8, weight_only = R.candidates("coreml", "int8")
+    assert (w8a8.name, w8a8.calibrated) == ("w8a8", True) and "calibrated" in w8a8.activations
+    assert not weight_only.calibrated and "macOS" in weight_only.activations
 
 
 def test_unsupported_pair_is_rejected_with_what_is_supported(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""Exporting the whole zoo repeatedly in one process does not grow memory without bound."""
+"""Exporting the whole zoo to every format repeatedly in one process does not grow memory without bound
+(fp32 only: fp16 goes through the same converters and would double the run time)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ _SCRIPT = textwrap.dedent("""
     out, rounds = sys.argv[1], []
     for r in range(3):
         for name in models.names():
-            res = api.export(f"zoo:{name}", out, formats="onnx,coreml,tflite", precisions="fp32,fp16")
+            # verification runs in child processes; what could leak here is converter state
+            res = api.export(f"zoo:{name}", out, formats="onnx,coreml,tflite", precisions="fp32",
+                             verify=False)
             assert res.exit_code == 0, name
         gc.collect()
         rounds.append(rss_mb())

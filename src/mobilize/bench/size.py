@@ -11,19 +11,19 @@ from pathlib import Path
 BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 
 
-def zipped_size(path: Path) -> int:
-    """Bytes of a ``zip -9`` archive (deflate, level 9) holding the file, or every file of a package folder under
-    its folder name — the size an app store download or an over-the-air model update costs."""
-    path = Path(path)
+def zipped_size(*paths: Path) -> int:
+    """Bytes of a ``zip -9`` archive (deflate, level 9) holding the files, each package folder under its folder
+    name — the size an app store download or an over-the-air model update costs."""
     fd, tmp = tempfile.mkstemp(suffix=".zip")
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-            if path.is_dir():
-                for p in sorted(q for q in path.rglob("*") if q.is_file()):
-                    z.write(p, arcname=(Path(path.name) / p.relative_to(path)).as_posix())
-            else:
-                z.write(path, arcname=path.name)
+            for path in map(Path, paths):
+                if path.is_dir():
+                    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+                        z.write(p, arcname=(Path(path.name) / p.relative_to(path)).as_posix())
+                else:
+                    z.write(path, arcname=path.name)
         return os.path.getsize(tmp)
     finally:
         os.unlink(tmp)

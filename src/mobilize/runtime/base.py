@@ -55,13 +55,17 @@ class Runner(abc.ABC):
         self._unload()
         self._loaded = False
 
-    @property
-    @abc.abstractmethod
-    def inputs(self) -> list[IOTensor]: ...
+    #: the file's declared inputs and outputs; ``_load`` sets them
+    _inputs: list[IOTensor]
+    _outputs: list[IOTensor]
 
     @property
-    @abc.abstractmethod
-    def outputs(self) -> list[IOTensor]: ...
+    def inputs(self) -> list[IOTensor]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[IOTensor]:
+        return self._outputs
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Check ``feeds`` against the file's inputs (collecting every problem), then run."""

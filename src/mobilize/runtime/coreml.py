@@ -70,14 +70,6 @@ class CoreMLRunner(Runner):
         except Exception as exc:  # noqa: BLE001
             raise RuntimeFailure(f"{self.path.name}: Core ML could not load the package: {exc}") from exc
 
-    @property
-    def inputs(self) -> list[IOTensor]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[IOTensor]:
-        return self._outputs
-
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             out = self._model.predict(feeds)

@@ -18,7 +18,8 @@ class OnnxRunner(Runner):
     format = "onnx"
     runtime = "onnxruntime"
 
-    def _load(self) -> None:
+    def session_options(self) -> object:
+        """Quiet CPU session options honouring ``threads`` (intra-op; one inter-op thread)."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -26,9 +27,16 @@ class OnnxRunner(Runner):
         if self.threads:
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
+        return opts
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        opts = self.session_options()
+        data = self.path.read_bytes()
+        refuse_external_data(data, self.path.name)
         try:
-            self._session = ort.InferenceSession(self.path.read_bytes(), sess_options=opts,
-                                                 providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
             raise RuntimeFailure(f"{self.path.name}: onnxruntime could not load the file: {_short(exc)}") from exc
         self._inputs = [_io(x) for x in self._session.get_inputs()]
@@ -37,20 +45,29 @@ class OnnxRunner(Runner):
     def _unload(self) -> None:
         self._session = None
 
-    @property
-    def inputs(self) -> list[IOTensor]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[IOTensor]:
-        return self._outputs
-
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             values = self._session.run(None, feeds)
         except Exception as exc:  # noqa: BLE001
             raise RuntimeFailure(f"{self.path.name}: onnxruntime failed: {_short(exc)}") from exc
         return {o.name: np.asarray(v) for o, v in zip(self._outputs, values)}
+
+
+def refuse_external_data(data: bytes, name: str) -> None:
+    """mobilize's ONNX files are single-file. A file that points at external data could make the runtime read any
+    path (``../``, absolute, symlinks), so it is refused before onnxruntime sees it."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    try:
+        model = onnx.ModelProto.FromString(data)  # parse only: never resolves external data
+    except Exception as exc:  # noqa: BLE001 - a protobuf that does not parse is not an ONNX model
+        raise RuntimeFailure(f"{name}: not a readable ONNX model ({_short(exc)})") from exc
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise RuntimeFailure(f"{name}: tensor {tensor.name!r} lives in an external file {where!r}; mobilize "
+                                 "only runs self-contained ONNX files (external data could point outside the bundle)")
 
 
 def _io(arg) -> IOTensor:  # noqa: ANN001 - onnxruntime NodeArg

@@ -42,14 +42,6 @@ class TFLiteRunner(Runner):
         self._runner = None
         self._interp = None
 
-    @property
-    def inputs(self) -> list[IOTensor]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[IOTensor]:
-        return self._outputs
-
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             out = self._runner(**feeds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mobilize.runtime.base import IOTensor, Runner
+from mobilize.runtime.base import Runner
 
 REFERENCE_NOTE = (
     "Core ML reference interpreter (NumPy, not Apple's runtime): checks the program's graph semantics and weights, "
@@ -40,14 +40,6 @@ class CoreMLReferenceRunner(Runner):
         self.program.check_supported()
         self._inputs, self._outputs = io_from_spec(self.program.spec)
         self.program.constants()  # decompress weights now: a bad weight file fails at load, not mid-run
-
-    @property
-    def inputs(self) -> list[IOTensor]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[IOTensor]:
-        return self._outputs
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self.program.run(feeds)
