@@ -398,12 +398,13 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
     if source is not None:
         from mobilize._quiet import captured_output
         from mobilize.source import load_source
+        from mobilize.verify.inputs import make_input_sets
 
         step("loading model")
         with captured_output():
             spec = load_source(source)
         stored = Reference.load(ref_path) if ref_path.is_file() else None
-        sets = stored.sets if stored else __import__("mobilize.verify.inputs", fromlist=["x"]).make_input_sets(spec)
+        sets = stored.sets if stored else make_input_sets(spec)
         ref = compute_reference(spec, sets)
     else:
         if not ref_path.is_file():
@@ -421,10 +422,8 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
         for art in manifest["artifacts"]:
             if art["status"] != "ok":
                 continue
-            where = f"{bundle / mf.MANIFEST} [{art['format']} {art['precision']}]"
-            path = mf.safe_member(bundle, art["path"], where)
-            if not path.exists():
-                raise BundleError(f"{where}: file {art['path']!r} is missing from the bundle")
+            where = mf.artifact_where(bundle, art)
+            path = mf.artifact_path(bundle, art)
             step(f"verifying {art['format']} {art['precision']}")
             plugin = registry.get(art["format"])
             _check_kind(plugin.name, path, where)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from mobilize.errors import CaptureError
+from mobilize.errors import CaptureError, describe
 from mobilize.spec import ModelSpec
 
 
@@ -84,15 +84,9 @@ def capture(spec: ModelSpec) -> Capture:
             with torch.no_grad():
                 program = torch.export.export(spec.module, spec.example_inputs, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, then the next strategy runs
-            attempts.append(Attempt(name, False, _one_line(exc)))
+            attempts.append(Attempt(name, False, describe(exc)))
             continue
         attempts.append(Attempt(name, True))
         return Capture(program, name, attempts, is_dynamic)
     reasons = "; ".join(f"{a.strategy}: {a.error}" for a in attempts)
     raise CaptureError(f"could not capture the model with torch.export ({reasons})")
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    text = f"{type(exc).__name__}: {text}"
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mobilize.errors import SourceError
+from mobilize.errors import SourceError, one_line
 from mobilize.sniff import sniff
 
 
@@ -41,7 +41,7 @@ def load_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str
             raise SourceError(f"{p}: the checkpoint holds Python objects beyond tensors, and loading them would run "
                               "code from the file; convert it to safetensors, or pass --trust-pickle if you trust "
                               "its author") from None
-        raise SourceError(f"{p}: unreadable checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") \
+        raise SourceError(f"{p}: unreadable checkpoint ({type(exc).__name__}: {one_line(exc, 200)})") \
             from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):

@@ -8,6 +8,20 @@ message and exits 2. Failures of a converter or runtime on a valid model are :cl
 from __future__ import annotations
 
 
+def one_line(value: object, limit: int = 300) -> str:
+    """``str(value)`` with all white space folded to single spaces, cut to ``limit`` characters (ending in "…").
+
+    Converter and runtime messages span many lines; mobilize's errors are one line each.
+    """
+    text = " ".join(str(value).split()) or (type(value).__name__ if isinstance(value, BaseException) else "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """``"TypeName: message"`` on one line, at most ``limit`` characters."""
+    return one_line(f"{type(exc).__name__}: {one_line(exc, limit)}", limit)
+
+
 class MobilizeError(Exception):
     """Base of every exception mobilize raises on purpose."""
 

@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from mobilize.errors import SourceError, SpecError
+from mobilize.errors import SourceError, SpecError, describe
 from mobilize.spec import ModelSpec
 
 _MODULE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
@@ -103,7 +103,7 @@ def _load_function(target: str, fn_name: str, source: str) -> Any:
         except SyntaxError as exc:
             raise SourceError(f"{source}: {target} line {exc.lineno}: syntax error: {exc.msg}") from exc
         except Exception as exc:  # noqa: BLE001 - user code may raise anything
-            raise SourceError(f"{source}: importing {target} raised {type(exc).__name__}: {_short(exc)}") from exc
+            raise SourceError(f"{source}: importing {target} raised {describe(exc, 240)}") from exc
         finally:
             sys.path.remove(str(path.resolve().parent))
     else:
@@ -114,7 +114,7 @@ def _load_function(target: str, fn_name: str, source: str) -> Any:
         except ModuleNotFoundError as exc:
             raise SourceError(f"{source}: module {exc.name!r} not found (is it installed or on PYTHONPATH?)") from exc
         except Exception as exc:  # noqa: BLE001
-            raise SourceError(f"{source}: importing {target} raised {type(exc).__name__}: {_short(exc)}") from exc
+            raise SourceError(f"{source}: importing {target} raised {describe(exc, 240)}") from exc
     fn = getattr(module, fn_name, None)
     if fn is None:
         public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
@@ -131,7 +131,7 @@ def _call_builder(fn: Any, source: str) -> ModelSpec:
     try:
         result = fn()
     except Exception as exc:  # noqa: BLE001
-        raise SourceError(f"{source}: calling {fn.__name__}() raised {type(exc).__name__}: {_short(exc)}") from exc
+        raise SourceError(f"{source}: calling {fn.__name__}() raised {describe(exc, 240)}") from exc
     if isinstance(result, ModelSpec):
         return result
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
@@ -165,7 +165,7 @@ def _run_once(spec: ModelSpec, source: str) -> None:
         with torch.no_grad():
             out = spec.module(*spec.example_inputs)
     except Exception as exc:  # noqa: BLE001
-        raise SourceError(f"{source}: the model fails on its example inputs: {type(exc).__name__}: {_short(exc)}") \
+        raise SourceError(f"{source}: the model fails on its example inputs: {describe(exc, 240)}") \
             from exc
     names, flat = flatten_outputs(out)
     bad = [i for i, t in enumerate(flat) if not isinstance(t, torch.Tensor)]
@@ -219,13 +219,11 @@ def _load_pt2(path: Path, *, trust_pickle: bool = False) -> ModelSpec:
 
     if not path.is_file():
         raise SourceError(f"{path}: file does not exist")
-    _vet_pt2_program(path)
-    if not trust_pickle:
-        _vet_pt2(path)
+    _vet_pt2(path, trust_pickle=trust_pickle)
     try:
         program = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001
-        raise SourceError(f"{path}: not a readable torch.export archive: {type(exc).__name__}: {_short(exc)}") from exc
+        raise SourceError(f"{path}: not a readable torch.export archive: {describe(exc, 240)}") from exc
     example = program.example_inputs
     if not example or not example[0]:
         raise SourceError(f"{path}: the archive holds no example inputs; save it with torch.export.save from a "
@@ -253,27 +251,35 @@ _SAFE_WORDS = {"Symbol", "Integer", "Mod", "FloorDiv", "CeilDiv", "Max", "Min", 
 _SYMBOL = re.compile(r"^[a-z]{1,2}\d+$")
 
 
-def _vet_pt2_program(path: Path) -> None:
-    """Refuse program JSON that would run code on load: ``expr_str`` is parsed by ``sympy.sympify`` (which evaluates
-    Python) and ``guards_code`` is exec'd by ``ExportedProgram.module()``. Applies even with ``--trust-pickle``."""
+def _vet_pt2(path: Path, *, trust_pickle: bool) -> None:
+    """Refuse a .pt2 that ``torch.export.load`` would let run code: program JSON that is code (always checked),
+    and pickled entries that are more than tensors (unless ``trust_pickle``). The archive is opened once."""
     try:
         z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise SourceError(f"{path}: not a torch.export archive (not a zip file: {exc})") from exc
     with z:
-        for name in [n for n in z.namelist() if "/models/" in n and n.endswith(".json")]:
-            try:
-                doc = json.loads(z.read(name))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise SourceError(f"{path}: {name} is not valid JSON") from exc
-            for key, value in _walk(doc):
-                if key == "guards_code" and value:
-                    raise SourceError(f"{path}: {name} carries guards_code (Python that torch would execute); "
-                                      "mobilize refuses it")
-                if key == "expr_str" and isinstance(value, str) and not _safe_expr(value):
-                    raise SourceError(f"{path}: {name} has a symbolic expression that is not plain sympy "
-                                      f"({value[:60]!r}); torch.export.load would evaluate it as Python, so mobilize "
-                                      "refuses the file")
+        _vet_program_json(path, z)
+        if not trust_pickle:
+            _vet_pickles(path, z)
+
+
+def _vet_program_json(path: Path, z: zipfile.ZipFile) -> None:
+    """Refuse program JSON that would run code on load: ``expr_str`` is parsed by ``sympy.sympify`` (which evaluates
+    Python) and ``guards_code`` is exec'd by ``ExportedProgram.module()``. Applies even with ``--trust-pickle``."""
+    for name in [n for n in z.namelist() if "/models/" in n and n.endswith(".json")]:
+        try:
+            doc = json.loads(z.read(name))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SourceError(f"{path}: {name} is not valid JSON") from exc
+        for key, value in _walk(doc):
+            if key == "guards_code" and value:
+                raise SourceError(f"{path}: {name} carries guards_code (Python that torch would execute); "
+                                  "mobilize refuses it")
+            if key == "expr_str" and isinstance(value, str) and not _safe_expr(value):
+                raise SourceError(f"{path}: {name} has a symbolic expression that is not plain sympy "
+                                  f"({value[:60]!r}); torch.export.load would evaluate it as Python, so mobilize "
+                                  "refuses the file")
 
 
 def _walk(doc: Any) -> Any:
@@ -297,7 +303,7 @@ def _safe_expr(expr: str) -> bool:
     return True
 
 
-def _vet_pt2(path: Path) -> None:
+def _vet_pickles(path: Path, z: zipfile.ZipFile) -> None:
     """Refuse a .pt2 whose pickled entries hold anything but tensors.
 
     ``torch.export.load`` unpickles weights, constants and sample inputs with ``weights_only=False``. Each pickled
@@ -306,41 +312,31 @@ def _vet_pt2(path: Path) -> None:
     """
     import torch
 
-    try:
-        z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise SourceError(f"{path}: not a torch.export archive (not a zip file: {exc})") from exc
-    with z:
-        names = z.namelist()
-        for name in names:
-            if name.startswith("/") or ".." in Path(name).parts:
-                raise SourceError(f"{path}: archive entry {name!r} escapes the archive; refusing it")
-        pickled: list[str] = []
-        for cfg_name in [n for n in names if n.endswith(("_weights_config.json", "_constants_config.json"))]:
-            try:
-                cfg = json.loads(z.read(cfg_name))
-            except (ValueError, KeyError) as exc:
-                raise SourceError(f"{path}: {cfg_name} is not valid JSON") from exc
-            folder = cfg_name.rsplit("/", 1)[0]
-            for fqn, meta in (cfg.get("config") or {}).items():
-                pname = str(meta.get("path_name", ""))
-                if pname.startswith(("custom_obj", "opaque_obj")):
-                    raise SourceError(f"{path}: constant {fqn!r} is a pickled Python object; mobilize does not "
-                                      "unpickle untrusted files (pass --trust-pickle if you trust its author)")
-                if meta.get("use_pickle"):
-                    pickled.append(f"{folder}/{pname}")
-        pickled += [n for n in names if "/sample_inputs/" in n or n.endswith(".pt")]
-        for entry in pickled:
-            if entry not in names:
-                continue
-            try:
-                torch.load(io.BytesIO(z.read(entry)), weights_only=True)
-            except Exception as exc:  # noqa: BLE001
-                raise SourceError(f"{path}: entry {entry} needs unrestricted unpickling ({type(exc).__name__}), which "
-                                  "would run code from the file; pass --trust-pickle only if you trust its author") \
-                    from exc
-
-
-def _short(exc: BaseException, limit: int = 240) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    names = z.namelist()
+    for name in names:
+        if name.startswith("/") or ".." in Path(name).parts:
+            raise SourceError(f"{path}: archive entry {name!r} escapes the archive; refusing it")
+    pickled: list[str] = []
+    for cfg_name in [n for n in names if n.endswith(("_weights_config.json", "_constants_config.json"))]:
+        try:
+            cfg = json.loads(z.read(cfg_name))
+        except (ValueError, KeyError) as exc:
+            raise SourceError(f"{path}: {cfg_name} is not valid JSON") from exc
+        folder = cfg_name.rsplit("/", 1)[0]
+        for fqn, meta in (cfg.get("config") or {}).items():
+            pname = str(meta.get("path_name", ""))
+            if pname.startswith(("custom_obj", "opaque_obj")):
+                raise SourceError(f"{path}: constant {fqn!r} is a pickled Python object; mobilize does not "
+                                  "unpickle untrusted files (pass --trust-pickle if you trust its author)")
+            if meta.get("use_pickle"):
+                pickled.append(f"{folder}/{pname}")
+    pickled += [n for n in names if "/sample_inputs/" in n or n.endswith(".pt")]
+    for entry in pickled:
+        if entry not in names:
+            continue
+        try:
+            torch.load(io.BytesIO(z.read(entry)), weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise SourceError(f"{path}: entry {entry} needs unrestricted unpickling ({type(exc).__name__}), which "
+                              "would run code from the file; pass --trust-pickle only if you trust its author") \
+                from exc

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from mobilize.errors import one_line
+
 StepCallback = Callable[[str], None]
 
 
@@ -310,7 +312,7 @@ def measure(targets: Sequence[Target], settings: Settings, step: StepCallback | 
                 step(f"warming up {t.key}")
                 m.estimate_ms = _warm_up(t, settings)
             except Exception as exc:  # noqa: BLE001 - one configuration failing must not stop the others
-                m.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                m.error = f"{type(exc).__name__}: {one_line(exc, 300)}"
                 t.close()
                 continue
             ready.append(t)

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from typing import Any
 
+from mobilize.errors import one_line
+
 MARKER = "MOBILIZE_MEMORY "
 
 
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = _child(json.loads(argv[0]))
     except Exception as exc:  # noqa: BLE001 - reported to the parent as data
-        result = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        result = {"error": f"{type(exc).__name__}: {one_line(exc, 300)}"}
     out.write(MARKER + json.dumps(result) + "\n")
     out.flush()
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilize.bench.latency import Settings
-from mobilize.errors import MobilizeError, OptionError
+from mobilize.errors import MobilizeError, OptionError, one_line
 
 StepCallback = Callable[[str], None]
 BENCH_SCHEMA = "mobilize-bench/1"
@@ -366,7 +366,7 @@ def _load_baseline(source: str | None, weights: str | None = None) -> tuple[Any,
         with captured_output():
             spec = load_source(source, weights=weights) if weights else load_source(source)
     except (MobilizeError, Exception) as exc:  # noqa: BLE001 - any failure only drops the baseline row
-        return None, None, f"baseline missing: could not load {source!r} ({' '.join(str(exc).split())[:200]})"
+        return None, None, f"baseline missing: could not load {source!r} ({one_line(exc, 200)})"
     return spec, (time.perf_counter() - t0) * 1000.0, None
 
 

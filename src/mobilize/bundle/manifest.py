@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilize.bundle.hashing import sha256, size
-from mobilize.errors import BundleError
+from mobilize.errors import BundleError, one_line
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -50,7 +50,7 @@ def validate(manifest: Any, where: str = MANIFEST) -> None:
             raise BundleError(f"{where}: {loc} {exc.instance!r} points outside the bundle or has illegal characters; "
                               "a bundle may only list its own files, by relative path") from None
         detail = f"{exc.instance!r} is not allowed here" if exc.validator == "pattern" else exc.message
-        raise BundleError(f"{where}: invalid manifest at {loc}: {' '.join(detail.split())[:200]}") from None
+        raise BundleError(f"{where}: invalid manifest at {loc}: {one_line(detail, 200)}") from None
 
 
 def dumps(manifest: dict[str, Any]) -> bytes:
@@ -71,6 +71,24 @@ def safe_member(root: Path, rel: str, where: str) -> Path:
     return full
 
 
+def artifact_where(bundle: Path, art: dict[str, Any]) -> str:
+    return f"{bundle / MANIFEST} [{art['format']} {art['precision']}]"
+
+
+def artifact_path(bundle: Path, art: dict[str, Any]) -> Path:
+    """The existing file (or package folder) of an ``ok`` artifact, refusing paths — and, inside a package, symlinks —
+    that lead outside the bundle."""
+    where = artifact_where(bundle, art)
+    path = safe_member(bundle, art["path"], where)
+    if path.is_dir():  # a package: no member may lead outside the bundle either
+        for member in path.rglob("*"):
+            if member.is_symlink():
+                safe_member(bundle, member.relative_to(bundle).as_posix(), where)
+    if not path.exists():
+        raise BundleError(f"{where}: file {art['path']!r} is missing from the bundle")
+    return path
+
+
 def read(bundle: Path, *, check_files: bool = True) -> dict[str, Any]:
     """Load, validate and (optionally) check every artifact's size and sha256 against the files."""
     bundle = Path(bundle)
@@ -89,14 +107,8 @@ def read(bundle: Path, *, check_files: bool = True) -> dict[str, Any]:
         for art in manifest["artifacts"]:
             if art["status"] != "ok":
                 continue
-            where = f"{mpath} [{art['format']} {art['precision']}]"
-            path = safe_member(bundle, art["path"], where)
-            if path.is_dir():  # a package: no member may lead outside the bundle either
-                for member in path.rglob("*"):
-                    if member.is_symlink():
-                        safe_member(bundle, member.relative_to(bundle).as_posix(), where)
-            if not path.exists():
-                raise BundleError(f"{where}: file {art['path']!r} is missing from the bundle")
+            where = artifact_where(bundle, art)
+            path = artifact_path(bundle, art)
             if size(path) != art["bytes"]:
                 raise BundleError(f"{where}: {art['path']!r} is {size(path)} bytes but the manifest says "
                                   f"{art['bytes']}; "

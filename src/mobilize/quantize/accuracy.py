@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from mobilize.errors import one_line
+
 #: source → (loader "module:function" returning normalised (x, y), description)
 EVAL_SETS = {"zoo:digits": ("mobilize.models.digits:digits_test_set",
                             "scikit-learn digits test split (25 %, stratified, random_state=0)")}
@@ -58,7 +60,7 @@ def file_accuracy(fmt: str, path: Path, spec: Any, es: dict[str, Any]) -> dict[s
                 preds.append(int(np.argmax(adapt_output(out, tout))))
     except Exception as exc:  # noqa: BLE001 - accuracy is a report; a failure to run is recorded, not raised
         return {**base, "top1_accuracy": None, "runtime": runner_cls.runtime,
-                "unverified": f"could not run: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
+                "unverified": f"could not run: {type(exc).__name__}: {one_line(exc, 200)}"}
     acc = float(np.mean(np.asarray(preds) == es["y"]))
     return {**base, "top1_accuracy": round(acc, 4), "runtime": runner_cls.runtime,
             "pytorch_top1_accuracy": es["pytorch"]["top1_accuracy"]}

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mobilize.errors import OptionError
+from mobilize.errors import OptionError, one_line
 
 #: a static recipe needs at least this many samples (calibration + held-out)
 MIN_SAMPLES = 8
@@ -86,10 +86,10 @@ def _from_npz(path: Path, spec: Any) -> CalibrationData:
             raw = {k: z[k] for k in z.files}
     except ValueError as exc:
         raise CalibrationError(f"--calibration {path}: holds pickled objects; save plain numeric arrays "
-                               f"({' '.join(str(exc).split())[:120]})") from None
+                               f"({one_line(exc, 120)})") from None
     except Exception as exc:  # noqa: BLE001 - any decoding problem is unusable data
         raise CalibrationError(f"--calibration {path}: not a readable .npz ({type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:160]})") from None
+                               f"{one_line(exc, 160)})") from None
     names = list(spec.input_names)
     if not raw:
         raise CalibrationError(f"--calibration {path}: the archive holds no arrays")
@@ -128,7 +128,7 @@ def _from_function(text: str, spec: Any) -> CalibrationData:
         raise
     except Exception as exc:  # noqa: BLE001 - user code may raise anything
         raise CalibrationError(f"--calibration {text}: calling {fn_name}() raised {type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:200]}") from None
+                               f"{one_line(exc, 200)}") from None
     if not per_input[0]:
         raise CalibrationError(f"--calibration {text}: {fn_name}() yielded no samples")
     arrays = {}
@@ -170,7 +170,7 @@ def _from_images(folder: Path, spec: Any) -> CalibrationData:
                 im = _center_crop(im.convert(mode)).resize((int(w), int(h)), Image.BILINEAR)
                 a = np.asarray(im, dtype=np.float32)
         except (UnidentifiedImageError, OSError) as exc:
-            raise CalibrationError(f"--calibration {p}: not a readable image ({' '.join(str(exc).split())[:120]})") \
+            raise CalibrationError(f"--calibration {p}: not a readable image ({one_line(exc, 120)})") \
                 from None
         a = a[..., None] if a.ndim == 2 else a
         if norm.color.upper() == "BGR":

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mobilize.errors import ConversionError
+from mobilize.errors import ConversionError, one_line
 from mobilize.quantize.recipes import Recipe
 
 
@@ -154,6 +154,6 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
         raise
     except Exception as exc:  # noqa: BLE001
         raise ConversionError(f"coremltools.optimize ({recipe.name}) failed: {type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:400]}", format="coreml") from exc
+                              f"{one_line(exc, 400)}", format="coreml") from exc
     out.save(str(dest))
     return notes

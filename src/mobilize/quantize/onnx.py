@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mobilize.errors import ConversionError
+from mobilize.errors import ConversionError, one_line
 from mobilize.quantize.recipes import Recipe
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -135,7 +135,7 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
         raise
     except Exception as exc:  # noqa: BLE001 - the quantizer's failure is this artifact's failure
         raise ConversionError(f"onnxruntime.quantization ({recipe.name}) failed: {type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:400]}", format="onnx") from exc
+                              f"{one_line(exc, 400)}", format="onnx") from exc
     raise ConversionError(f"onnx has no recipe {recipe.name!r}", format="onnx")
 
 

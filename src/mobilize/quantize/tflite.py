@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mobilize.errors import ConversionError
+from mobilize.errors import ConversionError, one_line
 from mobilize.quantize.recipes import Recipe
 
 QUANTIZABLE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV",
@@ -109,7 +109,7 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
         raise
     except Exception as exc:  # noqa: BLE001
         raise ConversionError(f"ai-edge-quantizer ({recipe.name}) failed: {type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:400]}", format="tflite") from exc
+                              f"{one_line(exc, 400)}", format="tflite") from exc
     dest.write_bytes(bytes(result.quantized_model))
     return notes
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilize.errors import RuntimeFailure, RuntimeUnavailable
+from mobilize.errors import RuntimeFailure, RuntimeUnavailable, one_line
 from mobilize.runtime.base import IOTensor, Runner
 
 _CT_TYPES = {"FLOAT32": "float32", "FLOAT16": "float16", "DOUBLE": "float64", "INT32": "int32", "INT8": "int8",
@@ -22,7 +22,7 @@ def read_io(path: Path) -> tuple[list[IOTensor], list[IOTensor]]:
     try:
         spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
     except Exception as exc:  # noqa: BLE001
-        raise RuntimeFailure(f"{path.name}: not a readable Core ML package: {' '.join(str(exc).split())[:300]}") \
+        raise RuntimeFailure(f"{path.name}: not a readable Core ML package: {one_line(exc, 300)}") \
             from exc
     return io_from_spec(spec)
 

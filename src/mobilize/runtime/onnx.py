@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mobilize.errors import RuntimeFailure
+from mobilize.errors import RuntimeFailure, one_line
 from mobilize.runtime.base import IOTensor, Runner
 
 _ORT_TYPES = {
@@ -38,7 +38,7 @@ class OnnxRunner(Runner):
         try:
             self._session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
-            raise RuntimeFailure(f"{self.path.name}: onnxruntime could not load the file: {_short(exc)}") from exc
+            raise RuntimeFailure(f"{self.path.name}: onnxruntime could not load the file: {one_line(exc)}") from exc
         self._inputs = [_io(x) for x in self._session.get_inputs()]
         self._outputs = [_io(x) for x in self._session.get_outputs()]
 
@@ -49,7 +49,7 @@ class OnnxRunner(Runner):
         try:
             values = self._session.run(None, feeds)
         except Exception as exc:  # noqa: BLE001
-            raise RuntimeFailure(f"{self.path.name}: onnxruntime failed: {_short(exc)}") from exc
+            raise RuntimeFailure(f"{self.path.name}: onnxruntime failed: {one_line(exc)}") from exc
         return {o.name: np.asarray(v) for o, v in zip(self._outputs, values)}
 
 
@@ -62,7 +62,7 @@ def refuse_external_data(data: bytes, name: str) -> None:
     try:
         model = onnx.ModelProto.FromString(data)  # parse only: never resolves external data
     except Exception as exc:  # noqa: BLE001 - a protobuf that does not parse is not an ONNX model
-        raise RuntimeFailure(f"{name}: not a readable ONNX model ({_short(exc)})") from exc
+        raise RuntimeFailure(f"{name}: not a readable ONNX model ({one_line(exc)})") from exc
     for tensor in _get_all_tensors(model):
         if uses_external_data(tensor):
             where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
@@ -74,10 +74,6 @@ def _io(arg) -> IOTensor:  # noqa: ANN001 - onnxruntime NodeArg
     shape = tuple(d if isinstance(d, int) else (d or None) for d in (arg.shape or []))
     return IOTensor(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
 
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300]
 
 
 def read_io(path) -> tuple[list[IOTensor], list[IOTensor]]:  # noqa: ANN001

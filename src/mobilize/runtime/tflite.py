@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mobilize.errors import RuntimeFailure
+from mobilize.errors import RuntimeFailure, one_line
 from mobilize.runtime.base import IOTensor, Runner, natural_key
 
 
@@ -32,7 +32,7 @@ class TFLiteRunner(Runner):
                 raise ValueError("the file has no signature")
             self._runner = self._interp.get_signature_runner(self._sig)
         except Exception as exc:  # noqa: BLE001
-            raise RuntimeFailure(f"{self.path.name}: LiteRT could not load the file: {_short(exc)}") from exc
+            raise RuntimeFailure(f"{self.path.name}: LiteRT could not load the file: {one_line(exc)}") from exc
         ins = self._runner.get_input_details()
         outs = self._runner.get_output_details()
         self._inputs = [_io(n, ins[n]) for n in sorted(ins, key=natural_key)]
@@ -47,15 +47,15 @@ class TFLiteRunner(Runner):
             out = self._runner(**feeds)
         except Exception as exc:  # noqa: BLE001
             if self.fallback is not None or "XNNPack" not in str(exc):
-                raise RuntimeFailure(f"{self.path.name}: LiteRT failed: {_short(exc)}") from exc
+                raise RuntimeFailure(f"{self.path.name}: LiteRT failed: {one_line(exc)}") from exc
             # XNNPACK could not prepare this graph: rerun with LiteRT's builtin kernels so parity is still judged,
             # and say so (an app using the default delegate would hit the same failure).
-            self.fallback = f"XNNPACK delegate failed ({_short(exc)[:160]}); builtin kernels used"
+            self.fallback = f"XNNPACK delegate failed ({one_line(exc)[:160]}); builtin kernels used"
             self._load(use_xnnpack=False)
             try:
                 out = self._runner(**feeds)
             except Exception as exc2:  # noqa: BLE001
-                raise RuntimeFailure(f"{self.path.name}: LiteRT failed with and without XNNPACK: {_short(exc2)}") \
+                raise RuntimeFailure(f"{self.path.name}: LiteRT failed with and without XNNPACK: {one_line(exc2)}") \
                     from exc2
         return {o.name: np.array(out[o.name]) for o in self._outputs}
 
@@ -71,9 +71,6 @@ def _io(name: str, d: dict) -> IOTensor:
                  "axis": int(q.get("quantized_dimension", 0))}
     return IOTensor(name, shape, np.dtype(d["dtype"]).name, quant)
 
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
 
 
 def read_io(path) -> tuple[list[IOTensor], list[IOTensor]]:  # noqa: ANN001
