@@ -37,8 +37,9 @@ def test_keeps_the_most_sensitive_layers_until_the_target_is_met() -> None:
     assert kept[:2] == ["L7", "L2"]
     best = record.pop("_best")
     assert best.meets(target) and record["met_target"] and best.exclude == kept
-    assert record["probes"][0]["layer"] == "L7"  # the last layer is probed first
-    assert len(calls) <= 1 + len(LAYERS) + 10
+    assert record["probes"][0]["layers"] == ["L7"]  # the last layer is probed first
+    assert record["probes"][1]["layers"] == ["L0"] and record["probes"][2]["layers"] == ["L0", "L1"]  # islands
+    assert len(calls) <= 1 + len(sensitivity.probe_units(LAYERS)) + sensitivity.MAX_STEPS
 
 
 def test_a_layer_too_big_to_keep_float_is_skipped() -> None:

@@ -4,10 +4,12 @@ For one (format, precision):
 1. every candidate recipe (and, for static recipes, every range estimator: min/max, percentile) quantizes the fp32
    file; each result is measured on the held-out calibration samples against PyTorch (SNR per output, top-1
    agreement for classifier-shaped outputs);
-2. a static result below target goes through per-layer sensitivity (:mod:`mobilize.quantize.sensitivity`): the
+2. a static result below target (plus headroom, ``AccuracyTarget.aim``) goes through per-layer sensitivity
+   (:mod:`mobilize.quantize.sensitivity`), on the fastest recipe first: the
    layers whose float version helps most are kept float until the target is met or the size limit is reached;
 3. each result's single-thread latency is measured against the fp32 sibling on this CPU;
-4. the fastest result that meets the target wins (else the most accurate, flagged ``meets_target: false``).
+4. among results that meet the target, one not slower than fp32 wins, preferring those that also meet the
+   headroom, then the fastest (no result meets the target: the most accurate, flagged ``meets_target: false``).
 
 Everything measured is returned as the artifact's ``quantization`` record for the manifest.
 """
@@ -112,8 +114,7 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
     calib_feeds = file_feeds(runner_cls, fp32, ctx, ctx.calibrate_part) if ctx.calibrate_part else None
     fp32_ms = latency(runner_cls, fp32, ctx) if (native and ctx.measure_speed and len(cands) >= 1) else None
     trials: list[Trial] = []
-    kept: list[str] | None = None  # layers kept float by the first static recipe's sensitivity search
-    sens_record: dict[str, Any] | None = None
+    bests: list[Trial] = []
     for rec in cands:
         best: Trial | None = None
         for method in (mod.methods(rec) if hasattr(mod, "methods") else ("",)) if rec.calibrated else ("",):
@@ -123,7 +124,20 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
             if best is None or t.score() > best.score():
                 best = t
         assert best is not None
-        if rec.calibrated and best.figures is not None and not best.meets(ctx.target):
+        if fp32_ms is not None:
+            best.latency_ms = latency(runner_cls, best.path, ctx)
+        bests.append(best)
+    # Sensitivity search on the fastest recipe first: keeping layers float only slows a file down, so once a recipe
+    # reaches the aim, slower recipes are not searched (their measured base trials stay in the record).
+    aim = ctx.target.aim()
+    base_bytes = min(t.bytes for t in trials)
+    limit = sensitivity.size_budget(base_bytes, fp32_bytes, ctx.target) if precision == "int8" else fp32_bytes
+    kept: list[str] | None = None  # layers kept float by the first search, reused by the next recipe
+    sens_record: dict[str, Any] | None = None
+    reached = False
+    for best in sorted(bests, key=lambda t: t.latency_ms if t.latency_ms is not None else float("inf")):
+        rec = best.recipe
+        if not reached and rec.calibrated and best.figures is not None and not best.meets(aim):
             if kept is None:
                 step(f"quantizing {fmt} {precision}: per-layer sensitivity ({rec.name})")
                 kept, sens_record = sensitivity.search(
@@ -135,21 +149,25 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
                 fb = _trial(mod, rec, best.method, fp32, work, calib_feeds, kept, runner_cls, ctx) if kept else None
             if fb is not None:
                 trials.append(fb)
+                if fp32_ms is not None:
+                    fb.latency_ms = latency(runner_cls, fb.path, ctx)
                 best = fb if fb.score() >= best.score() else best
-        if fp32_ms is not None:
-            best.latency_ms = latency(runner_cls, best.path, ctx)
+        reached = reached or bool(best.meets(aim) and best.bytes <= limit)
         best.notes.append("best of its recipe")
     finals = [t for t in trials if "best of its recipe" in t.notes]
-    base_bytes = min(t.bytes for t in trials if not t.exclude)
-    limit = sensitivity.size_budget(base_bytes, fp32_bytes, ctx.target) if precision == "int8" else fp32_bytes
-    ok = [t for t in finals if t.meets(ctx.target) and t.bytes <= limit]
-    if ok:
-        chosen = min(ok, key=lambda t: t.latency_ms if t.latency_ms is not None else 0.0)
+    ok = [t for t in finals if t.bytes <= limit and t.meets(ctx.target)]
+    if ok:  # not slower than fp32 first, then with the headroom, then the fastest
+        chosen = min(ok, key=lambda t: (_slower(t, fp32_ms), not t.meets(aim),
+                                        t.latency_ms if t.latency_ms is not None else 0.0))
     else:
         chosen = max(finals, key=lambda t: t.score())
     _copy(chosen.path, dest)
     return chosen.notes[:-1] if chosen.notes[-1:] == ["best of its recipe"] else chosen.notes, _record(
         chosen, trials, finals, precision, ctx, fp32_bytes, fp32_ms, native, runner_cls, sens_record)
+
+
+def _slower(t: Trial, fp32_ms: float | None) -> bool:
+    return bool(t.latency_ms is not None and fp32_ms and t.latency_ms > fp32_ms * (1 + SLOWER_MARGIN))
 
 
 def _record(chosen: Trial, trials: list[Trial], finals: list[Trial], precision: str, ctx: Context,

@@ -7,7 +7,9 @@
 - ``matmul-nbits`` (int4-weights): ``MatMulNBitsQuantizer`` — 4-bit blockwise MatMul weights (onnxruntime's
   MatMulNBits kernel); convolutions stay float (onnxruntime has no 4-bit convolution).
 
-Layers kept in float (sensitivity fallback) are passed as ``nodes_to_exclude``.
+Static recipes get bias correction (:mod:`mobilize.quantize.onnx_bias`). Layers kept in float (sensitivity
+fallback) are passed as ``nodes_to_exclude`` and isolated so that onnxruntime cannot re-quantize them at load time
+(:func:`isolate_float`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mobilize.errors import ConversionError, one_line
+from mobilize.quantize.onnx_bias import bias_corrected
 from mobilize.quantize.recipes import Recipe
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -102,22 +105,26 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
             if not calib:
                 raise ConversionError("static int8 needs calibration data", format="onnx")
             src = preprocess(fp32, work)
+            corrected, n_bc = bias_corrected(src, calib, exclude, work)
             cal = CalibrationMethod.Percentile if method == "percentile" else CalibrationMethod.MinMax
             extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": False}
             if method == "percentile":
                 extra["CalibPercentile"] = 99.999
-            quantize_static(str(src), str(dest), _Reader(calib),
+            quantize_static(str(corrected), str(dest), _Reader(calib),
                             quant_format=QuantFormat.QDQ if recipe.name.startswith("qdq") else QuantFormat.QOperator,
                             per_channel=True, activation_type=QuantType.QUInt8 if recipe.name.startswith("qop")
                             else QuantType.QInt8, weight_type=QuantType.QInt8,
                             op_types_to_quantize=None, nodes_to_exclude=list(exclude), calibrate_method=cal,
-                            extra_options=extra, calibration_cache_path=str(work / f"onnx_ranges_{method}.json"))
+                            extra_options=extra,
+                            calibration_cache_path=str(work / f"onnx_ranges_{method}_bc{int(n_bc > 0)}.json"))
             notes = [f"weights int8 per-channel symmetric; activations int8, ranges from {len(calib)} calibration "
                      f"samples ({method})"]
+            if n_bc:
+                notes.append(f"bias correction on {n_bc} layer(s): each bias absorbs the mean output shift its "
+                             "int8 weights cause on the calibration samples")
             if exclude:
-                n = weight_only_int8(dest, set(exclude))
-                notes.append(f"{len(exclude)} layer(s) kept float (float activations and compute; {n} of their "
-                             "weights stored int8 and dequantized by DequantizeLinear)")
+                isolate_float(dest, set(exclude))
+                notes.append(f"{len(exclude)} layer(s) kept float (fp32 weights, float activations and compute)")
             return notes
         if recipe.name == "matmul-nbits":
             import onnx
@@ -139,52 +146,66 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
     raise ConversionError(f"onnx has no recipe {recipe.name!r}", format="onnx")
 
 
-def weight_only_int8(path: Path, nodes: set[str]) -> int:
-    """Store the constant weights of ``nodes`` (left float by the static quantizer) as int8 per output channel
-    behind a ``DequantizeLinear``: those layers compute in float on float activations, but the file stays small.
+def isolate_float(path: Path, nodes: set[str]) -> int:
+    """Make the layers ``nodes`` (left float by the static quantizer) stay float when onnxruntime loads the file.
 
-    Before: ``W(float) → Conv``. After: ``W_q(int8), W_scale, W_zp → DequantizeLinear(axis) → Conv``.
-    Returns how many weights were converted.
+    A float Conv/Gemm whose input comes from a per-tensor ``DequantizeLinear`` and whose output goes to a
+    ``QuantizeLinear`` is re-quantized by onnxruntime's graph optimiser at load time (``WeightBiasQuantization``:
+    per-tensor int8 weights, then QDQ fusion into ``QLinearConv``) — a "kept float" depthwise conv then computes with
+    per-tensor weights and is *worse* than the per-channel int8 version. Both rewrites require a per-tensor scale on
+    the activation's ``DequantizeLinear``, so each kept-float layer gets its own copy of that node with the same
+    scale repeated per channel (identical values, zero cost): the pattern no longer matches.
+
+    Returns how many inputs were isolated.
     """
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.load(str(path))
     inits = {i.name: i for i in model.graph.initializer}
-    users: dict[str, int] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            users[i] = users.get(i, 0) + 1
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out_nodes: list[Any] = []
     done = 0
-    new_nodes = []
     for node in model.graph.node:
-        if node.name in nodes and node.op_type in QUANTIZABLE and len(node.input) > 1:
-            w_name = node.input[1]
-            init = inits.get(w_name)
-            if init is not None and users.get(w_name) == 1 and init.data_type == onnx.TensorProto.FLOAT:
-                w = numpy_helper.to_array(init)
-                trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-                axis = 0 if node.op_type in ("Conv", "ConvTranspose") or (node.op_type == "Gemm" and trans_b) else 1
-                axis = axis if w.ndim > 1 else 0
-                red = tuple(a for a in range(w.ndim) if a != axis)
-                scale = (np.abs(w).max(axis=red) / 127.0).astype(np.float32)
-                scale[scale == 0] = 1.0
-                shape = [1] * w.ndim
-                shape[axis] = -1
-                q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
-                model.graph.initializer.remove(init)
-                model.graph.initializer.extend([
-                    numpy_helper.from_array(q, f"{w_name}_int8"), numpy_helper.from_array(scale, f"{w_name}_scale"),
-                    numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{w_name}_zp")])
-                new_nodes.append(helper.make_node("DequantizeLinear", [f"{w_name}_int8", f"{w_name}_scale",
-                                                                       f"{w_name}_zp"], [w_name],
-                                                  name=f"{w_name}_DequantizeLinear", axis=axis))
-                done += 1
-        new_nodes.append(node)
+        if node.name in nodes and node.input:
+            dq = producer.get(node.input[0])
+            channels = _input_channels(node, inits)
+            if (dq is not None and dq.op_type == "DequantizeLinear" and channels and dq.input[1] in inits
+                    and len(dq.input) > 2 and dq.input[2] in inits):
+                scale = numpy_helper.to_array(inits[dq.input[1]])
+                zp = numpy_helper.to_array(inits[dq.input[2]])
+                if scale.ndim == 0:
+                    tag = f"{node.name}_float_input"
+                    model.graph.initializer.extend([
+                        numpy_helper.from_array(np.full(channels, scale, scale.dtype), f"{tag}_scale"),
+                        numpy_helper.from_array(np.full(channels, zp, zp.dtype), f"{tag}_zero_point")])
+                    out_nodes.append(helper.make_node("DequantizeLinear", [dq.input[0], f"{tag}_scale",
+                                                                           f"{tag}_zero_point"], [tag],
+                                                      name=f"{tag}_DequantizeLinear", axis=1))
+                    node.input[0] = tag
+                    done += 1
+        out_nodes.append(node)
+    used = {i for n in out_nodes for i in n.input} | {o.name for o in model.graph.output}
+    out_nodes = [n for n in out_nodes if n.op_type != "DequantizeLinear" or n.output[0] in used]
     del model.graph.node[:]
-    model.graph.node.extend(new_nodes)
+    model.graph.node.extend(out_nodes)
     path.write_bytes(model.SerializeToString())
     return done
+
+
+def _input_channels(node: Any, inits: dict[str, Any]) -> int | None:
+    """Size of axis 1 of a Conv/Gemm/MatMul activation input, from its constant weight's shape."""
+    w = inits.get(node.input[1]) if len(node.input) > 1 else None
+    if w is None or len(w.dims) < 2:
+        return None
+    if node.op_type in ("Conv", "ConvTranspose"):
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        return int(w.dims[1] * group) if node.op_type == "Conv" else int(w.dims[0])
+    if node.op_type == "Gemm":
+        trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return None if trans_a else int(w.dims[1] if trans_b else w.dims[0])
+    return None  # MatMul: axis 1 is not the reduced axis for rank > 2; leave it to onnxruntime
 
 
 def methods(recipe: Recipe) -> tuple[str, ...]:

@@ -129,12 +129,16 @@ class AccuracyTarget:
         min_top1: top-1 agreement for classifier-shaped outputs (N, C).
         max_size_ratio: sensitivity fallback stops before a static int8 file exceeds this share of fp32.
         holdout: share of the calibration samples held out for measuring (the rest calibrates).
+        headroom_db: the search (recipe choice, layers kept float) aims this far above ``min_snr_db``, as a guard
+            band: the held-out part is small and comes from the calibration data, so data the app will see usually
+            scores a little lower. A file is still judged (``meets_target``) against ``min_snr_db`` alone.
     """
 
     min_snr_db: float = 25.0
     min_top1: float = 0.97
     max_size_ratio: float = 0.35
     holdout: float = 0.25
+    headroom_db: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 < self.min_top1 <= 1:
@@ -143,6 +147,12 @@ class AccuracyTarget:
             raise OptionError(f"--max-size-ratio {self.max_size_ratio} must be in (0, 1]")
         if not 0 < self.holdout < 1:
             raise OptionError(f"--holdout {self.holdout} must be in (0, 1)")
+        if not 0 <= self.headroom_db <= 20:
+            raise OptionError(f"--snr-headroom {self.headroom_db} must be in [0, 20] dB")
+
+    def aim(self) -> AccuracyTarget:
+        """The target the search aims at: ``min_snr_db + headroom_db``."""
+        return dataclasses.replace(self, min_snr_db=self.min_snr_db + self.headroom_db, headroom_db=0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
