@@ -59,3 +59,61 @@ def test_w8a8_needs_calibration(digits_fp32: Path, tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match="calibration"):
         cq.quantize(digits_fp32, tmp_path / "x.mlpackage", recipe("coreml", "int8", "w8a8"), None, [],
                     tmp_path / "work")
+
+
+class _Relu6Net:
+    """conv → BN-like wide pre-activation → ReLU6 (converted to MIL ``clip``), twice, then a linear head."""
+
+    @staticmethod
+    def build():  # noqa: ANN205
+        import torch
+
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU6(),
+            torch.nn.Conv2d(16, 16, 3, padding=1, groups=16), torch.nn.ReLU6(),
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+        with torch.no_grad():  # wide pre-activations, as BN folding produces: ranges far beyond [0, 6]
+            net[0].weight.mul_(20.0)
+            net[2].weight.mul_(8.0)
+        return net.eval()
+
+
+def test_ranges_before_a_relu6_are_narrowed_to_the_clip(tmp_path: Path) -> None:
+    """coremltools quantizes a conv output *before* the ReLU6 (``clip``) that reads it; the grid must span [0, 6],
+    not the pre-activation range calibration saw (saturate-then-clip equals clip, so only the resolution changes)."""
+    import numpy as np
+    import torch
+
+    from mobilize import api
+    from mobilize.runtime.coreml_ref import CoreMLReferenceRunner, load_program
+    from mobilize.runtime.coreml_ref.stats import collect_activation_stats
+    from mobilize.spec import ModelSpec
+
+    net = _Relu6Net.build()
+    spec = ModelSpec(net, (torch.rand(1, 3, 16, 16),), input_names=["x"], output_names=["y"], name="r6")
+    api.export(spec, tmp_path / "b", formats="coreml", precisions="fp32", verify=False)
+    fp32 = tmp_path / "b" / "r6_fp32.mlpackage"
+    bounds = cq.clip_bounds(fp32)
+    assert len(bounds) == 2 and set(bounds.values()) == {(0.0, 6.0)}
+
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.uniform(0, 1, (1, 3, 16, 16)).astype(np.float32)} for _ in range(16)]
+    dest = tmp_path / "w8a8.mlpackage"
+    cq.quantize(fp32, dest, recipe("coreml", "int8", "w8a8"), calib, [], tmp_path / "work")
+    base = tmp_path / "work" / "w8a8-fp16-base.mlpackage"
+    fp16_bounds = cq.clip_bounds(base)
+    seen = collect_activation_stats(base, calib)
+    assert all(seen[n][1] > 12 for n in fp16_bounds)  # calibration alone would have spread the grid past 12
+    program = load_program(dest)
+    consts = program.constants()
+    scales = [float(consts[op.inputs["scale"].arguments[0].name]) for op in program.block.operations
+              if op.type == "quantize" and op.inputs["input"].arguments[0].name in fp16_bounds]
+    assert len(scales) == 2 and max(scales) <= 6.0 / 127 * 1.01, scales
+
+    with torch.no_grad():
+        ref = np.concatenate([net(torch.from_numpy(c["x"])).numpy() for c in calib])
+    with CoreMLReferenceRunner(dest) as r:
+        got = np.concatenate([r.infer(c)["y"] for c in calib])
+    snr = 10 * np.log10((ref ** 2).sum() / ((got - ref) ** 2).sum())
+    assert snr > 25, snr
