@@ -441,3 +441,17 @@ def test_pt2_program_json_code_is_refused_without_running_it(tiny_pt2: Path, tmp
 
 def test_source_error_is_input_error() -> None:
     assert issubclass(SourceError, MobilizeInputError)
+
+
+def test_file_module_name_depends_on_name_and_content_only(tmp_path: Path) -> None:
+    """Exporters record the module name (ONNX metadata): it must not vary between processes or folders."""
+    from mobilize.source import _module_name
+
+    a, b = tmp_path / "a" / "my-model.py", tmp_path / "b" / "my-model.py"
+    for p in (a, b):
+        p.parent.mkdir()
+        p.write_text("X = 1\n")
+    assert _module_name(a) == _module_name(b)
+    assert _module_name(a).startswith("_mobilize_user_my_model_") and _module_name(a).isidentifier()
+    b.write_text("X = 2\n")
+    assert _module_name(a) != _module_name(b)

@@ -21,6 +21,7 @@ import mobilize.verify as _verify_stage  # noqa: E402, F401
 from mobilize.errors import (  # noqa: E402
     BundleError,
     CaptureError,
+    ConfigError,
     ConversionError,
     MobilizeError,
     MobilizeInputError,
@@ -53,5 +54,5 @@ export.__doc__ = "Export a model source to a verified bundle; see :func:`mobiliz
 verify.__doc__ = "Re-verify a bundle; see :func:`mobilize.api.verify`."
 load_bundle.__doc__ = "Read and check a bundle's manifest; see :func:`mobilize.api.load_bundle`."
 
-__all__ = ["BundleError", "CaptureError", "ConversionError", "MobilizeError", "MobilizeInputError", "ModelSpec",
-           "Normalization", "OptionError", "SourceError", "SpecError", "export", "load_bundle", "verify"]
+__all__ = ["BundleError", "CaptureError", "ConfigError", "ConversionError", "MobilizeError", "MobilizeInputError",
+           "ModelSpec", "Normalization", "OptionError", "SourceError", "SpecError", "export", "load_bundle", "verify"]

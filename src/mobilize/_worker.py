@@ -2,7 +2,8 @@
 
 Jobs:
   {"op": "inspect", "format", "path"}                                   → {"inputs", "outputs"}
-  {"op": "verify", "format", "path", "precision", "reference", "input_names"} → {"inputs", "outputs", "parity"}
+  {"op": "verify", "format", "path", "precision", "reference", "input_names", "tolerance"?}
+                                                                        → {"inputs", "outputs", "parity"}
 Errors that mobilize understands come back as {"error": message, "kind": class name}.
 """
 
@@ -34,9 +35,11 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
     if job["op"] == "verify":
         from mobilize.api import verify_in_process
         from mobilize.verify.parity import Reference
+        from mobilize.verify.tolerance import Tolerance
 
         ref = Reference.load(Path(job["reference"]))
-        out["parity"] = verify_in_process(plugin, path, job["precision"], ref, job["input_names"]).to_dict()
+        tol = Tolerance(**job["tolerance"]) if job.get("tolerance") else None
+        out["parity"] = verify_in_process(plugin, path, job["precision"], ref, job["input_names"], tol).to_dict()
     return out
 
 

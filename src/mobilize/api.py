@@ -19,6 +19,7 @@ from mobilize.bundle.hashing import sha256, size
 from mobilize.errors import ConversionError, MobilizeError
 from mobilize.export import ExportOptions
 from mobilize.spec import ModelSpec
+from mobilize.verify.tolerance import Overrides
 
 StepCallback = Callable[[str], None]
 
@@ -48,7 +49,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
            precisions: Sequence[str] | str = registry.DEFAULT_PRECISIONS, options: ExportOptions | None = None,
            verify: bool = True, strict: bool = False, weights: str | Path | None = None,
            trust_pickle: bool = False, isolate: bool = True, on_step: StepCallback | None = None,
-           calibration: Any = None, target: Any = None) -> Result:
+           calibration: Any = None, target: Any = None, tolerances: Overrides | None = None) -> Result:
     """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for bad input (nothing is written); conversion and parity
@@ -58,6 +59,9 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     Quantized precisions (``int8-weights``, ``int8``, ``int4-weights``; see docs/quantization.md) take
     ``calibration`` (an ``.npz``, an image folder, ``file.py:fn`` or a :class:`~mobilize.quantize.CalibrationData`)
     and ``target`` (a :class:`~mobilize.quantize.AccuracyTarget`); ``int8`` refuses to run without calibration.
+
+    ``tolerances`` replaces parity tolerance fields per precision (``{"fp16": {"atol": 2e-2}}``; fields of
+    :class:`~mobilize.verify.tolerance.Tolerance`); the applied tolerance is recorded in each parity record.
     """
     from mobilize._quiet import captured_output
     from mobilize.bundle.writer import check_target
@@ -65,6 +69,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     from mobilize.source import load_source
     from mobilize.verify.inputs import make_input_sets
     from mobilize.verify.parity import compute_reference
+    from mobilize.verify.tolerance import check_overrides
 
     step = on_step or (lambda _msg: None)
     fmts = registry.parse_list(formats, what="formats", allowed=tuple(registry.REGISTRY))
@@ -73,6 +78,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     from mobilize.quantize import recipes as qrec
 
     qrec.check_pairs(fmts, precs)
+    check_overrides(tolerances, registry.PRECISIONS)
     if calibration is None:
         qcal.require(None, precs)  # static int8 without real data: refuse before any work
     options = options or ExportOptions()
@@ -107,7 +113,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     try:
         manifest = _build_bundle(out, fmts, precs, cap, spec, options, verify, isolate, ref, source_str, weights,
-                                 trust_pickle, step, quant)
+                                 trust_pickle, step, quant, tolerances)
     except OSError as exc:  # full disk, permissions, a vanished folder: the previous bundle is still in place
         from mobilize.errors import BundleError
 
@@ -119,7 +125,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
 def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: ModelSpec, options: ExportOptions,
                   verify: bool, isolate: bool, ref: Any, source_str: str, weights: Any, trust_pickle: bool,
-                  step: StepCallback, quant: Any = None) -> dict[str, Any]:
+                  step: StepCallback, quant: Any = None, tolerances: Overrides | None = None) -> dict[str, Any]:
     from mobilize.bundle.writer import staged
 
     artifacts: list[dict[str, Any]] = []
@@ -131,7 +137,7 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
             for prec in precs:
                 step(f"exporting {fmt} {prec}")
                 artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step,
-                                             quant, Path(scratch)))
+                                             quant, Path(scratch), tolerances))
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
@@ -150,7 +156,7 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
 
 def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path,
                 options: ExportOptions, verify: bool, isolate: bool, step: StepCallback, quant: Any = None,
-                scratch: Path | None = None) -> dict[str, Any]:
+                scratch: Path | None = None, tolerances: Overrides | None = None) -> dict[str, Any]:
     from mobilize._quiet import captured_output
     from mobilize.quantize.recipes import QUANT_PRECISIONS
 
@@ -180,7 +186,7 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     if verify:
         step(f"verifying {plugin.name} {prec}")
     found = inspect_and_verify(plugin, dest, prec, tmp / mf.REFERENCE if verify else None, spec.input_names,
-                               isolate=isolate)
+                               isolate=isolate, tolerance=_tolerance(plugin.name, prec, tolerances))
     art["inputs"] = _io_records(spec.input_names, found.get("inputs", []))
     art["outputs"] = _io_records(spec.output_names or [], found.get("outputs", []))
     if verify:
@@ -238,26 +244,36 @@ def _accuracy(plugin: registry.FormatPlugin, path: Path, spec: ModelSpec, eval_s
     return file_accuracy(plugin.name, path, spec, eval_set)
 
 
+def _tolerance(fmt: str, precision: str, tolerances: Overrides | None) -> Any:
+    """The overridden tolerance for one artifact, or None (the verifier then applies the default)."""
+    if not tolerances or precision not in tolerances:
+        return None
+    from mobilize.verify.tolerance import for_artifact
+
+    return for_artifact(fmt, precision, tolerances)
+
+
 def verify_in_process(plugin: registry.FormatPlugin, path: Path, precision: str, ref: Any,
-                      input_names: Sequence[str]) -> Any:
+                      input_names: Sequence[str], tolerance: Any = None) -> Any:
     """Verify one file in this process (the worker's job; use :func:`inspect_and_verify` from outside)."""
     from mobilize._quiet import captured_output
     from mobilize.verify.parity import verify_file
 
     with captured_output():
-        return verify_file(plugin.load("runner"), path, plugin.name, precision, ref, input_names)
+        return verify_file(plugin.load("runner"), path, plugin.name, precision, ref, input_names, tolerance)
 
 
 def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str | None, ref_path: Path | None,
-                       input_names: Sequence[str], *, isolate: bool = True) -> dict[str, Any]:
+                       input_names: Sequence[str], *, isolate: bool = True, tolerance: Any = None) -> dict[str, Any]:
     """Read the file's declared I/O and (when ``ref_path`` is given) verify it — in a child process by default, so
     a runtime that crashes on the file costs one artifact, not the run. Returns ``{"inputs", "outputs",
-    "parity"?}`` with I/O as dicts; ``{"error": ...}`` when the file cannot be read."""
+    "parity"?}`` with I/O as dicts; ``{"error": ...}`` when the file cannot be read. ``tolerance`` (a
+    :class:`~mobilize.verify.tolerance.Tolerance`) replaces the default for the format × precision."""
     from mobilize import isolate as iso
 
     job = {"op": "verify" if ref_path is not None else "inspect", "format": plugin.name, "path": str(path),
            "precision": precision, "reference": str(ref_path) if ref_path else None,
-           "input_names": list(input_names)}
+           "input_names": list(input_names), "tolerance": tolerance.to_dict() if tolerance is not None else None}
     if not isolate or not _needs_isolation(plugin):
         from mobilize._worker import handle
 
@@ -271,7 +287,7 @@ def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str
         runtime = plugin.load("runner").runtime
         reason = f"could not run the file: {runtime} {exc}" + (f" — last output: {exc.log_tail[-1][:200]}"
                                                                 if exc.log_tail else "")
-        record = ParityRecord("fail", runtime, reason, for_artifact(plugin.name, precision or "fp32"),
+        record = ParityRecord("fail", runtime, reason, tolerance or for_artifact(plugin.name, precision or "fp32"),
                               could_not_run=True)
         record.failures.append(reason)
         return {"error": reason, "kind": "WorkerDied", "signal": exc.signal_name, "parity": record.to_dict()}
@@ -382,12 +398,15 @@ def summarize(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def verify(bundle: str | Path, *, source: str | None = None, strict: bool = False, isolate: bool = True,
-           on_step: StepCallback | None = None) -> Result:
+           on_step: StepCallback | None = None, tolerances: Overrides | None = None) -> Result:
     """Re-verify an existing bundle against its stored reference (or a fresh PyTorch run of ``source``).
 
     The bundle's files are not modified; the returned manifest carries the new parity records. A file whose sha256
-    no longer matches the manifest fails parity with that reason.
+    no longer matches the manifest fails parity with that reason. ``tolerances``: as for :func:`export`.
     """
+    from mobilize.verify.tolerance import check_overrides
+
+    check_overrides(tolerances, registry.PRECISIONS)
     from mobilize.errors import BundleError
     from mobilize.verify.parity import Reference, compute_reference
 
@@ -427,8 +446,8 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
             step(f"verifying {art['format']} {art['precision']}")
             plugin = registry.get(art["format"])
             _check_kind(plugin.name, path, where)
-            record = inspect_and_verify(plugin, path, art["precision"], ref_path, input_names,
-                                        isolate=isolate)["parity"]
+            record = inspect_and_verify(plugin, path, art["precision"], ref_path, input_names, isolate=isolate,
+                                        tolerance=_tolerance(plugin.name, art["precision"], tolerances))["parity"]
             if sha256(path) != art["sha256"]:
                 msg = f"{art['path']}: sha256 differs from the manifest (the file changed after export)"
                 record["failures"].insert(0, msg)

@@ -112,17 +112,21 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
               help="int8: stop keeping layers in float before the file exceeds this share of fp32.")
 @click.option("--holdout", default=0.25, show_default=True, type=float,
               help="Share of the calibration samples held out to measure accuracy.")
+@click.option("--snr-headroom", default=2.0, show_default=True, type=float,
+              help="int8: the recipe/layer search aims this many dB above --min-snr (guard band for data the "
+              "held-out samples do not cover); files are judged against --min-snr.")
 def export(source: str, out: Path | None, formats: str, precisions: str, coreml_target: str, onnx_opset: int,
            fp16_io: bool, no_verify: bool, strict: bool, json_out: Path | None, weights: Path | None,
            trust_pickle: bool, calibration: str | None, min_snr: float, min_top1: float, max_size_ratio: float,
-           holdout: float) -> None:
+           holdout: float, snr_headroom: float) -> None:
     """Export SOURCE (file.py:fn, package.module:fn, zoo:NAME or model.pt2) to a verified bundle."""
     from mobilize import api
     from mobilize.export import ExportOptions
     from mobilize.quantize.recipes import AccuracyTarget
 
     options = ExportOptions(onnx_opset=onnx_opset, coreml_target=coreml_target, fp16_io=fp16_io)
-    target = AccuracyTarget(min_snr_db=min_snr, min_top1=min_top1, max_size_ratio=max_size_ratio, holdout=holdout)
+    target = AccuracyTarget(min_snr_db=min_snr, min_top1=min_top1, max_size_ratio=max_size_ratio, holdout=holdout,
+                            headroom_db=snr_headroom)
     if out is None:
         stem = source.split(":")[-1] if source.startswith("zoo:") else Path(source.split(":")[0]).stem
         out = Path(f"{stem or 'model'}-bundle")
@@ -308,8 +312,11 @@ def _quant_notes(a: dict[str, Any]) -> list[str]:
 def _register_optional_commands() -> None:
     """Commands that live in their own packages; importing them pulls in click only."""
     from mobilize.bench.cli import bench
+    from mobilize.check.cli import baseline, check
 
     main.add_command(bench)
+    main.add_command(check)
+    main.add_command(baseline)
 
 
 _register_optional_commands()

@@ -46,6 +46,18 @@ class BundleError(MobilizeInputError):
     """A bundle folder or its manifest is missing, malformed, or unsafe to use."""
 
 
+class ConfigError(MobilizeInputError):
+    """A ``mobilize check`` configuration (``mobilize.toml`` / ``[tool.mobilize]``) or its baseline file is unusable.
+
+    ``problems`` holds one line per problem, each naming the file, the key and the fix; ``str()`` joins them with
+    newlines.
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
 class FeedError(MobilizeInputError):
     """A runner was fed tensors whose names, dtypes or shapes do not match the file."""
 

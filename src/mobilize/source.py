@@ -86,12 +86,22 @@ def _looks_like_pt2(source: str) -> bool:
     return source.endswith(".pt2")
 
 
+def _module_name(path: Path) -> str:
+    """A module name for a user's file that depends only on its name and content: the exporters record it (ONNX
+    metadata names ``<module>.MyNet``), so the same code gives byte-identical files in every process and on every
+    machine — ``mobilize check`` compares sha256 with a baseline recorded elsewhere."""
+    import hashlib
+
+    stem = re.sub(r"\W", "_", path.stem)
+    return f"_mobilize_user_{stem}_{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+
+
 def _load_function(target: str, fn_name: str, source: str) -> Any:
     if target.endswith(".py") or os.sep in target or "/" in target:
         path = Path(target)
         if not path.is_file():
             raise SourceError(f"{source}: file {target} does not exist")
-        mod_name = f"_mobilize_user_{abs(hash(str(path.resolve())))}"
+        mod_name = _module_name(path)
         spec = importlib.util.spec_from_file_location(mod_name, path)
         if spec is None or spec.loader is None:
             raise SourceError(f"{source}: {target} is not a loadable Python file")

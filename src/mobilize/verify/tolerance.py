@@ -9,7 +9,12 @@ An output passes when every condition holds:
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from typing import Any
+
+#: per precision, the tolerance fields to replace (``{"fp16": {"atol": 2e-2}}``); see :func:`for_artifact`
+Overrides = Mapping[str, Mapping[str, float]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +59,40 @@ QUANTIZED: dict[str, Tolerance] = {
 }
 
 
-def for_artifact(fmt: str, precision: str) -> Tolerance:
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Tolerance))
+
+
+def for_artifact(fmt: str, precision: str, overrides: Overrides | None = None) -> Tolerance:
+    """The tolerance for one artifact: the default for (format, precision), with the fields in
+    ``overrides[precision]`` replaced (``mobilize check``'s ``[parity.<precision>]`` tables)."""
     if (fmt, precision) not in DEFAULTS and precision in QUANTIZED:
-        return QUANTIZED[precision]
-    return DEFAULTS.get((fmt, precision), FP16 if precision != "fp32" else FP32)
+        base = QUANTIZED[precision]
+    else:
+        base = DEFAULTS.get((fmt, precision), FP16 if precision != "fp32" else FP32)
+    changes = (overrides or {}).get(precision)
+    return dataclasses.replace(base, **{k: float(v) for k, v in changes.items()}) if changes else base
+
+
+def check_overrides(overrides: Overrides | None, precisions: tuple[str, ...]) -> None:
+    """Raise :class:`~mobilize.errors.OptionError` (one line) for an unknown precision or field, or a bad value."""
+    from mobilize.errors import OptionError
+
+    for prec, changes in (overrides or {}).items():
+        if prec not in precisions:
+            raise OptionError(f"tolerance overrides: unknown precision {prec!r}; choose from {', '.join(precisions)}")
+        for key, value in changes.items():
+            if key not in FIELDS:
+                raise OptionError(f"tolerance overrides for {prec}: unknown field {key!r}; choose from "
+                                  f"{', '.join(FIELDS)}")
+            problem = field_problem(key, value)
+            if problem:
+                raise OptionError(f"tolerance overrides for {prec}: {key}={value!r} {problem}")
+
+
+def field_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` cannot be tolerance field ``key`` (a phrase), or None when it can."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return "must be a finite number ≥ 0"
+    if key in ("max_mismatch_ratio", "min_cosine") and value > 1:
+        return "must be at most 1"
+    return None

@@ -1,0 +1,215 @@
+"""The verdicts themselves, on hand-written figures: budget messages, regression thresholds, baseline file I/O,
+and the JUnit / Markdown renderings (their real-export counterparts are in test_check.py)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mobilize.check import baseline as bl
+from mobilize.check import junit, summary
+from mobilize.check.config import Config, load
+from mobilize.check.judge import NO_BASELINE, judge_artifact
+from mobilize.errors import ConfigError
+
+SHA_A, SHA_B = "a" * 64, "b" * 64
+
+
+def _config(tmp_path: Path, extra: str = "") -> Config:
+    (tmp_path / "m.py").write_text("")
+    (tmp_path / "mobilize.toml").write_text('source = "m.py:build"\nformats = ["onnx"]\n'
+                                            'precisions = ["fp32", "int8-weights"]\n' + extra)
+    return load(tmp_path / "mobilize.toml")
+
+
+def _art(prec: str = "fp32", *, bytes_: int = 2_310_000, sha: str = SHA_A, mae: float = 1e-6, snr: float = 120.0,
+         status: str = "pass", **extra: Any) -> dict[str, Any]:
+    return {"format": "onnx", "precision": prec, "status": "ok", "path": f"m_{prec}.onnx", "bytes": bytes_,
+            "sha256": sha, "export_seconds": 1.0, "error": None,
+            "parity": {"status": status, "runtime": "onnxruntime", "reason": None if status == "pass" else "bad",
+                       "failures": [] if status == "pass" else ["y: SNR 10.0 dB < 60 dB"], "max_abs_error": mae,
+                       "snr_db": snr, "cosine": 1.0, "mismatch_ratio": 0.0,
+                       "tolerance": {"atol": 1e-4, "rtol": 1e-4, "min_snr_db": 60.0}}, **extra}
+
+
+def _rows(p50: float, p90: float | None = None, threads: int = 1) -> list[dict[str, Any]]:
+    lat = {"p50": p50, "p90": p90 or p50 * 1.2, "p99": p50 * 1.5}
+    return [{"threads": threads, "latency_ms": lat, "bytes": 2_310_000, "zipped_bytes": 2_000_000, "reason": None}]
+
+
+def _base(**entry: Any) -> dict[str, Any]:
+    e = {"format": "onnx", "precision": "fp32", "path": "m_fp32.onnx", "bytes": 2_000_000, "sha256": SHA_A,
+         "parity": {"status": "pass", "max_abs_error": 1e-6, "snr_db": 120.0},
+         "latency": {"threads": 1, "percentile": "p50", "ratio_to_eager": 0.25}, "accuracy": None}
+    e.update(entry)
+    return {"schema": bl.SCHEMA, "created": "2026-01-01T00:00:00+00:00", "mobilize_version": "0.1.0",
+            "tools": {"onnxruntime": "1.0"}, "artifacts": [e]}
+
+
+def _by_name(res: Any) -> dict[str, Any]:
+    return {c.name: c for c in res.checks}
+
+
+def test_budget_breach_message_carries_the_numbers(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "[budget]\nsize_mb = 1\nlatency_p90_ms = 0.5\nthreads = 1\n")
+    res = judge_artifact(cfg, _art(), _rows(1.0), {1: 4.0}, None, None, None)
+    checks = _by_name(res)
+    assert checks["budget.size_mb"].status == "fail"
+    assert checks["budget.size_mb"].message == "size 2.31 MB > budget 1.00 MB"
+    assert checks["budget.latency_p90_ms"].message == "p90 latency 1.2 ms > budget 0.5 ms (at 1 thread)"
+    assert res.status == "fail" and res.latency["ratio_to_eager"] == 0.25
+    # the same set of checks whatever the outcome; no baseline → regression checks skipped with the hint
+    assert [c.name for c in res.checks] == ["export", "integrity", "parity", "budget.latency_p90_ms", "budget.size_mb",
+                                            "regression.size", "regression.parity", "regression.latency"]
+    assert checks["regression.size"].status == "skip" and checks["regression.size"].message == NO_BASELINE
+
+
+def test_unmeasurable_budget_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "[budget]\nlatency_p90_ms = 5\nsize_mb = 9\n")
+    rows = [{"threads": 1, "latency_ms": None, "bytes": 1000, "reason": "not measurable here: Core ML needs macOS"}]
+    checks = _by_name(judge_artifact(cfg, _art(bytes_=1000), rows, {}, None, None, None))
+    assert checks["budget.latency_p90_ms"].status == "skip"
+    assert "Core ML needs macOS" in checks["budget.latency_p90_ms"].message
+    assert checks["budget.size_mb"].status == "pass" and checks["budget.size_mb"].message == (
+        "size 0.001 MB ≤ budget 9.00 MB")
+
+
+def test_regressions_against_the_baseline(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    ok = _by_name(judge_artifact(cfg, _art(bytes_=2_100_000), _rows(1.0), {1: 4.0}, None, None, _base()))
+    assert {k: c.status for k, c in ok.items() if k.startswith("regression")} == {
+        "regression.size": "pass", "regression.parity": "pass", "regression.latency": "pass"}
+    assert ok["regression.size"].message == "size 2.10 MB vs 2.00 MB in the baseline (+5.0%, allowed +10%)"
+    bad = judge_artifact(cfg, _art(bytes_=2_400_000, sha=SHA_B, mae=5e-4, snr=70.0), _rows(2.0), {1: 4.0}, None,
+                         None, _base())
+    checks = _by_name(bad)
+    assert bad.vs_baseline == "changed"
+    assert checks["regression.size"].status == "fail" and "+20.0%, allowed +10%" in checks["regression.size"].message
+    assert checks["regression.parity"].status == "fail"
+    assert checks["regression.parity"].message.startswith(
+        "max abs error grew 500.00× > 10×; SNR fell 50.0 dB > 20.0 dB")
+    assert checks["regression.latency"].status == "fail"
+    assert checks["regression.latency"].message == (
+        "p50 latency 0.500× PyTorch eager at 1 thread vs 0.250× in the baseline (+100%, allowed +25%)")
+
+
+def test_parity_noise_floor_and_switches(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "[regression]\nmax_size_growth_pct = false\nmax_latency_growth_pct = false\n")
+    # 1e-6 → 9e-6 is 9× but below 0.1 × atol (1e-5): float noise, not a regression
+    checks = _by_name(judge_artifact(cfg, _art(mae=9e-6, bytes_=9_000_000), _rows(9.0), {1: 1.0}, None, None,
+                                     _base()))
+    parity = checks["regression.parity"]
+    assert parity.status == "pass" and "below the noise floor" in parity.message
+    assert checks["regression.size"].status == "skip" and "turned off" in checks["regression.size"].message
+    assert checks["regression.latency"].status == "skip"
+    # no eager row this run → latency regression skipped, not failed
+    checks = _by_name(judge_artifact(_config(tmp_path), _art(), _rows(1.0), {}, None, None, _base()))
+    assert checks["regression.latency"].status == "skip"
+
+
+def test_parity_failure_integrity_and_export_failure(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    checks = _by_name(judge_artifact(cfg, _art(status="fail", snr=10.0), _rows(1.0), {1: 4.0}, None, None, None))
+    assert checks["parity"].status == "fail" and checks["parity"].message.startswith("y: SNR 10.0 dB < 60 dB")
+    assert "max abs error 1e-06 (atol 0.0001)" in checks["parity"].message
+    altered = judge_artifact(cfg, _art(), [], {}, "not measured", "m_fp32.onnx changed after export", None)
+    checks = _by_name(altered)
+    assert checks["integrity"].status == "fail" and checks["regression.size"].status == "skip"
+    failed = {**_art(), "status": "failed", "path": None, "bytes": None, "sha256": None, "parity": None,
+              "error": {"message": "onnx conversion failed: fmod", "modules": ["(root) calls aten.fmod"]}}
+    res = judge_artifact(cfg, failed, [], {}, None, None, _base())
+    assert [c.status for c in res.checks][:3] == ["fail", "skip", "skip"]
+    assert res.checks[0].message == "onnx conversion failed: fmod (where: (root) calls aten.fmod)"
+
+
+def test_quantized_accuracy_against_target_and_budget(tmp_path: Path) -> None:
+    q = {"quantization": {"recipe": "dynamic", "achieved": {"snr_db": 23.0, "top1_agreement": 0.95},
+                          "meets_target": False}}
+    cfg = _config(tmp_path)
+    check = _by_name(judge_artifact(cfg, _art("int8-weights", **q), [], {}, None, None, None))["accuracy"]
+    assert check.status == "fail"
+    assert check.message == "held-out SNR 23.0 dB < 25 dB; top-1 agreement 95.0% < 97.0% (recipe dynamic)"
+    cfg = _config(tmp_path, "[budget.int8-weights]\nmin_snr_db = 20\nmin_top1 = 0.9\n")
+    assert _by_name(judge_artifact(cfg, _art("int8-weights", **q), [], {}, None, None, None))["accuracy"].status == (
+        "pass")
+    no_cal = {"quantization": {"recipe": "dynamic", "achieved": None, "meets_target": None}}
+    assert _by_name(judge_artifact(cfg, _art("int8-weights", **no_cal), [], {}, None, None, None))[
+        "accuracy"].status == "skip"
+
+
+def test_baseline_file_round_trip_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "ci" / "base.json"
+    assert bl.load(path) is None
+    bl.save(path, _base())  # creates the folder
+    assert bl.load(path)["artifacts"][0]["sha256"] == SHA_A
+    assert not list(path.parent.glob(".base.json.*"))  # no temp file left behind
+    path.write_text("{nope")
+    with pytest.raises(ConfigError, match=r"base.json: not valid JSON .*; fix it, or delete it and run"):
+        bl.load(path)
+    path.write_text(json.dumps({**_base(), "schema": "mobilize-baseline/9"}))
+    with pytest.raises(ConfigError, match="schema 'mobilize-baseline/9' is not 'mobilize-baseline/1'"):
+        bl.load(path)
+    broken = _base()
+    broken["artifacts"][0]["bytes"] = "big"
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ConfigError, match="invalid baseline at artifacts/0/bytes"):
+        bl.load(path)
+
+
+def test_baseline_diff_lists_what_changes() -> None:
+    old = _base()
+    new = _base(bytes=2_100_000, sha256=SHA_B)
+    new["tools"] = {"onnxruntime": "1.1"}
+    new["artifacts"].append({**new["artifacts"][0], "precision": "fp16"})
+    rows = bl.diff(old, new)
+    assert ("(all)", "onnxruntime", "1.0", "1.1") in rows
+    assert ("onnx fp32", "size", "2.00 MB", "2.10 MB") in rows
+    assert ("onnx fp32", "sha256", "a" * 12, "b" * 12) in rows
+    assert ("onnx fp16", "size", "—", "2.10 MB") in rows
+    assert bl.diff(old, old) == []
+
+
+def _record(tmp_path: Path) -> dict[str, Any]:
+    """A check record with one failing, one passing and one skipped artifact check."""
+    from mobilize.check.pipeline import CheckResult
+
+    cfg = _config(tmp_path, "[budget]\nsize_mb = 1\n")
+    arts = [judge_artifact(cfg, _art(), _rows(1.0), {1: 4.0}, None, None, _base()),
+            judge_artifact(cfg, _art("int8-weights", bytes_=500_000, quantization={
+                "recipe": "dynamic", "achieved": {"snr_db": 30.0, "top1_agreement": None}}),
+                _rows(1.0), {1: 4.0}, None, None, _base())]
+    result = CheckResult(cfg, tmp_path / "bundle", arts, _base(), ["a note & <angle>"], "2026-01-01T00:00:00+00:00",
+                         1.5, {"tools": {}, "model": {"name": "m"}})
+    return result.to_dict()
+
+
+def test_junit_counts_and_failure_messages(tmp_path: Path) -> None:
+    data = _record(tmp_path)
+    root = ET.fromstring(junit.render(data))
+    suite = root.find("testsuite")
+    cases = suite.findall("testcase")
+    # checks that could not be judged are not test cases (some dashboards count a skip as "not passing")
+    assert len(cases) == int(suite.get("tests")) == data["counts"]["tests"] - data["counts"]["skipped"]
+    assert data["counts"]["skipped"] >= 1 and suite.get("skipped") == "0"
+    assert not [c for c in cases if c.find("skipped") is not None]
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert int(suite.get("failures")) == len(failures) == data["counts"]["failed"]
+    size = next(c for c in failures if c.get("name") == "budget.size_mb")
+    assert size.get("classname") == "mobilize.onnx.fp32"
+    path = data["artifacts"][0]["path"]
+    assert size.find("failure").get("message") == f"{path}: size 2.31 MB > budget 1.00 MB"
+    assert {c.get("classname") for c in cases} == {"mobilize.onnx.fp32", "mobilize.onnx.int8-weights"}
+    out = suite.find("system-out").text
+    assert out.startswith("a note & <angle>") and "\nskipped onnx " in out
+
+
+def test_summary_markdown(tmp_path: Path) -> None:
+    text = summary.render(_record(tmp_path))
+    assert text.startswith("## mobilize check ❌ failed:")
+    assert "| ❌ onnx fp32 | 2.31 MB | pass |" in text
+    assert "- **onnx fp32** · `budget.size_mb`: size 2.31 MB > budget 1.00 MB" in text
+    assert "### Notes" in text and "a note & <angle>" in text
