@@ -108,9 +108,14 @@ def test_bias_correction_removes_the_mean_output_shift_of_int8_weights(block: di
     plain = tmp_path / "plain.onnx"
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from mobilize.quantize.onnx_bias import pooled_ranges
+
+    same_ranges = {t: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}]
+                   for t, (lo, hi) in pooled_ranges(src, block["calib"], tmp_path).items()}
     quantize_static(str(src), str(plain), qonnx._Reader(block["calib"]), quant_format=QuantFormat.QOperator,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax, extra_options={"WeightSymmetric": True})
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"WeightSymmetric": True, "TensorQuantOverrides": same_ranges})
     corrected_file = tmp_path / "corrected.onnx"
     qonnx.quantize(block["fp32"], corrected_file, recipe("onnx", "int8", "qoperator-per-channel"), block["calib"],
                    [], tmp_path / "w2")
@@ -170,3 +175,50 @@ def test_isolation_leaves_layers_without_a_dequantized_input_alone(block: dict, 
     assert qonnx.isolate_float(out, {block["convs"][0]}) == 0
     np.testing.assert_array_equal(_run(out, block["calib"][:2]), _run(out, block["calib"][:2]))
     assert onnx.load_from_string(before).graph.node[0].op_type == onnx.load(str(out)).graph.node[0].op_type
+
+
+def test_pooled_features_get_the_range_of_what_they_pool(block: dict, tmp_path: Path) -> None:
+    """A spatial mean is narrower than its feature map on the calibration data; its int8 grid gets the map's range,
+    so other data cannot be clipped there."""
+    from mobilize.quantize.onnx_bias import pooled_ranges
+
+    src = qonnx.preprocess(block["fp32"], tmp_path)
+    ranges = pooled_ranges(src, block["calib"], tmp_path)
+    model = onnx.load(str(src))
+    (mean,) = [n for n in model.graph.node if n.op_type in ("ReduceMean", "GlobalAveragePool")]
+    assert mean.output[0] in ranges
+    # the range is the pooled input's (measured here independently), wider than the pooled values' own
+    probe = onnx.load(str(src))
+    probe.graph.output.extend([onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+                               for t in (mean.input[0], mean.output[0])])
+    (tmp_path / "probe.onnx").write_bytes(probe.SerializeToString())
+    s = _session(tmp_path / "probe.onnx")
+    names = [o.name for o in s.get_outputs()]
+    got = [dict(zip(names, s.run(None, f))) for f in block["calib"]]
+    pooled_in = np.concatenate([g[mean.input[0]].ravel() for g in got])
+    pooled_out = np.concatenate([g[mean.output[0]].ravel() for g in got])
+    lo, hi = ranges[mean.output[0]]
+    assert lo == pytest.approx(pooled_in.min()) and hi == pytest.approx(pooled_in.max())
+    assert hi > pooled_out.max() * 1.5
+
+
+def test_a_layer_norm_mean_is_not_pooling(tmp_path: Path) -> None:
+    from mobilize.quantize.onnx_bias import pooled_ranges
+
+    class Norm(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.fc(x)
+            y = y - y.mean(dim=-1, keepdim=True)
+            return y / (y.pow(2).mean(dim=-1, keepdim=True) + 1e-5).sqrt()
+
+    path = tmp_path / "norm.onnx"
+    torch.onnx.export(Norm().eval(), (torch.rand(1, 8, 16),), str(path), input_names=["x"], dynamo=True,
+                      external_data=False, opset_version=20)
+    assert any(n.op_type == "ReduceMean" for n in onnx.load(str(path)).graph.node)
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.normal(size=(1, 8, 16)).astype(np.float32)} for _ in range(4)]
+    assert pooled_ranges(path, calib, tmp_path) == {}

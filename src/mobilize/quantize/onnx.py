@@ -7,7 +7,8 @@
 - ``matmul-nbits`` (int4-weights): ``MatMulNBitsQuantizer`` — 4-bit blockwise MatMul weights (onnxruntime's
   MatMulNBits kernel); convolutions stay float (onnxruntime has no 4-bit convolution).
 
-Static recipes get bias correction (:mod:`mobilize.quantize.onnx_bias`). Layers kept in float (sensitivity
+Static recipes get bias correction and never-clipping ranges for pooled tensors
+(:mod:`mobilize.quantize.onnx_bias`). Layers kept in float (sensitivity
 fallback) are passed as ``nodes_to_exclude`` and isolated so that onnxruntime cannot re-quantize them at load time
 (:func:`isolate_float`).
 """
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mobilize.errors import ConversionError, one_line
-from mobilize.quantize.onnx_bias import bias_corrected
+from mobilize.quantize.onnx_bias import bias_corrected, pooled_ranges
 from mobilize.quantize.recipes import Recipe
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -110,6 +111,11 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
             extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": False}
             if method == "percentile":
                 extra["CalibPercentile"] = 99.999
+            pooled = pooled_ranges(src, calib, work)
+            if pooled:
+                extra["TensorQuantOverrides"] = {
+                    t: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}]
+                    for t, (lo, hi) in pooled.items()}
             quantize_static(str(corrected), str(dest), _Reader(calib),
                             quant_format=QuantFormat.QDQ if recipe.name.startswith("qdq") else QuantFormat.QOperator,
                             per_channel=True, activation_type=QuantType.QUInt8 if recipe.name.startswith("qop")
@@ -119,6 +125,9 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
                             calibration_cache_path=str(work / f"onnx_ranges_{method}_bc{int(n_bc > 0)}.json"))
             notes = [f"weights int8 per-channel symmetric; activations int8, ranges from {len(calib)} calibration "
                      f"samples ({method})"]
+            if pooled:
+                notes.append(f"{len(pooled)} globally pooled tensor(s) quantized over the range of what they pool "
+                             "(calibration would clip them on other data)")
             if n_bc:
                 notes.append(f"bias correction on {n_bc} layer(s): each bias absorbs the mean output shift its "
                              "int8 weights cause on the calibration samples")
