@@ -14,7 +14,7 @@ the rounding the quantizer will apply. Layers kept float are not corrected.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +84,46 @@ def _shift(node: Any, x: np.ndarray, dw: np.ndarray) -> np.ndarray:
     return y.double().mean(dim=[0, *range(2, y.dim())]).float().numpy()
 
 
+def _cache(work: Path, kind: str, src: Path, calib: list[dict[str, np.ndarray]]) -> Path:
+    """Where a per-(float file, calibration set size) measurement is kept in ``work``: every quantization trial of
+    one export asks again, and the float file does not change between trials."""
+    key = hashlib.sha256(src.read_bytes() + str(len(calib)).encode()).hexdigest()[:16]
+    return work / f"onnx_{kind}_{key}.npz"
+
+
+def _float_tensors(model: Any, tensors: Sequence[str], calib: list[dict[str, np.ndarray]],
+                   work: Path) -> Iterator[dict[str, np.ndarray]]:
+    """Run the float ``model`` unoptimised on each calibration feed with ``tensors`` exposed as outputs; yields one
+    ``{tensor name: value}`` per feed (the feed's own inputs included)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    exposed = {o.name for o in model.graph.output} | {i.name for i in model.graph.input}
+    for t in dict.fromkeys(tensors):
+        if t not in exposed:
+            model.graph.output.append(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    probe = work / "onnx_float_probe.onnx"
+    probe.write_bytes(model.SerializeToString())
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(str(probe), so, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        for feed in calib:
+            yield {**dict(zip(names, sess.run(None, feed))), **feed}
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def shifts(src: Path, calib: list[dict[str, np.ndarray]], work: Path) -> dict[str, np.ndarray]:
     """Per correctable layer (node name), the mean output shift its int8 weights cause (cached in ``work``)."""
     import onnx
-    import onnxruntime as ort
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
-    key = hashlib.sha256(src.read_bytes() + str(len(calib)).encode()).hexdigest()[:16]
-    cache = work / f"onnx_bias_shifts_{key}.npz"
+    cache = _cache(work, "bias_shifts", src, calib)
     if cache.exists():
         with np.load(cache) as z:
             return {k: z[k] for k in z.files}
@@ -100,33 +132,16 @@ def shifts(src: Path, calib: list[dict[str, np.ndarray]], work: Path) -> dict[st
     if not targets:
         return {}
     inits = {i.name: i for i in model.graph.initializer}
-    outputs = {o.name for o in model.graph.output}
-    graph_inputs = {i.name for i in model.graph.input}
-    for n, _ in targets:
-        if n.input[0] not in outputs and n.input[0] not in graph_inputs:
-            model.graph.output.append(helper.make_tensor_value_info(n.input[0], onnx.TensorProto.FLOAT, None))
-            outputs.add(n.input[0])
-    probe = work / "onnx_bias_probe.onnx"
-    probe.write_bytes(model.SerializeToString())
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(str(probe), so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
     errors = {}
     for n, kind in targets:
         w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
         axis = 0 if kind == "Conv" or _attrs(n).get("transB", 0) else 1
         errors[n.name] = weight_error(w, axis)
     acc: dict[str, np.ndarray] = {}
-    for feed in calib:
-        got = dict(zip(names, sess.run(None, feed)))
-        got.update(feed)
+    for got in _float_tensors(model, [n.input[0] for n, _ in targets], calib, work):
         for n, _ in targets:
             s = _shift(n, np.asarray(got[n.input[0]]), errors[n.name])
             acc[n.name] = acc.get(n.name, 0) + s / len(calib)
-    probe.unlink(missing_ok=True)
     np.savez(cache, **acc)
     return acc
 
@@ -202,34 +217,21 @@ def pooled_ranges(src: Path, calib: list[dict[str, np.ndarray]], work: Path) -> 
     so using the pooled input's range never clips (flower crops: 25.2 → 27.0 dB).
     """
     import onnx
-    import onnxruntime as ort
-    from onnx import helper, shape_inference
+    from onnx import shape_inference
 
+    cache = _cache(work, "pooled_ranges", src, calib)
+    if cache.exists():
+        with np.load(cache) as z:
+            return {k: (float(z[k][0]), float(z[k][1])) for k in z.files}
     model = shape_inference.infer_shapes(onnx.load(str(src)))
     pooled = _pooled(model)
-    if not pooled:
-        return {}
     sources = sorted(set(pooled.values()))
-    graph_inputs = {i.name for i in model.graph.input}
-    outputs = {o.name for o in model.graph.output}
-    for t in sources:
-        if t not in outputs and t not in graph_inputs:
-            model.graph.output.append(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    probe = work / "onnx_pool_probe.onnx"
-    probe.write_bytes(model.SerializeToString())
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(str(probe), so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
     lo = dict.fromkeys(sources, np.inf)
     hi = dict.fromkeys(sources, -np.inf)
-    for feed in calib:
-        got = dict(zip(names, sess.run(None, feed)))
-        got.update(feed)
+    for got in _float_tensors(model, sources, calib, work) if sources else ():
         for t in sources:
             lo[t] = min(lo[t], float(np.min(got[t])))
             hi[t] = max(hi[t], float(np.max(got[t])))
-    probe.unlink(missing_ok=True)
-    return {t: (lo[s], hi[s]) for t, s in pooled.items() if np.isfinite(lo[s]) and hi[s] > lo[s]}
+    ranges = {t: (lo[s], hi[s]) for t, s in pooled.items() if np.isfinite(lo[s]) and hi[s] > lo[s]}
+    np.savez(cache, **{t: np.array(r) for t, r in ranges.items()})
+    return ranges
