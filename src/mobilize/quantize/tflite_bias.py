@@ -77,6 +77,11 @@ class Layer:
         return rows.T.reshape(shape) if self.op == "DEPTHWISE_CONV_2D" else rows.reshape(shape)
 
 
+#: the flatbuffer options table of each layer kind
+_OPTIONS = {"FULLY_CONNECTED": "FullyConnectedOptions", "CONV_2D": "Conv2DOptions",
+            "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions"}
+
+
 def _schema() -> Any:
     from ai_edge_litert import schema_py_generated as S
 
@@ -179,31 +184,21 @@ def layers(data: bytes) -> tuple[dict[str, Layer], dict[str, str]]:
         if opts is None:
             skipped[name] = "no options"
             continue
-        if kind == "FULLY_CONNECTED":
-            o = S.FullyConnectedOptions()
-            o.Init(opts.Bytes, opts.Pos)
-            lay.activation = _ACTIVATIONS.get(o.FusedActivationFunction(), "OTHER")
-        elif kind == "CONV_2D":
-            o = S.Conv2DOptions()
-            o.Init(opts.Bytes, opts.Pos)
-            lay.activation = _ACTIVATIONS.get(o.FusedActivationFunction(), "OTHER")
-            lay.stride, lay.dilation = (o.StrideH(), o.StrideW()), (o.DilationHFactor(), o.DilationWFactor())
-            lay.same = o.Padding() == S.Padding.SAME
-            cin = x_t.ShapeAsNumpy()[-1] if x_t.ShapeLength() else 0
-            if cin != weight.shape[-1]:
-                skipped[name] = "grouped convolution"
-                continue
-        elif kind == "DEPTHWISE_CONV_2D":
-            o = S.DepthwiseConv2DOptions()
-            o.Init(opts.Bytes, opts.Pos)
-            lay.activation = _ACTIVATIONS.get(o.FusedActivationFunction(), "OTHER")
+        o = getattr(S, _OPTIONS[kind])()
+        o.Init(opts.Bytes, opts.Pos)
+        lay.activation = _ACTIVATIONS.get(o.FusedActivationFunction(), "OTHER")
+        if kind != "FULLY_CONNECTED":  # both convolutions
             lay.stride, lay.dilation = (o.StrideH(), o.StrideW()), (o.DilationHFactor(), o.DilationWFactor())
             lay.same = o.Padding() == S.Padding.SAME
             cin = int(x_t.ShapeAsNumpy()[-1]) if x_t.ShapeLength() else 0
-            if cin <= 0 or weight.shape[-1] % cin:
-                skipped[name] = "depthwise shape not understood"
+            if kind == "CONV_2D" and cin != weight.shape[-1]:
+                skipped[name] = "grouped convolution"
                 continue
-            lay.mult = weight.shape[-1] // cin
+            if kind == "DEPTHWISE_CONV_2D":
+                if cin <= 0 or weight.shape[-1] % cin:
+                    skipped[name] = "depthwise shape not understood"
+                    continue
+                lay.mult = weight.shape[-1] // cin
         out[name] = lay
     return out, skipped
 
