@@ -357,16 +357,22 @@ def _resolve(root: Path, text: str) -> Path:
     return p if p.is_absolute() else root / p
 
 
+def _existing(r: _Reader, key: str, root: Path, text: str, label: str | None = None,
+              folder_ok: bool = False) -> Path | None:
+    """``text`` resolved against the config's folder, or None after reporting that it does not exist."""
+    p = _resolve(root, text)
+    if p.is_file() or (folder_ok and p.exists()):
+        return p
+    r.problem(key, f"{label or text} does not exist (looked for {p}); paths resolve relative to the config file")
+    return None
+
+
 def _path(r: _Reader, data: Mapping[str, Any], key: str, root: Path, what: str,
           must_exist: str | None = None) -> Path | None:
     text = r.string(data, key, what)
     if text is None:
         return None
-    p = _resolve(root, text)
-    if must_exist == "file" and not p.is_file():
-        r.problem(key, f"{text} does not exist (looked for {p}); paths resolve relative to the config file")
-        return None
-    return p
+    return _existing(r, key, root, text) if must_exist == "file" else _resolve(root, text)
 
 
 def _source(r: _Reader, text: str, root: Path) -> str | None:
@@ -386,20 +392,13 @@ def _source(r: _Reader, text: str, root: Path) -> str | None:
         if not fn.isidentifier():
             r.problem("source", f"{fn!r} is not a function name; give file.py:fn, e.g. source = \"model.py:build\"")
             return None
-        p = _resolve(root, target)
-        if not p.is_file():
-            r.problem("source", f"file {target} does not exist (looked for {p}); paths resolve relative to the "
-                                "config file")
-            return None
-        return f"{p}:{fn}"
+        p = _existing(r, "source", root, target, f"file {target}")
+        return None if p is None else f"{p}:{fn}"
     if colon:  # package.module:fn — imported as usual (mobilize check also puts the config's folder on sys.path)
         return text
-    p = _resolve(root, text)
-    if p.suffix == ".pt2" or p.is_file():
-        if not p.is_file():
-            r.problem("source", f"{text} does not exist (looked for {p}); paths resolve relative to the config file")
-            return None
-        return str(p)
+    if text.endswith(".pt2") or _resolve(root, text).is_file():
+        p = _existing(r, "source", root, text)
+        return None if p is None else str(p)
     r.problem("source", f"{text!r} is not a model source; give file.py:fn, package.module:fn, zoo:NAME or model.pt2")
     return None
 
@@ -420,17 +419,10 @@ def _calibration(r: _Reader, data: Mapping[str, Any], root: Path) -> str | None:
         return None
     target, colon, fn = text.rpartition(":")
     if colon and target.endswith(".py"):
-        p = _resolve(root, target)
-        if not p.is_file():
-            r.problem("calibration", f"file {target} does not exist (looked for {p}); paths resolve relative to the "
-                                     "config file")
-            return None
-        return f"{p}:{fn}"
-    p = _resolve(root, text)
-    if not p.exists():
-        r.problem("calibration", f"{text} does not exist (looked for {p}); paths resolve relative to the config file")
-        return None
-    return str(p)
+        p = _existing(r, "calibration", root, target, f"file {target}")
+        return None if p is None else f"{p}:{fn}"
+    p = _existing(r, "calibration", root, text, folder_ok=True)
+    return None if p is None else str(p)
 
 
 def _export(r: _Reader, t: dict[str, Any]) -> Any:
