@@ -133,15 +133,12 @@ def clip_bounds(mlpackage: Path) -> dict[str, tuple[float, float]]:
 
     program = load_program(mlpackage)
     values: dict[str, float] = {}
+    for name, v in program.constants().items():
+        v = np.asarray(v)
+        if v.size == 1 and np.issubdtype(v.dtype, np.number):
+            values[name] = float(v.reshape(()))
     readers: dict[str, list[Any]] = {}
     for op in program.block.operations:
-        if op.type == "const" and "val" in op.attributes:
-            try:
-                v = np.asarray(program.decode(op.attributes["val"]))
-            except Exception:  # noqa: BLE001 - non-tensor constants are not clip bounds
-                continue
-            if v.size == 1 and np.issubdtype(v.dtype, np.number):
-                values[op.outputs[0].name] = float(v.reshape(()))
         for arg in op.inputs.values():
             for a in arg.arguments:
                 if a.name:

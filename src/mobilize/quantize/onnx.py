@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mobilize.errors import ConversionError, one_line
-from mobilize.quantize.onnx_bias import bias_corrected, pooled_ranges
+from mobilize.quantize.onnx_bias import _attrs, bias_corrected, pooled_ranges
 from mobilize.quantize.recipes import Recipe
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -207,13 +207,11 @@ def _input_channels(node: Any, inits: dict[str, Any]) -> int | None:
     w = inits.get(node.input[1]) if len(node.input) > 1 else None
     if w is None or len(w.dims) < 2:
         return None
+    a = _attrs(node)
     if node.op_type in ("Conv", "ConvTranspose"):
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        return int(w.dims[1] * group) if node.op_type == "Conv" else int(w.dims[0])
+        return int(w.dims[1] * a.get("group", 1)) if node.op_type == "Conv" else int(w.dims[0])
     if node.op_type == "Gemm":
-        trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return None if trans_a else int(w.dims[1] if trans_b else w.dims[0])
+        return None if a.get("transA", 0) else int(w.dims[1] if a.get("transB", 0) else w.dims[0])
     return None  # MatMul: axis 1 is not the reduced axis for rank > 2; leave it to onnxruntime
 
 
