@@ -26,7 +26,45 @@ def test_simple_model_uses_non_strict(linear_spec: ModelSpec) -> None:
     torch.testing.assert_close(cap.program.module()(x), linear_spec.module(x))
     d = cap.to_dict()
     assert d == {"strategy": "torch.export(strict=False)", "dynamic": False,
-                 "attempts": [{"strategy": "torch.export(strict=False)", "ok": True, "error": None}]}
+                 "attempts": [{"strategy": "torch.export(strict=False)", "ok": True, "error": None}],
+                 "graph": {"op_count": 1, "ops": {"linear.default": 1}, "kinds": {}}}
+
+
+def test_graph_stats_name_the_modules_of_recurrent_and_prelu_ops() -> None:
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(4, 8, batch_first=True)
+            self.act = torch.nn.PReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.rnn(x)[0])
+
+    cap = capture(ModelSpec(Net(), (torch.randn(1, 5, 4),)))
+    assert cap.graph["kinds"] == {"recurrent": ["rnn (GRU)"], "prelu": ["act (PReLU)"]}
+    assert cap.graph["op_count"] == sum(cap.graph["ops"].values())
+
+
+def test_floor_bytes_count_each_storage_once_and_weights_at_the_precision() -> None:
+    from mobilize.capture import floor_bytes
+
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 6)
+            self.out = torch.nn.Linear(6, 10, bias=True)
+            self.out.weight = self.emb.weight  # tied: stored once
+            self.register_buffer("steps", torch.zeros(3, dtype=torch.int64))
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.out(self.emb(ids)) + self.steps.sum()
+
+    floors = floor_bytes(capture(ModelSpec(Tied(), (torch.tensor([[1, 2]]),))).program)
+    weights, bias, ints = 60, 10, 3
+    assert floors["fp32"] == 4 * (weights + bias) + 4 * ints  # int64 counted at 4 bytes (int32 in mobile files)
+    assert floors["fp16"] == 2 * (weights + bias) + 4 * ints
+    assert floors["int8"] == floors["int8-weights"] == weights + 4 * bias + 4 * ints
+    assert floors["int4-weights"] == weights // 2 + 4 * bias + 4 * ints
 
 
 def test_capture_puts_module_in_eval_mode(models) -> None:

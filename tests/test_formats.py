@@ -28,7 +28,7 @@ def test_plugin_metadata(name: str) -> None:
     assert plugin.suffix.startswith(".") and len(plugin.suffix) > 1
     assert plugin.precisions and set(plugin.precisions) <= set(formats.PRECISIONS)
     assert plugin.summary.strip()
-    for attr in ("exporter", "runner", "io_reader"):
+    for attr in ("exporter", "runner", "io_reader", "analyzer"):
         mod, sep, obj = getattr(plugin, attr).partition(":")
         assert sep and mod.startswith("mobilize.") and obj.isidentifier(), f"{name}.{attr} is not 'module:object'"
 
@@ -135,3 +135,9 @@ def test_parse_list_unknown_without_close_match() -> None:
 
 def test_parse_list_ignores_case() -> None:
     assert formats.parse_list("FP16, Onnx", what="x", allowed=("fp16", "onnx")) == ["fp16", "onnx"]
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_analyzer_imports_and_takes_a_path(name: str) -> None:
+    fn = formats.REGISTRY[name].load("analyzer")
+    assert callable(fn) and list(inspect.signature(fn).parameters) == ["path"]

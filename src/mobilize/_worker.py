@@ -4,6 +4,9 @@ Jobs:
   {"op": "inspect", "format", "path"}                                   → {"inputs", "outputs"}
   {"op": "verify", "format", "path", "precision", "reference", "input_names", "tolerance"?}
                                                                         → {"inputs", "outputs", "parity"}
+  either of those with "analyze": true                                  → also {"analysis"} (or "analysis_error")
+  {"op": "latency", "items": [{"key", "format", "path"}], "reference", "input_names"}
+                                                                        → {"latency": {key: record}}
 Errors that mobilize understands come back as {"error": message, "kind": class name}.
 """
 
@@ -21,6 +24,10 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
     from mobilize import formats
     from mobilize.errors import MobilizeError
 
+    if job["op"] == "latency":
+        from mobilize.verify.timing import measure_in_process
+
+        return {"latency": measure_in_process(job["items"], Path(job["reference"]), job["input_names"])}
     plugin = formats.get(job["format"])
     path = Path(job["path"])
     out: dict[str, Any] = {}
@@ -40,6 +47,15 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
         ref = Reference.load(Path(job["reference"]))
         tol = Tolerance(**job["tolerance"]) if job.get("tolerance") else None
         out["parity"] = verify_in_process(plugin, path, job["precision"], ref, job["input_names"], tol).to_dict()
+    if job.get("analyze"):
+        from mobilize._quiet import captured_output
+        from mobilize.analysis import analyze
+
+        try:
+            with captured_output():
+                out["analysis"] = analyze(plugin.name, path)
+        except (MobilizeError, ValueError, OSError) as exc:
+            out["analysis_error"] = str(exc)
     return out
 
 

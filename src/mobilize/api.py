@@ -19,6 +19,7 @@ from mobilize.bundle.hashing import sha256, size
 from mobilize.errors import ConversionError, MobilizeError
 from mobilize.export import ExportOptions
 from mobilize.spec import ModelSpec
+from mobilize.verify.fitness import Thresholds
 from mobilize.verify.tolerance import Overrides
 
 StepCallback = Callable[[str], None]
@@ -26,11 +27,15 @@ StepCallback = Callable[[str], None]
 
 @dataclasses.dataclass
 class Result:
-    """What export/verify produced. ``exit_code``: 0 all good, 1 a conversion or parity failure."""
+    """What export/verify produced. ``exit_code``: 0 all good, 1 a conversion or parity failure, a file that is not
+    fit to ship (``unfit``, unless ``allow_unfit``) or a quantized file below its accuracy target
+    (``below_target``, unless ``allow_below_target``)."""
 
     out: Path
     manifest: dict[str, Any]
     strict: bool = False
+    allow_unfit: bool = False
+    allow_below_target: bool = False
 
     @property
     def artifacts(self) -> list[dict[str, Any]]:
@@ -39,8 +44,11 @@ class Result:
     @property
     def exit_code(self) -> int:
         bad = {"fail"} | ({"unverified"} if self.strict else set())
+        unfit = (set() if self.allow_unfit else {"unfit"}) | (set() if self.allow_below_target else {"below_target"})
         for a in self.artifacts:
             if a["status"] != "ok" or (a["parity"] and a["parity"]["status"] in bad):
+                return 1
+            if (a.get("fitness") or {}).get("status") in unfit:
                 return 1
         return 0
 
@@ -49,7 +57,8 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
            precisions: Sequence[str] | str = registry.DEFAULT_PRECISIONS, options: ExportOptions | None = None,
            verify: bool = True, strict: bool = False, weights: str | Path | None = None,
            trust_pickle: bool = False, isolate: bool = True, on_step: StepCallback | None = None,
-           calibration: Any = None, target: Any = None, tolerances: Overrides | None = None) -> Result:
+           calibration: Any = None, target: Any = None, tolerances: Overrides | None = None,
+           fitness: Thresholds | None = None, allow_unfit: bool = False, allow_below_target: bool = False) -> Result:
     """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for bad input (nothing is written); conversion and parity
@@ -62,6 +71,10 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     ``tolerances`` replaces parity tolerance fields per precision (``{"fp16": {"atol": 2e-2}}``; fields of
     :class:`~mobilize.verify.tolerance.Tolerance`); the applied tolerance is recorded in each parity record.
+
+    Every exported file is also judged fit to ship or not (:mod:`mobilize.verify.fitness`: size against its parameter
+    floor and its siblings, op count, single-thread latency, accuracy target) with ``fitness`` thresholds; the
+    record is each artifact's ``fitness``.
     """
     from mobilize._quiet import captured_output
     from mobilize.bundle.writer import check_target
@@ -113,20 +126,22 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     try:
         manifest = _build_bundle(out, fmts, precs, cap, spec, options, verify, isolate, ref, source_str, weights,
-                                 trust_pickle, step, quant, tolerances)
+                                 trust_pickle, step, quant, tolerances, fitness)
     except OSError as exc:  # full disk, permissions, a vanished folder: the previous bundle is still in place
         from mobilize.errors import BundleError
 
         raise BundleError(f"could not write the bundle {out}: {exc.strerror or exc}"
                           f"{f' ({exc.filename})' if getattr(exc, 'filename', None) else ''}; "
                           "the previous bundle, if any, is untouched") from exc
-    return Result(out, manifest, strict)
+    return Result(out, manifest, strict, allow_unfit, allow_below_target)
 
 
 def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: ModelSpec, options: ExportOptions,
                   verify: bool, isolate: bool, ref: Any, source_str: str, weights: Any, trust_pickle: bool,
-                  step: StepCallback, quant: Any = None, tolerances: Overrides | None = None) -> dict[str, Any]:
+                  step: StepCallback, quant: Any = None, tolerances: Overrides | None = None,
+                  fitness: Thresholds | None = None) -> dict[str, Any]:
     from mobilize.bundle.writer import staged
+    from mobilize.capture import floor_bytes
 
     artifacts: list[dict[str, Any]] = []
     with staged(out) as tmp, tempfile.TemporaryDirectory(prefix="mobilize-quantize-") as scratch:
@@ -141,15 +156,24 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
+        floors = floor_bytes(cap.program)
+        judge_fitness(tmp, artifacts, cap.graph, floors, ref_path=tmp / mf.REFERENCE,
+                      input_names=spec.input_names, isolate=isolate, thresholds=fitness, step=step)
         manifest = _manifest(spec, source_str, cap, ref, artifacts)
+        manifest["model"]["floor_bytes"] = floors
         if eval_set is not None:
             manifest["model"]["accuracy"] = eval_set["pytorch"]
         if quant is not None and quant.calibration is not None:
             manifest["calibration"] = quant.calibration.describe()
+        if quant is not None and quant.metric is not None:
+            manifest["model"]["metric"] = {"name": quant.target.metric_name, "pytorch": quant.metric_pytorch,
+                                           "min": quant.target.min_metric,
+                                           "measured_on": f"{quant.holdout.samples} held-out calibration samples"}
         if weights is not None:
             manifest["model"]["weights"] = {"path": str(weights), "sha256": sha256(Path(weights))}
         manifest["security"] = {"trust_pickle": bool(trust_pickle)}
         mf.validate(manifest)
+        _prune_bundle(tmp, artifacts)
         (tmp / mf.MANIFEST).write_bytes(mf.dumps(manifest))
     return manifest
 
@@ -180,20 +204,68 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
         art["export_seconds"] = round(time.perf_counter() - t0, 3)
         return art
     art["export_seconds"] = round(time.perf_counter() - t0, 3)
-    art["notes"] = exported.notes
+    art["notes"] = exported.notes + remove_unlisted(plugin, dest)
     art["bytes"] = size(dest)
     art["sha256"] = sha256(dest)
     if verify:
         step(f"verifying {plugin.name} {prec}")
     found = inspect_and_verify(plugin, dest, prec, tmp / mf.REFERENCE if verify else None, spec.input_names,
-                               isolate=isolate, tolerance=_tolerance(plugin.name, prec, tolerances))
+                               isolate=isolate, tolerance=_tolerance(plugin.name, prec, tolerances), analyze=True)
     art["inputs"] = _io_records(spec.input_names, found.get("inputs", []))
     art["outputs"] = _io_records(spec.output_names or [], found.get("outputs", []))
+    _set_analysis(art, found)
     if verify:
         art["parity"] = found["parity"]
     elif "error" in found:
         art["notes"].append(f"could not read the file's I/O: {found['error']}")
     return art
+
+
+def remove_unlisted(plugin: registry.FormatPlugin, dest: Path) -> list[str]:
+    """Delete what a package's own manifest does not list (converter side files); one note per removal."""
+    if not plugin.unlisted or not dest.is_dir():
+        return []
+    from mobilize.bench.report import fmt_bytes
+
+    notes = []
+    for member in plugin.load("unlisted")(dest):
+        n = size(member)
+        _remove(member)
+        notes.append(f"removed {member.relative_to(dest).as_posix()} ({fmt_bytes(n)}): a converter side file the "
+                     "package's own manifest does not list")
+    return notes
+
+
+def _prune_bundle(tmp: Path, artifacts: list[dict[str, Any]]) -> None:
+    """A bundle holds only what its manifest lists: drop anything else a converter left in the staging folder."""
+    listed = {mf.MANIFEST, mf.REFERENCE} | {a["path"] for a in artifacts if a.get("path")}
+    for entry in tmp.iterdir():
+        if entry.name not in listed:
+            _remove(entry)
+
+
+def _set_analysis(art: dict[str, Any], found: dict[str, Any]) -> None:
+    art["analysis"] = found.get("analysis")
+    if found.get("analysis_error"):
+        art["notes"].append(f"could not analyse the file's ops and constants: {found['analysis_error']}")
+
+
+def judge_fitness(bundle: Path, artifacts: list[dict[str, Any]], graph: dict[str, Any], floors: dict[str, int], *,
+                  ref_path: Path, input_names: Sequence[str], isolate: bool = True,
+                  thresholds: Thresholds | None = None, step: StepCallback | None = None) -> None:
+    """Time every exported file (one thread, all interleaved in one worker) and set each artifact's ``latency`` and
+    ``fitness`` records (:mod:`mobilize.verify.fitness`)."""
+    from mobilize.verify import fitness, timing
+
+    ok = [a for a in artifacts if a["status"] == "ok"]
+    if ok and ref_path.is_file():
+        (step or (lambda _m: None))(f"timing {len(ok)} file(s) (single thread)")
+        items = [{"key": f"{a['format']} {a['precision']}", "format": a["format"], "path": str(bundle / a["path"])}
+                 for a in ok]
+        timed = timing.measure(items, ref_path, list(input_names), isolate=isolate)
+        for a, it in zip(ok, items):
+            a["latency"] = timed.get(it["key"])
+    fitness.judge(artifacts, graph, floors, thresholds)
 
 
 def _quantize_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path, dest: Path,
@@ -216,19 +288,10 @@ def _quantize_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: Mode
     work.mkdir(parents=True, exist_ok=True)
     notes, record = quantize_artifact(plugin.name, prec, fp32, dest, quant, work, step)
     exported = ExportedFile(dest, list(notes))
-    if record.get("slower_than_fp32"):
-        exported.notes.append(f"slower than fp32 on this CPU: {record['latency']['ratio']:.2f}× the fp32 latency "
-                              "(single thread)")
-    if record.get("meets_target") is False:
-        a = record["achieved"]
-        exported.notes.append(f"below the accuracy target on held-out calibration data: SNR {a['snr_db']:.1f} dB, "
-                              f"top-1 agreement {_pct(a['top1_agreement'])}")
+    for why in (record.get("achieved") or {}).get("unjudged") or []:
+        exported.notes.append(f"not judged on held-out data: {why}")
     exported.quantization = record  # type: ignore[attr-defined]
     return exported
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.1%}"
 
 
 def _eval_set(source: str, spec: ModelSpec) -> dict[str, Any] | None:
@@ -264,7 +327,8 @@ def verify_in_process(plugin: registry.FormatPlugin, path: Path, precision: str,
 
 
 def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str | None, ref_path: Path | None,
-                       input_names: Sequence[str], *, isolate: bool = True, tolerance: Any = None) -> dict[str, Any]:
+                       input_names: Sequence[str], *, isolate: bool = True, tolerance: Any = None,
+                       analyze: bool = False) -> dict[str, Any]:
     """Read the file's declared I/O and (when ``ref_path`` is given) verify it — in a child process by default, so
     a runtime that crashes on the file costs one artifact, not the run. Returns ``{"inputs", "outputs",
     "parity"?}`` with I/O as dicts; ``{"error": ...}`` when the file cannot be read. ``tolerance`` (a
@@ -273,7 +337,8 @@ def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str
 
     job = {"op": "verify" if ref_path is not None else "inspect", "format": plugin.name, "path": str(path),
            "precision": precision, "reference": str(ref_path) if ref_path else None,
-           "input_names": list(input_names), "tolerance": tolerance.to_dict() if tolerance is not None else None}
+           "input_names": list(input_names), "tolerance": tolerance.to_dict() if tolerance is not None else None,
+           "analyze": analyze}
     if not isolate or not _needs_isolation(plugin):
         from mobilize._worker import handle
 
@@ -390,19 +455,26 @@ def _manifest(spec: ModelSpec, source: str, cap: Any, ref: Any, artifacts: list[
 
 def summarize(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
     parity = {"pass": 0, "fail": 0, "unverified": 0}
+    fitness = {"fit": 0, "unfit": 0, "below_target": 0}
     for a in artifacts:
         if a["parity"]:
             parity[a["parity"]["status"]] += 1
+        status = (a.get("fitness") or {}).get("status")
+        if status in fitness:
+            fitness[status] += 1
     return {"exported": sum(a["status"] == "ok" for a in artifacts),
-            "failed": sum(a["status"] != "ok" for a in artifacts), "parity": parity}
+            "failed": sum(a["status"] != "ok" for a in artifacts), "parity": parity, "fitness": fitness}
 
 
 def verify(bundle: str | Path, *, source: str | None = None, strict: bool = False, isolate: bool = True,
-           on_step: StepCallback | None = None, tolerances: Overrides | None = None) -> Result:
+           on_step: StepCallback | None = None, tolerances: Overrides | None = None,
+           fitness: Thresholds | None = None, allow_unfit: bool = False, allow_below_target: bool = False) -> Result:
     """Re-verify an existing bundle against its stored reference (or a fresh PyTorch run of ``source``).
 
-    The bundle's files are not modified; the returned manifest carries the new parity records. A file whose sha256
-    no longer matches the manifest fails parity with that reason. ``tolerances``: as for :func:`export`.
+    The bundle's files are not modified; the returned manifest carries the new parity records and a fresh fitness
+    judgement (files re-analysed and re-timed on this machine; accuracy from the stored quantization records). A
+    file whose sha256 no longer matches the manifest fails parity with that reason. ``tolerances``, ``fitness``,
+    ``allow_*``: as for :func:`export`.
     """
     from mobilize.verify.tolerance import check_overrides
 
@@ -446,8 +518,11 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
             step(f"verifying {art['format']} {art['precision']}")
             plugin = registry.get(art["format"])
             _check_kind(plugin.name, path, where)
-            record = inspect_and_verify(plugin, path, art["precision"], ref_path, input_names, isolate=isolate,
-                                        tolerance=_tolerance(plugin.name, art["precision"], tolerances))["parity"]
+            found = inspect_and_verify(plugin, path, art["precision"], ref_path, input_names, isolate=isolate,
+                                       tolerance=_tolerance(plugin.name, art["precision"], tolerances), analyze=True)
+            record = found["parity"]
+            art.setdefault("notes", [])
+            _set_analysis(art, found)
             if sha256(path) != art["sha256"]:
                 msg = f"{art['path']}: sha256 differs from the manifest (the file changed after export)"
                 record["failures"].insert(0, msg)
@@ -455,8 +530,11 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
                 if not record.get("could_not_run"):  # "LiteRT could not load it" says more than "it changed"
                     record["reason"] = msg
             art["parity"] = record
+        judge_fitness(bundle, manifest["artifacts"], manifest["capture"].get("graph") or {},
+                      manifest["model"].get("floor_bytes") or {}, ref_path=ref_path, input_names=input_names,
+                      isolate=isolate, thresholds=fitness, step=step)
     manifest["summary"] = summarize(manifest["artifacts"])
-    return Result(bundle, manifest, strict)
+    return Result(bundle, manifest, strict, allow_unfit, allow_below_target)
 
 
 def _needs_isolation(plugin: registry.FormatPlugin) -> bool:

@@ -34,8 +34,95 @@ class Capture:
     attempts: list[Attempt]
     dynamic: bool  # whether the program kept the spec's dynamic dims
 
+    _graph: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def graph(self) -> dict[str, Any]:
+        """:func:`graph_stats` of the program (computed once)."""
+        if self._graph is None:
+            self._graph = graph_stats(self.program)
+        return self._graph
+
     def to_dict(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "dynamic": self.dynamic, "attempts": [a.to_dict() for a in self.attempts]}
+        return {"strategy": self.strategy, "dynamic": self.dynamic, "attempts": [a.to_dict() for a in self.attempts],
+                "graph": self.graph}
+
+
+#: ATen ops (name before the overload) that a format may run natively or lower into many small ops; the fitness
+#: judgement compares them with what each file kept (mobilize.analysis ``kinds``)
+OP_KINDS: dict[str, tuple[str, ...]] = {
+    "recurrent": ("lstm", "gru", "rnn_tanh", "rnn_relu"),
+    "prelu": ("prelu", "_prelu_kernel"),
+}
+
+
+def graph_stats(program: Any) -> dict[str, Any]:
+    """The captured graph's op count and histogram (before any decomposition) and, per op kind of :data:`OP_KINDS`,
+    the PyTorch modules that call it (``{"recurrent": ["rnn (LSTM)"]}``)."""
+    import operator
+
+    hist: dict[str, int] = {}
+    kinds: dict[str, list[str]] = {}
+    for node in program.graph.nodes if program is not None else ():
+        if node.op != "call_function" or node.target is operator.getitem:
+            continue
+        name = str(node.target).replace("aten.", "", 1)
+        hist[name] = hist.get(name, 0) + 1
+        base = name.split(".")[0]
+        for kind, ops in OP_KINDS.items():
+            if base in ops:
+                where = module_of(node)
+                if where not in kinds.setdefault(kind, []):
+                    kinds[kind].append(where)
+    return {"op_count": sum(hist.values()), "ops": dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "kinds": kinds}
+
+
+def module_of(node: Any) -> str:
+    """``path (Class)`` of the innermost PyTorch module a captured node came from, ``(root)`` when unknown."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "(root)"
+    path, cls = list(stack.values())[-1]
+    cls_name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+    return f"{path or '(root)'} ({cls_name.rsplit('.', 1)[-1]})"
+
+
+def floor_bytes(program: Any) -> dict[str, int]:
+    """The parameter floor per precision: what the captured program's stored tensors (parameters, buffers, lifted
+    constants; each storage once) need at that precision. Float tensors with two or more non-trivial dims are
+    weights (4 / 2 / 1 / 0.5 bytes per value at fp32 / fp16 / int8 / int4); other float tensors (biases, norm
+    scales) stay float in quantized files (4 bytes); integer tensors keep their width (at most 4 bytes: the mobile
+    formats store int64 as int32)."""
+    seen: set[tuple[int, int]] = set()
+    totals = {"fp32": 0.0, "fp16": 0.0, "int8": 0.0, "int4": 0.0}
+    if program is None:
+        return {}
+    tensors = list(program.state_dict.values()) + list(getattr(program, "constants", {}).values())
+    for t in tensors:
+        if not hasattr(t, "numel"):
+            continue
+        try:
+            key = (t.untyped_storage().data_ptr(), t.storage_offset())
+        except (RuntimeError, AttributeError):  # fake / meta tensors have no storage
+            key = (id(t), 0)
+        if key in seen:
+            continue
+        seen.add(key)
+        n = t.numel()
+        if not t.is_floating_point():
+            width = min(t.element_size(), 4)
+            for k in totals:
+                totals[k] += n * width
+            continue
+        matrix = sum(1 for d in t.shape if d > 1) >= 2
+        totals["fp32"] += 4 * n
+        totals["fp16"] += 2 * n
+        totals["int8"] += (1 if matrix else 4) * n
+        totals["int4"] += (0.5 if matrix else 4) * n
+    by_precision = {"fp32": totals["fp32"], "fp16": totals["fp16"], "int8-weights": totals["int8"],
+                    "int8": totals["int8"], "int4-weights": totals["int4"]}
+    return {k: int(round(v)) for k, v in by_precision.items()}
 
 
 def dynamic_shapes_for(spec: ModelSpec) -> tuple[Any, ...] | None:

@@ -79,6 +79,21 @@ def main(verbose: bool) -> None:
 
 
 _FORMATS_HELP = "Comma-separated formats: onnx, coreml, tflite."
+
+
+def _fitness_options(fn: Any) -> Any:
+    """--fitness, --allow-unfit, --allow-below-target (export and verify)."""
+    fn = click.option("--allow-below-target", is_flag=True,
+                      help="Exit 0 even when a quantized file misses its accuracy target (it is still reported "
+                      "below_target).")(fn)
+    fn = click.option("--allow-unfit", is_flag=True,
+                      help="Exit 0 even when a file is not fit to ship (too big, too many ops, too slow); the "
+                      "findings are still reported.")(fn)
+    return click.option("--fitness", default=None, metavar="KEY=VALUE,...",
+                        help="Fitness thresholds, e.g. max_floor_ratio=1.5,max_latency_vs_sibling=off "
+                        "(keys: max_floor_ratio, floor_slack_kb, slack_per_op_kb, max_sibling_ratio, max_op_ratio, "
+                        "op_slack, max_latency_vs_sibling, max_latency_vs_fp32, min_latency_gap_ms; see "
+                        "docs/fitness.md).")(fn)
 _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only/dynamic int8), int8 (static, "
               "calibrated: needs --calibration), int4-weights.")
 
@@ -115,25 +130,40 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
 @click.option("--snr-headroom", default=2.0, show_default=True, type=float,
               help="int8: the recipe/layer search aims this many dB above --min-snr (guard band for data the "
               "held-out samples do not cover); files are judged against --min-snr.")
+@click.option("--metric", default=None, metavar="FILE.py:FN",
+              help="Task metric for quantized files: fn(outputs, batch) -> float, higher is better, computed on the "
+              "held-out calibration samples (outputs and inputs concatenated along axis 0, plus the .npz's extra "
+              "arrays such as labels). Drives the int8 search and is recorded for PyTorch and every quantized file.")
+@click.option("--min-metric", default=None, type=float,
+              help="Accuracy target: the value --metric must reach (without it the metric is recorded only).")
+@click.option("--class-axis", "class_axis", default=None, metavar="OUTPUT=AXIS,...",
+              help="Judge top-1 agreement of these outputs along this axis (e.g. logits=-1 for a (N, T, C) "
+              "sequence output); plain (N, C) outputs are judged without it.")
+@_fitness_options
 def export(source: str, out: Path | None, formats: str, precisions: str, coreml_target: str, onnx_opset: int,
            fp16_io: bool, no_verify: bool, strict: bool, json_out: Path | None, weights: Path | None,
            trust_pickle: bool, calibration: str | None, min_snr: float, min_top1: float, max_size_ratio: float,
-           holdout: float, snr_headroom: float) -> None:
+           holdout: float, snr_headroom: float, metric: str | None, min_metric: float | None,
+           class_axis: str | None, fitness: str | None, allow_unfit: bool, allow_below_target: bool) -> None:
     """Export SOURCE (file.py:fn, package.module:fn, zoo:NAME or model.pt2) to a verified bundle."""
     from mobilize import api
     from mobilize.export import ExportOptions
-    from mobilize.quantize.recipes import AccuracyTarget
+    from mobilize.quantize.recipes import AccuracyTarget, parse_class_axes
+    from mobilize.verify.fitness import parse_thresholds
 
     options = ExportOptions(onnx_opset=onnx_opset, coreml_target=coreml_target, fp16_io=fp16_io)
     target = AccuracyTarget(min_snr_db=min_snr, min_top1=min_top1, max_size_ratio=max_size_ratio, holdout=holdout,
-                            headroom_db=snr_headroom)
+                            headroom_db=snr_headroom, class_axes=parse_class_axes(class_axis), metric=metric,
+                            min_metric=min_metric)
     if out is None:
         stem = source.split(":")[-1] if source.startswith("zoo:") else Path(source.split(":")[0]).stem
         out = Path(f"{stem or 'model'}-bundle")
     result = _with_status(lambda step: api.export(source, out, formats=formats, precisions=precisions,
                                                   options=options, verify=not no_verify, strict=strict,
                                                   weights=weights, trust_pickle=trust_pickle, on_step=step,
-                                                  calibration=calibration, target=target))
+                                                  calibration=calibration, target=target,
+                                                  fitness=parse_thresholds(fitness), allow_unfit=allow_unfit,
+                                                  allow_below_target=allow_below_target))
     _print_result(result, title=f"mobilize export {source}")
     if json_out:
         json_out.write_text(json.dumps(result.manifest, indent=2) + "\n")
@@ -146,15 +176,22 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
 @click.option("--source", default=None, help="Recompute the reference from this model source instead of the "
               "bundle's stored reference.npz.")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity as a failure.")
-def verify(bundle: Path, json_out: Path | None, source: str | None, strict: bool) -> None:
-    """Re-verify an existing BUNDLE (exit 0 all pass, 1 a parity failure, 2 could not run)."""
+@_fitness_options
+def verify(bundle: Path, json_out: Path | None, source: str | None, strict: bool, fitness: str | None,
+           allow_unfit: bool, allow_below_target: bool) -> None:
+    """Re-verify an existing BUNDLE (exit 0 all pass, 1 a parity failure or a file not fit to ship, 2 could not
+    run)."""
     from mobilize import api
+    from mobilize.verify.fitness import parse_thresholds
 
-    result = _with_status(lambda step: api.verify(bundle, source=source, strict=strict, on_step=step))
+    thresholds = parse_thresholds(fitness)
+    result = _with_status(lambda step: api.verify(bundle, source=source, strict=strict, on_step=step,
+                                                  fitness=thresholds, allow_unfit=allow_unfit,
+                                                  allow_below_target=allow_below_target))
     _print_result(result, title=f"mobilize verify {bundle}")
     if json_out:
         payload = {"bundle": str(bundle), "summary": result.manifest["summary"],
-                   "artifacts": [{k: a[k] for k in ("format", "precision", "path", "sha256", "parity")}
+                   "artifacts": [{k: a.get(k) for k in ("format", "precision", "path", "sha256", "parity", "fitness")}
                                  for a in result.artifacts]}
         json_out.write_text(json.dumps(payload, indent=2) + "\n")
     if any(a["parity"] and a["parity"].get("could_not_run") for a in result.artifacts):
@@ -208,13 +245,32 @@ def _with_status(fn: Any) -> Any:
 
 
 def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "—"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    from mobilize.bench.report import fmt_bytes
+
+    return fmt_bytes(n)
+
+
+_FIT_CELL = {"fit": "[green]fit[/]", "unfit": "[red]unfit[/]", "below_target": "[red]below target[/]"}
+
+
+def _fit_cell(a: dict[str, Any]) -> str:
+    fit = a.get("fitness")
+    return _FIT_CELL.get(fit["status"], fit["status"]) if fit else ""
+
+
+def _fit_notes(a: dict[str, Any], label: str) -> list[str]:
+    """One line per finding that makes the file unfit (or below target), with the reason the analysis found."""
+    from mobilize.verify.fitness import failing
+
+    found = failing(a)
+    if not found:
+        return []
+    status = a["fitness"]["status"].replace("_", " ")
+    lines = [f"[red]{label} {status}[/]: " + "; ".join(_escape(f["message"]) for f in found)]
+    reasons = list(dict.fromkeys(r for f in found for r in f.get("reasons") or []))
+    if reasons:
+        lines.append(f"    [dim]why: {_escape('; '.join(reasons[:3]))}[/]")
+    return lines
 
 
 def _print_result(result: Any, title: str) -> None:
@@ -225,14 +281,14 @@ def _print_result(result: Any, title: str) -> None:
     table = Table(title=title)
     quantized = any(a.get("quantization") for a in result.artifacts)
     with_acc = any(a.get("accuracy") for a in result.artifacts)
-    cols = ["format", "precision", "size", "parity", "max abs err", "SNR dB", "runtime"]
+    cols = ["format", "precision", "size", "parity", "fit", "max abs err", "SNR dB", "runtime"]
     cols += ["recipe", "held-out SNR / top-1", "latency vs fp32"] if quantized else []
     cols += ["test accuracy"] if with_acc else []
     for col in cols:
         table.add_column(col, justify="right" if col in ("size", "max abs err", "SNR dB", "latency vs fp32",
                                                          "test accuracy") else "left",
                          no_wrap=col in ("format", "precision", "runtime", "recipe"))
-    extra = len(cols) - 7
+    extra = len(cols) - 8
     notes: list[str] = []
     shared_warnings: dict[str, list[str]] = {}  # the same caveat for several artifacts is printed once
     for a in result.artifacts:
@@ -244,17 +300,19 @@ def _print_result(result: Any, title: str) -> None:
         if a["status"] != "ok":
             err = a["error"] or {}
             where = "; ".join(err.get("modules") or err.get("ops") or [])
-            table.add_row(a["format"], a["precision"], "—", "[red]export failed[/]", "", "", "", *[""] * extra)
+            table.add_row(a["format"], a["precision"], "—", "[red]export failed[/]", "", "", "", "", *[""] * extra)
             notes.append(f"[red]{label}[/]: {_escape(err.get('message', '')[:300])}"
                          + (f" [dim](where: {_escape(where)})[/]" if where else ""))
             continue
+        notes += _fit_notes(a, label)
         if p is None:
-            table.add_row(a["format"], a["precision"], _fmt_bytes(a["bytes"]), "not checked", "", "", "", *tail)
+            table.add_row(a["format"], a["precision"], _fmt_bytes(a["bytes"]), "not checked", _fit_cell(a), "", "",
+                          "", *tail)
             continue
         mae = f"{p['max_abs_error']:.2e}" if p.get("max_abs_error") is not None else ""
         snr = f"{p['snr_db']:.1f}" if p.get("snr_db") is not None else ""
         table.add_row(a["format"], a["precision"], _fmt_bytes(a["bytes"]),
-                      f"[{colors[p['status']]}]{p['status']}[/]", mae, snr, p["runtime"] or "—", *tail)
+                      f"[{colors[p['status']]}]{p['status']}[/]", _fit_cell(a), mae, snr, p["runtime"] or "—", *tail)
         if p["status"] != "pass" and p.get("reason"):
             notes.append(f"[{colors[p['status']]}]{label}[/]: {_escape(p['reason'])}")
         for warning in p.get("warnings") or []:
@@ -266,9 +324,12 @@ def _print_result(result: Any, title: str) -> None:
     for line in dict.fromkeys(notes):
         console.print(f"  {line}")
     s = result.manifest["summary"]
+    fit = s.get("fitness") or {}
+    fit_text = (f"; fitness: {fit.get('fit', 0)} fit, {fit.get('unfit', 0)} unfit, {fit.get('below_target', 0)} below "
+                "target" if fit else "")
     console.print(f"bundle: [bold]{_escape(str(result.out))}[/]  ({s['exported']} exported, {s['failed']} failed; "
                   f"parity: {s['parity']['pass']} pass, {s['parity']['fail']} fail, "
-                  f"{s['parity']['unverified']} unverified)")
+                  f"{s['parity']['unverified']} unverified{fit_text})")
 
 
 def _quant_cells(a: dict[str, Any], quantized: bool, with_acc: bool) -> list[str]:
@@ -283,8 +344,11 @@ def _quant_cells(a: dict[str, Any], quantized: bool, with_acc: bool) -> list[str
             fig = f"{ach['snr_db']:.1f} dB / {'—' if top is None else f'{top:.0%}'}"
             fig = fig if q.get("meets_target") else f"[red]{fig}[/]"
         lat = q.get("latency") or {}
-        ratio = f"{lat['ratio']:.2f}×" if lat.get("ratio") is not None else ""
-        ratio = f"[red]{ratio}[/]" if q.get("slower_than_fp32") else ratio
+        measured = ((a.get("fitness") or {}).get("latency") or {}).get("vs_fp32")  # the export's last timing
+        value = measured if measured is not None else lat.get("ratio")
+        ratio = f"{value:.2f}×" if value is not None else ""
+        slower = any(f["check"] == "latency.fp32" for f in (a.get("fitness") or {}).get("findings", []))
+        ratio = f"[red]{ratio}[/]" if slower else ratio
         kept = f" +{len(q['kept_float'])} float" if q.get("kept_float") else ""
         cells += [f"{q['recipe']}{kept}" if q else "", fig, ratio]
     if with_acc:
@@ -297,13 +361,6 @@ def _quant_cells(a: dict[str, Any], quantized: bool, with_acc: bool) -> list[str
 def _quant_notes(a: dict[str, Any]) -> list[str]:
     q = a.get("quantization") or {}
     out = []
-    if q.get("slower_than_fp32"):
-        out.append(f"{q['recipe']} runs {q['latency']['ratio']:.2f}× the fp32 latency on this CPU (single thread): "
-                   "slower than fp32")
-    if q.get("meets_target") is False:
-        t = q["target"]
-        out.append(f"misses the accuracy target (SNR ≥ {t['min_snr_db']:g} dB, top-1 ≥ {t['min_top1']:.0%}) on "
-                   "held-out calibration samples even after keeping layers in float")
     if q.get("kept_float"):
         out.append(f"{len(q['kept_float'])} layer(s) kept in float by sensitivity analysis")
     return out

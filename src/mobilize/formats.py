@@ -27,8 +27,12 @@ class FormatPlugin:
     io_reader: str  # "module:function" returning (inputs, outputs) as IOTensors, no runtime needed where possible
     precisions: tuple[str, ...]
     summary: str
+    # "module:function" path -> mobilize.analysis.FileContents (ops and constants read statically, no runtime)
+    analyzer: str = ""
     # "module:Class" used when the main runner's available() is False (e.g. Core ML's NumPy reference interpreter)
     fallback_runner: str | None = None
+    # package formats: "module:function" path -> members the package's own manifest does not list (removed at export)
+    unlisted: str | None = None
 
     def load(self, attr: str) -> Any:
         mod, _, name = getattr(self, attr).partition(":")
@@ -46,13 +50,16 @@ def register(plugin: FormatPlugin) -> FormatPlugin:
 
 
 register(FormatPlugin("onnx", ".onnx", "mobilize.export.onnx:export", "mobilize.runtime.onnx:OnnxRunner",
-                      "mobilize.runtime.onnx:read_io", supported("onnx"), "ONNX (torch.onnx dynamo → onnxruntime)"))
+                      "mobilize.runtime.onnx:read_io", supported("onnx"), "ONNX (torch.onnx dynamo → onnxruntime)",
+                      analyzer="mobilize.analysis.onnx:read"))
 register(FormatPlugin("coreml", ".mlpackage", "mobilize.export.coreml:export", "mobilize.runtime.coreml:CoreMLRunner",
                       "mobilize.runtime.coreml:read_io", supported("coreml"), "Core ML ML Program (coremltools)",
-                      fallback_runner="mobilize.runtime.coreml_ref:CoreMLReferenceRunner"))
+                      analyzer="mobilize.analysis.coreml:read",
+                      fallback_runner="mobilize.runtime.coreml_ref:CoreMLReferenceRunner",
+                      unlisted="mobilize.runtime.coreml:unlisted_members"))
 register(FormatPlugin("tflite", ".tflite", "mobilize.export.tflite:export", "mobilize.runtime.tflite:TFLiteRunner",
                       "mobilize.runtime.tflite:read_io", supported("tflite"),
-                      "TFLite / LiteRT (litert-torch → ai-edge-litert)"))
+                      "TFLite / LiteRT (litert-torch → ai-edge-litert)", analyzer="mobilize.analysis.tflite:read"))
 
 DEFAULT_FORMATS = ("onnx", "coreml", "tflite")
 DEFAULT_PRECISIONS = ("fp32", "fp16")

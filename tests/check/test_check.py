@@ -16,7 +16,7 @@ import pytest
 
 from .conftest import copy_project, invoke, write_config, write_weights
 
-CHECKS_PER_FLOAT_ARTIFACT = 6  # export, integrity, parity, regression.size / .parity / .latency (+ budgets)
+CHECKS_PER_FLOAT_ARTIFACT = 9  # export, integrity, parity, fitness.size / .ops / .latency, regression.* (+ budgets)
 
 
 def _junit(path: Path) -> tuple[ET.Element, list[ET.Element]]:
@@ -166,7 +166,7 @@ def test_generous_budget_passes_every_testcase(baselined: tuple[Path, Any], tmp_
     assert all(c.find("failure") is None and c.find("skipped") is None for c in cases)
     assert {c.get("classname") for c in cases} == {"mobilize.onnx.fp32", "mobilize.onnx.fp16"}
     text = summary.read_text()
-    assert text.startswith("## mobilize check ✅ passed: 18 passed, 0 failed, 0 skipped")
+    assert text.startswith("## mobilize check ✅ passed: 24 passed, 0 failed, 0 skipped")
     appended = step_summary.read_text()
     assert appended.startswith("earlier step\n## mobilize check ✅ passed") and text in appended
     assert json.loads((root / "mobilize-check" / "bundle" / "manifest.json").read_text()) == json.loads(

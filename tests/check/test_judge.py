@@ -63,7 +63,8 @@ def test_budget_breach_message_carries_the_numbers(tmp_path: Path) -> None:
     assert checks["budget.latency_p90_ms"].message == "p90 latency 1.2 ms > budget 0.5 ms (at 1 thread)"
     assert res.status == "fail" and res.latency["ratio_to_eager"] == 0.25
     # the same set of checks whatever the outcome; no baseline → regression checks skipped with the hint
-    assert [c.name for c in res.checks] == ["export", "integrity", "parity", "budget.latency_p90_ms", "budget.size_mb",
+    assert [c.name for c in res.checks] == ["export", "integrity", "parity", "fitness.size", "fitness.ops",
+                                            "fitness.latency", "budget.latency_p90_ms", "budget.size_mb",
                                             "regression.size", "regression.parity", "regression.latency"]
     assert checks["regression.size"].status == "skip" and checks["regression.size"].message == NO_BASELINE
 

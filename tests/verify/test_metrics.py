@@ -27,10 +27,11 @@ def test_identical_arrays() -> None:
     assert judge("y", m, T.FP32) == []
 
 
-def test_all_zero_arrays() -> None:
+def test_all_zero_arrays_have_no_cosine_or_snr() -> None:
+    """Equal zero vectors prove nothing: cosine and SNR are undefined, not 1.0 and the cap (issue #11)."""
     z = np.zeros((3, 3))
     m = compare(z, z, **TIGHT)
-    assert m.cosine == 1.0 and m.snr_db == SNR_CAP_DB and m.max_rel_error == 0.0
+    assert m.cosine is None and m.snr_db is None and m.max_rel_error == 0.0 and m.mismatch_ratio == 0.0
 
 
 def test_uniform_offset_by_hand() -> None:
@@ -73,7 +74,8 @@ def test_sign_flip_gives_negative_cosine() -> None:
 
 def test_zero_reference_with_nonzero_actual() -> None:
     m = compare(np.array([0.0, 1.0]), np.zeros(2), **TIGHT)
-    assert m.cosine == 0.0 and m.snr_db == -SNR_CAP_DB
+    assert m.cosine is None and m.snr_db is None
+    assert m.mismatch_ratio == 0.5  # the element-wise check still sees the difference
     assert m.max_rel_error == pytest.approx(1e6)  # relative error uses a 1e-6 floor
 
 

@@ -29,10 +29,12 @@ HOW_TO_CREATE = (f'create {CONFIG_NAME} with at least `source = "model.py:build"
 
 #: key → what it is, for the "unknown key" message (order = the documented order)
 TOP_KEYS = ("source", "weights", "trust_pickle", "formats", "precisions", "calibration", "strict", "output", "baseline",
-            "export", "accuracy", "parity", "budget", "bench", "regression")
+            "export", "accuracy", "parity", "budget", "bench", "regression", "fitness")
 EXPORT_KEYS = ("onnx_opset", "coreml_target", "fp16_io")
-ACCURACY_KEYS = ("min_snr", "min_top1", "max_size_ratio", "holdout")
+ACCURACY_KEYS = ("min_snr", "min_top1", "max_size_ratio", "holdout", "snr_headroom", "metric", "min_metric",
+                 "class_axes", "allow_below_target")
 BENCH_KEYS = ("enabled", "threads", "min_runs", "min_seconds", "warmup_seconds", "memory")
+FITNESS_SWITCHES = ("allow_unfit",)
 REGRESSION_KEYS = ("max_size_growth_pct", "max_parity_worsening", "parity_noise_floor", "max_latency_growth_pct")
 #: budget keys judged by ``mobilize check`` itself (held-out figures of quantized files), beside bench's KEYS
 ACCURACY_BUDGET_KEYS = ("min_snr_db", "min_top1")
@@ -121,6 +123,9 @@ class Config:
     budgets: Budgets = dataclasses.field(default_factory=Budgets)
     bench: BenchSettings = dataclasses.field(default_factory=BenchSettings)
     regression: Regression = dataclasses.field(default_factory=Regression)
+    fitness: Any = None  # mobilize.verify.fitness.Thresholds
+    allow_unfit: bool = False
+    allow_below_target: bool = False
     digest: str = ""
 
     @property
@@ -135,7 +140,9 @@ class Config:
             "calibration": self.calibration, "strict": self.strict, "output": str(self.output),
             "baseline": str(self.baseline), "export": dataclasses.asdict(self.export),
             "accuracy": self.accuracy.to_dict(), "tolerances": self.tolerances, "budgets": self.budgets.to_dict(),
-            "bench": self.bench.to_dict(), "regression": self.regression.to_dict(), "digest": self.digest,
+            "bench": self.bench.to_dict(), "regression": self.regression.to_dict(),
+            "fitness": self.fitness.to_dict() if self.fitness is not None else None,
+            "allow_unfit": self.allow_unfit, "allow_below_target": self.allow_below_target, "digest": self.digest,
         }
 
 
@@ -338,7 +345,12 @@ def _parse(r: _Reader, data: dict[str, Any], path: Path, digest: str) -> Config 
     if baseline.is_dir():
         r.problem("baseline", f"{baseline} is a folder; give a file path, e.g. baseline = \"{DEFAULT_BASELINE}\"")
     export = _export(r, r.table(data, "export"))
-    accuracy = _accuracy(r, r.table(data, "accuracy"))
+    accuracy_table = r.table(data, "accuracy")
+    accuracy = _accuracy(r, accuracy_table, root)
+    allow_below_target = bool(r.boolean(accuracy_table, "allow_below_target", False, "accuracy."))
+    fitness_table = r.table(data, "fitness")
+    fitness = _fitness(r, fitness_table)
+    allow_unfit = bool(r.boolean(fitness_table, "allow_unfit", False, "fitness."))
     tolerances = _tolerances(r, r.table(data, "parity"), precisions)
     budgets = _budgets(r, r.table(data, "budget"), precisions)
     bench = _bench(r, r.table(data, "bench"), budgets)
@@ -349,7 +361,7 @@ def _parse(r: _Reader, data: dict[str, Any], path: Path, digest: str) -> Config 
                   weights=weights, trust_pickle=trust_pickle, formats=formats, precisions=precisions,
                   calibration=calibration, strict=strict, output=output, baseline=baseline, export=export,
                   accuracy=accuracy, tolerances=tolerances, budgets=budgets, bench=bench, regression=regression,
-                  digest=digest)
+                  fitness=fitness, allow_unfit=allow_unfit, allow_below_target=allow_below_target, digest=digest)
 
 
 def _resolve(root: Path, text: str) -> Path:
@@ -440,12 +452,43 @@ def _export(r: _Reader, t: dict[str, Any]) -> Any:
     return ExportOptions(onnx_opset=int(opset), coreml_target=target, fp16_io=fp16_io)
 
 
-def _accuracy(r: _Reader, t: dict[str, Any]) -> Any:
+def _accuracy(r: _Reader, t: dict[str, Any], root: Path) -> Any:
     from mobilize.quantize.recipes import AccuracyTarget
 
     r.unknown(t, ACCURACY_KEYS, "accuracy.")
     d = AccuracyTarget()
+    metric = r.string(t, "metric", 'a task metric, e.g. metric = "metric.py:exact_match" (fn(outputs, batch) -> '
+                                   "float, higher is better)", "accuracy.")
+    if metric is not None:
+        target, colon, fn = metric.rpartition(":")
+        if not colon or not target or not fn.isidentifier():
+            r.problem("accuracy.metric", f"{metric!r} is not file.py:fn or package.module:fn, e.g. "
+                                         'metric = "metric.py:exact_match"')
+            metric = None
+        elif target.endswith(".py") or "/" in target:
+            p = _existing(r, "accuracy.metric", root, target, f"file {target}")
+            metric = None if p is None else f"{p}:{fn}"
+    min_metric = r.number(t, "min_metric", None, "accuracy.", example="min_metric = 0.9", lo=-math.inf)
+    if min_metric is not None and metric is None:
+        r.problem("accuracy.min_metric", 'needs accuracy.metric (the metric it applies to), e.g. metric = '
+                                         '"metric.py:exact_match"')
+        min_metric = None
+    axes_raw = t.get("class_axes", {})
+    if not isinstance(axes_raw, dict):
+        r.problem("accuracy.class_axes", f"must be a table of output = axis, e.g. class_axes = {{ logits = -1 }}, not "
+                                         f"{_kind(axes_raw)}")
+        axes_raw = {}
+    class_axes: dict[str, int] = {}
+    for name, axis in axes_raw.items():
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            r.problem(f"accuracy.class_axes.{name}", f"{_show(axis)} is {_kind(axis)}; give the class axis as an "
+                                                     f"integer, e.g. {name} = -1")
+        else:
+            class_axes[name] = axis
     return AccuracyTarget(
+        class_axes=class_axes, metric=metric, min_metric=None if min_metric is None else float(min_metric),
+        headroom_db=float(r.number(t, "snr_headroom", d.headroom_db, "accuracy.", example="snr_headroom = 2",
+                                   hi=20)),
         min_snr_db=float(r.number(t, "min_snr", d.min_snr_db, "accuracy.", example="min_snr = 25", lo=-math.inf)),
         min_top1=float(r.number(t, "min_top1", d.min_top1, "accuracy.", example="min_top1 = 0.97", hi=1,
                                 above=True)),
@@ -454,6 +497,29 @@ def _accuracy(r: _Reader, t: dict[str, Any]) -> Any:
         holdout=float(r.number(t, "holdout", d.holdout, "accuracy.", example="holdout = 0.25", hi=0.99,
                                above=True)),
     )
+
+
+def _fitness(r: _Reader, t: dict[str, Any]) -> Any:
+    """``[fitness]``: thresholds of :class:`mobilize.verify.fitness.Thresholds` (``false`` turns a ``max_*`` check
+    off) plus ``allow_unfit``."""
+    from mobilize.verify.fitness import FIELDS, Thresholds
+
+    r.unknown(t, (*FIELDS, *FITNESS_SWITCHES), "fitness.")
+    d = Thresholds()
+    changes: dict[str, Any] = {}
+    for key in FIELDS:
+        if key not in t:
+            continue
+        off = key.startswith("max_")
+        value = r.number(t, key, getattr(d, key), "fitness.", example=f"{key} = {getattr(d, key)}",
+                         allow_off=off, integer=key == "op_slack",
+                         lo=1.0 if key.endswith("ratio") and off else 0.0)
+        changes[key] = value
+    try:
+        return dataclasses.replace(d, **changes)
+    except MobilizeInputError as exc:
+        r.problem("fitness", str(exc))
+        return d
 
 
 def _tolerances(r: _Reader, t: dict[str, Any], precisions: tuple[str, ...]) -> dict[str, dict[str, float]]:

@@ -5,7 +5,11 @@ The checks, in the order they appear (and become JUnit test cases ``mobilize.<fo
     export             the converter produced the file
     integrity          the file's sha256 matches the manifest (a file altered after export fails here)
     parity             within the tolerance for format × precision (``[parity.<precision>]`` overrides)
-    accuracy           quantized files only: held-out SNR / top-1 agreement ≥ the target (or budget min_snr_db…)
+    accuracy           quantized files only: held-out SNR / top-1 agreement / task metric ≥ the target (or budget
+                       min_snr_db…); a below_target file fails unless [accuracy] allow_below_target = true
+    fitness.size       size against the parameter floor and the other formats (mobilize.verify.fitness)
+    fitness.ops        op count against the captured graph (an unrolled recurrence fails here)
+    fitness.latency    single-thread latency against the other formats and, quantized, against its fp32 file
     budget.<key>       one per budget key (size_mb, latency_p90_ms, …), via :func:`mobilize.bench.budget.judge`
     regression.size    size growth vs the baseline ≤ max_size_growth_pct
     regression.parity  max abs error ≤ max_parity_worsening × the baseline's (SNR drop ≤ 20·log10 of it)
@@ -128,7 +132,7 @@ def accuracy_record(art: dict[str, Any]) -> dict[str, Any] | None:
         return None
     ach = q.get("achieved") or {}
     return {"recipe": q.get("recipe"), "snr_db": ach.get("snr_db"), "top1_agreement": ach.get("top1_agreement"),
-            "meets_target": q.get("meets_target"), "test_top1": acc.get("top1_accuracy")}
+            "metric": ach.get("metric"), "meets_target": q.get("meets_target"), "test_top1": acc.get("top1_accuracy")}
 
 
 # --- the checks ------------------------------------------------------------------------------------------------------
@@ -167,6 +171,7 @@ def judge_artifact(cfg: Config, art: dict[str, Any], rows: list[dict[str, Any]],
     checks.append(_parity(art, cfg.strict, skip))
     if prec in ("int8-weights", "int8", "int4-weights"):
         checks.append(_accuracy(cfg, prec, res.accuracy, skip))
+    checks += _fitness(cfg, art, skip)
     checks += _budgets(cfg, art, rows, bench_reason, skip)
     checks += _regressions(cfg, res, base, baseline is not None, skip)
     return res
@@ -221,24 +226,84 @@ def _parity(art: dict[str, Any], strict: bool, skip: str | None) -> Check:
 def _accuracy(cfg: Config, prec: str, acc: dict[str, Any] | None, skip: str | None) -> Check:
     if skip:
         return Check("accuracy", SKIP, skip)
-    if not acc or acc.get("snr_db") is None:
+    if not acc or (acc.get("snr_db") is None and acc.get("metric") is None and acc.get("top1_agreement") is None):
         return Check("accuracy", SKIP, "not measured: no calibration data to hold out (set calibration = …)")
     limits = cfg.budgets.limits(prec)
     min_snr = limits.get("min_snr_db", cfg.accuracy.min_snr_db)
     min_top1 = limits.get("min_top1", cfg.accuracy.min_top1)
-    got = [f"held-out SNR {acc['snr_db']:.1f} dB"]
-    bad = []
-    if acc["snr_db"] < min_snr:
-        bad.append(f"held-out SNR {acc['snr_db']:.1f} dB < {min_snr:g} dB")
+    got, bad = [], []
+    if acc.get("snr_db") is not None:
+        got.append(f"held-out SNR {acc['snr_db']:.1f} dB (≥ {min_snr:g} dB)")
+        if acc["snr_db"] < min_snr:
+            bad.append(f"held-out SNR {acc['snr_db']:.1f} dB < {min_snr:g} dB")
     top = acc.get("top1_agreement")
     if top is not None:
-        got.append(f"top-1 agreement {top:.1%}")
+        got.append(f"top-1 agreement {top:.1%} (≥ {min_top1:.1%})")
         if top < min_top1:
             bad.append(f"top-1 agreement {top:.1%} < {min_top1:.1%}")
+    m = acc.get("metric") or {}
+    if m.get("value") is not None:
+        floor = m.get("min")
+        got.append(f"{m.get('name')} {m['value']:.4g} (PyTorch {m.get('pytorch')}"
+                   + (f", ≥ {floor:.4g})" if floor is not None else ")"))
+        if floor is not None and m["value"] < floor:
+            bad.append(f"{m.get('name')} {m['value']:.4g} < {floor:.4g}")
     if bad:
-        return Check("accuracy", FAIL, "; ".join(bad) + f" (recipe {acc.get('recipe')})")
-    return Check("accuracy", PASS, ", ".join(got) + f" (≥ {min_snr:g} dB" + (f", ≥ {min_top1:.1%})" if top is not None
-                                                                              else ")"))
+        text = "; ".join(bad) + f" (recipe {acc.get('recipe')})"
+        if cfg.allow_below_target:
+            return Check("accuracy", PASS, f"below target, allowed ([accuracy] allow_below_target = true): {text}")
+        return Check("accuracy", FAIL, text)
+    return Check("accuracy", PASS, ", ".join(got))
+
+
+#: JUnit check → the fitness findings (mobilize.verify.fitness) it reports
+FITNESS_CHECKS = {"fitness.size": ("size.floor", "size.siblings"), "fitness.ops": ("ops",),
+                  "fitness.latency": ("latency.siblings", "latency.fp32")}
+
+
+def _fitness(cfg: Config, art: dict[str, Any], skip: str | None) -> list[Check]:
+    fit = art.get("fitness")
+    out = []
+    for name, kinds in FITNESS_CHECKS.items():
+        if skip:
+            out.append(Check(name, SKIP, skip))
+            continue
+        if not fit:
+            out.append(Check(name, SKIP, "not judged (no fitness record: an older bundle?)"))
+            continue
+        found = [f for f in fit.get("findings", []) if f["check"] in kinds and f["severity"] == "fail"]
+        if found:
+            text = "; ".join(f["message"] for f in found)
+            reasons = list(dict.fromkeys(r for f in found for r in f.get("reasons") or []))
+            text += f" — {'; '.join(reasons[:2])}" if reasons else ""
+            out.append(Check(name, PASS, f"unfit, allowed ([fitness] allow_unfit = true): {text}")
+                       if cfg.allow_unfit else Check(name, FAIL, text))
+            continue
+        out.append(Check(name, PASS, _fitness_figures(name, fit)))
+    return out
+
+
+def _fitness_figures(name: str, fit: dict[str, Any]) -> str:
+    if name == "fitness.size":
+        size = fit.get("size") or {}
+        parts = [f"{size['floor_ratio']:.2f}× the parameter floor"] if size.get("floor_ratio") else []
+        sib = size.get("smallest_sibling")
+        if sib:
+            parts.append(f"{sib['ratio']:.2f}× the {sib['format']} file")
+        return ", ".join(parts) or "no floor known"
+    if name == "fitness.ops":
+        ops = fit.get("ops") or {}
+        return f"{ops.get('count')} ops (captured graph: {ops.get('captured')})" if ops.get("count") is not None \
+            else "op count not read"
+    lat = fit.get("latency") or {}
+    if lat.get("unmeasured") or not lat:
+        return f"not measured: {lat.get('unmeasured') or 'no runtime here'}"
+    parts = [f"{lat['median_ms']:.3g} ms (1 thread)"]
+    if lat.get("vs_fastest_sibling"):
+        parts.append(f"{lat['vs_fastest_sibling']['ratio']:.2f}× {lat['vs_fastest_sibling']['format']}")
+    if lat.get("vs_fp32") is not None:
+        parts.append(f"{lat['vs_fp32']:.2f}× its fp32 file")
+    return ", ".join(parts)
 
 
 def _budgets(cfg: Config, art: dict[str, Any], rows: list[dict[str, Any]], bench_reason: str | None,

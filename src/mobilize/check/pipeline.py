@@ -256,11 +256,11 @@ def _export_or_verify(cfg: Config, bundle: Path | None, step: StepCallback) -> t
         result = api.export(cfg.source, cfg.bundle, formats=cfg.formats, precisions=cfg.precisions,
                             options=cfg.export, strict=cfg.strict, weights=cfg.weights,
                             trust_pickle=cfg.trust_pickle, calibration=cfg.calibration, target=cfg.accuracy,
-                            tolerances=cfg.tolerances, on_step=step)
+                            tolerances=cfg.tolerances, on_step=step, fitness=cfg.fitness)
         return result.manifest, cfg.bundle
     step(f"re-verifying {bundle}")
     try:
-        result = api.verify(bundle, strict=cfg.strict, tolerances=cfg.tolerances, on_step=step)
+        result = api.verify(bundle, strict=cfg.strict, tolerances=cfg.tolerances, on_step=step, fitness=cfg.fitness)
     except BundleError as exc:  # e.g. a truncated file whose content is no longer what the manifest says
         return _unverifiable(bundle, exc), bundle
     return result.manifest, bundle

@@ -32,6 +32,8 @@ class CalibrationData:
     arrays: dict[str, np.ndarray]
     source: str
     warnings: list[str] = dataclasses.field(default_factory=list)
+    #: arrays of the .npz that are not model inputs (labels, boxes…), first axis = samples; a --metric reads them
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def samples(self) -> int:
@@ -47,12 +49,17 @@ class CalibrationData:
         k = max(1, round(n * holdout))
         held = np.zeros(n, bool)
         held[np.linspace(0, n - 1, k).round().astype(int)] = True
-        return (CalibrationData({a: v[~held] for a, v in self.arrays.items()}, self.source),
-                CalibrationData({a: v[held] for a, v in self.arrays.items()}, self.source))
+        return (CalibrationData({a: v[~held] for a, v in self.arrays.items()}, self.source,
+                                extras={a: v[~held] for a, v in self.extras.items()}),
+                CalibrationData({a: v[held] for a, v in self.arrays.items()}, self.source,
+                                extras={a: v[held] for a, v in self.extras.items()}))
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "samples": self.samples,
-                "inputs": {k: {"shape": list(v.shape[1:]), "dtype": v.dtype.name} for k, v in self.arrays.items()}}
+        d = {"source": self.source, "samples": self.samples,
+             "inputs": {k: {"shape": list(v.shape[1:]), "dtype": v.dtype.name} for k, v in self.arrays.items()}}
+        if self.extras:
+            d["extras"] = {k: {"shape": list(v.shape[1:]), "dtype": v.dtype.name} for k, v in self.extras.items()}
+        return d
 
 
 def load(source: str | Path | CalibrationData, spec: Any) -> CalibrationData:
@@ -91,18 +98,27 @@ def _from_npz(path: Path, spec: Any) -> CalibrationData:
         raise CalibrationError(f"--calibration {path}: not a readable .npz ({type(exc).__name__}: "
                                f"{one_line(exc, 160)})") from None
     names = list(spec.input_names)
+    extras: dict[str, np.ndarray] = {}
     if not raw:
         raise CalibrationError(f"--calibration {path}: the archive holds no arrays")
     if len(names) == 1 and len(raw) == 1:
         arrays = {names[0]: next(iter(raw.values()))}
     elif set(names) <= set(raw):
         arrays = {n: raw[n] for n in names}
+        extras = {k: v for k, v in raw.items() if k not in arrays}
     elif {f"arr_{i}" for i in range(len(names))} <= set(raw):
         arrays = {n: raw[f"arr_{i}"] for i, n in enumerate(names)}
     else:
         raise CalibrationError(f"--calibration {path}: arrays {sorted(raw)} do not name the model's inputs "
                                f"{names} (key them by input name, or by position arr_0, arr_1, …)")
-    return CalibrationData({n: _as_samples(n, a, spec, str(path)) for n, a in arrays.items()}, str(path))
+    data = CalibrationData({n: _as_samples(n, a, spec, str(path)) for n, a in arrays.items()}, str(path))
+    for k, v in extras.items():
+        if v.ndim == 0 or v.shape[0] != data.samples or v.dtype.kind not in "biuf":
+            raise CalibrationError(f"--calibration {path}: extra array {k!r} (shape {list(v.shape)}, {v.dtype}) is "
+                                   f"not one numeric value per sample ({data.samples} samples); extra arrays are "
+                                   "passed to --metric and need the samples on their first axis")
+        data.extras[k] = v
+    return data
 
 
 def _from_function(text: str, spec: Any) -> CalibrationData:

@@ -45,17 +45,38 @@ class Context:
     holdout: CalibrationData | None = None
     holdout_ref: list[dict[str, np.ndarray]] | None = None
     measure_speed: bool = True
+    metric: Any = None  # the loaded user metric (mobilize.quantize.heldout.Metric)
+    metric_batch: dict[str, np.ndarray] | None = None
+    metric_pytorch: float | None = None
+    pytorch_figures: dict[str, Any] | None = None
 
     @classmethod
     def build(cls, spec: Any, calibration: CalibrationData | None, target: R.AccuracyTarget,
               measure_speed: bool = True) -> Context:
+        from mobilize.quantize import heldout
+
         ctx = cls(spec, calibration, target, measure_speed=measure_speed)
+        ctx.metric = heldout.load_metric(target.metric)
+        if ctx.metric is not None and calibration is None:
+            raise heldout.MetricError("--metric needs --calibration: the metric is computed on held-out samples")
+        for name in dict(target.class_axes):
+            if name not in spec.output_names:
+                raise heldout.MetricError(f"--class-axis names output {name!r}; the model's outputs are "
+                                          f"{', '.join(spec.output_names)}")
         if calibration is not None:
             if calibration.samples >= 4:
                 ctx.calibrate_part, ctx.holdout = calibration.split(target.holdout)
             else:  # too few to split (only weight-only recipes get here): measure on all of it
                 ctx.calibrate_part, ctx.holdout = calibration, calibration
             ctx.holdout_ref = torch_outputs(spec, ctx.holdout)
+            if ctx.metric is not None:
+                ctx.metric_batch = {**heldout.stack(ctx.holdout.feeds(), list(spec.input_names)),
+                                    **ctx.holdout.extras}
+                ctx.metric_pytorch = round(heldout.run_metric(
+                    ctx.metric, heldout.stack(ctx.holdout_ref, list(spec.output_names)), ctx.metric_batch,
+                    target.metric_name or "metric"), 6)
+                ctx.pytorch_figures = {"metric": {"name": target.metric_name, "value": ctx.metric_pytorch,
+                                                  "min": target.min_metric}}
         return ctx
 
 
@@ -83,19 +104,22 @@ class Trial:
     exclude: list[str]
     bytes: int
     figures: dict[str, Any] | None = None  # snr_db, top1_agreement, per_output, samples
-    latency_ms: float | None = None
+    timing: dict[str, float] | None = None  # median_ms, ci_low_ms, ci_high_ms (single thread)
     notes: list[str] = dataclasses.field(default_factory=list)
 
-    def meets(self, target: R.AccuracyTarget) -> bool | None:
-        if self.figures is None:
-            return None
-        f = self.figures
-        return f["snr_db"] >= target.min_snr_db and (f["top1_agreement"] is None
-                                                      or f["top1_agreement"] >= target.min_top1)
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.timing is None else self.timing["median_ms"]
 
-    def score(self) -> tuple[float, float]:
-        f = self.figures or {}
-        return (f.get("top1_agreement") if f.get("top1_agreement") is not None else 1.0, f.get("snr_db", -1e9))
+    def meets(self, target: R.AccuracyTarget) -> bool | None:
+        from mobilize.quantize.heldout import meets
+
+        return meets(self.figures, target)
+
+    def score(self) -> tuple[float, float, float]:
+        from mobilize.quantize.heldout import score
+
+        return score(self.figures)
 
 
 def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Context, work: Path,
@@ -112,7 +136,7 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
     runner_cls, native = runner_for(fmt)
     fp32_bytes = size(fp32)
     calib_feeds = file_feeds(runner_cls, fp32, ctx, ctx.calibrate_part) if ctx.calibrate_part else None
-    fp32_ms = latency(runner_cls, fp32, ctx) if (native and ctx.measure_speed and len(cands) >= 1) else None
+    fp32_t = latency(runner_cls, fp32, ctx) if (native and ctx.measure_speed and len(cands) >= 1) else None
     trials: list[Trial] = []
     bests: list[Trial] = []
     for rec in cands:
@@ -124,8 +148,8 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
             if best is None or t.score() > best.score():
                 best = t
         assert best is not None
-        if fp32_ms is not None:
-            best.latency_ms = latency(runner_cls, best.path, ctx)
+        if fp32_t is not None:
+            best.timing = latency(runner_cls, best.path, ctx)
         bests.append(best)
     # Sensitivity search on the fastest recipe first: keeping layers float only slows a file down, so once a recipe
     # reaches the aim, slower recipes are not searched (their measured base trials stay in the record).
@@ -135,7 +159,7 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
     kept: list[str] | None = None  # layers kept float by the first search, reused by the next recipe
     sens_record: dict[str, Any] | None = None
     reached = False
-    for best in sorted(bests, key=lambda t: t.latency_ms if t.latency_ms is not None else float("inf")):
+    for best in speed_order(bests):
         rec = best.recipe
         if not reached and rec.calibrated and best.figures is not None and not best.meets(aim):
             if kept is None:
@@ -149,30 +173,50 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
                 fb = _trial(mod, rec, best.method, fp32, work, calib_feeds, kept, runner_cls, ctx) if kept else None
             if fb is not None:
                 trials.append(fb)
-                if fp32_ms is not None:
-                    fb.latency_ms = latency(runner_cls, fb.path, ctx)
+                if fp32_t is not None:
+                    fb.timing = latency(runner_cls, fb.path, ctx)
                 best = fb if fb.score() >= best.score() else best
         reached = reached or bool(best.meets(aim) and best.bytes <= limit)
         best.notes.append("best of its recipe")
     finals = [t for t in trials if "best of its recipe" in t.notes]
     ok = [t for t in finals if t.bytes <= limit and t.meets(ctx.target)]
-    if ok:  # not slower than fp32 first, then with the headroom, then the fastest
-        chosen = min(ok, key=lambda t: (_slower(t, fp32_ms), not t.meets(aim),
-                                        t.latency_ms if t.latency_ms is not None else 0.0))
+    if ok:  # not slower than fp32 first, then with the headroom, then the fastest (beyond measurement noise)
+        order = speed_order(ok)
+        chosen = min(ok, key=lambda t: (_slower(t, fp32_t), not t.meets(aim), order.index(t)))
     else:
         chosen = max(finals, key=lambda t: t.score())
     _copy(chosen.path, dest)
     return chosen.notes[:-1] if chosen.notes[-1:] == ["best of its recipe"] else chosen.notes, _record(
-        chosen, trials, finals, precision, ctx, fp32_bytes, fp32_ms, native, runner_cls, sens_record)
+        chosen, trials, finals, precision, ctx, fp32_bytes, fp32_t, native, runner_cls, sens_record)
 
 
-def _slower(t: Trial, fp32_ms: float | None) -> bool:
-    return bool(t.latency_ms is not None and fp32_ms and t.latency_ms > fp32_ms * (1 + SLOWER_MARGIN))
+def _surely_faster(a: Trial, b: Trial, margin: float = SLOWER_MARGIN) -> bool:
+    """``a`` beats ``b`` beyond noise: a's whole confidence interval lies below b's, by ``margin``."""
+    return bool(a.timing and b.timing and a.timing["ci_high_ms"] * (1 + margin) < b.timing["ci_low_ms"])
+
+
+def _slower(t: Trial, fp32: dict[str, float] | None) -> bool:
+    """Slower than the fp32 file beyond noise (its confidence interval lies above fp32's by ``SLOWER_MARGIN``)."""
+    return bool(t.timing and fp32 and t.timing["ci_low_ms"] > fp32["ci_high_ms"] * (1 + SLOWER_MARGIN))
+
+
+def speed_order(trials: list[Trial]) -> list[Trial]:
+    """``trials`` fastest first — but a trial moves ahead of one listed before it (recipe order, documented in
+    recipes.py) only when it is faster beyond measurement noise; a tie keeps the fixed order, so the choice is the
+    same on a busy and a quiet machine."""
+    order: list[Trial] = []
+    for t in trials:
+        i = len(order)
+        while i > 0 and _surely_faster(t, order[i - 1]):
+            i -= 1
+        order.insert(i, t)
+    return order
 
 
 def _record(chosen: Trial, trials: list[Trial], finals: list[Trial], precision: str, ctx: Context,
-            fp32_bytes: int, fp32_ms: float | None, native: bool, runner_cls: Any,
+            fp32_bytes: int, fp32_t: dict[str, float] | None, native: bool, runner_cls: Any,
             sens: dict[str, Any] | None) -> dict[str, Any]:
+    fp32_ms = fp32_t["median_ms"] if fp32_t else None
     meets = chosen.meets(ctx.target)
     rec: dict[str, Any] = {
         "precision": precision, **chosen.recipe.to_dict(),
@@ -195,7 +239,7 @@ def _record(chosen: Trial, trials: list[Trial], finals: list[Trial], precision: 
         ratio = chosen.latency_ms / fp32_ms
         rec["latency"] = {"ms": round(chosen.latency_ms, 4), "fp32_ms": round(fp32_ms, 4),
                           "ratio": round(ratio, 3), "threads": 1, "runtime": runner_cls.runtime}
-        rec["slower_than_fp32"] = ratio > 1 + SLOWER_MARGIN
+        rec["slower_than_fp32"] = _slower(chosen, fp32_t)
     elif not native:
         rec["latency"] = {"unmeasured": f"no native {runner_cls.runtime} runtime on this machine"}
     if ctx.calibration is None:
@@ -209,6 +253,7 @@ def _trial_dict(t: Trial, fp32_bytes: int, fp32_ms: float | None, ctx: Context, 
             "size_ratio": round(t.bytes / fp32_bytes, 4),
             "snr_db": None if t.figures is None else t.figures["snr_db"],
             "top1_agreement": None if t.figures is None else t.figures["top1_agreement"],
+            "metric": None if t.figures is None else (t.figures.get("metric") or {}).get("value"),
             "latency_ratio": round(t.latency_ms / fp32_ms, 3) if (t.latency_ms and fp32_ms) else None,
             "meets_target": t.meets(ctx.target), "chosen": chosen}
 
@@ -284,13 +329,14 @@ def file_feeds(runner_cls: Any, path: Path, ctx: Context, data: CalibrationData)
 
 
 def evaluate(runner_cls: Any, path: Path, ctx: Context) -> dict[str, Any]:
-    """SNR and top-1 agreement of ``path`` against PyTorch on the held-out samples (per output and worst)."""
-    from mobilize.verify import metrics as M
+    """Held-out figures of ``path`` against PyTorch (:func:`mobilize.quantize.heldout.figures`): SNR per output and
+    worst, argmax agreement, the user's metric."""
+    from mobilize.quantize.heldout import figures
     from mobilize.verify.parity import adapt_feed, adapt_output, io_map
 
     assert ctx.holdout is not None and ctx.holdout_ref is not None
     names = list(ctx.spec.output_names)
-    got: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    got: list[dict[str, np.ndarray]] = []
     with runner_cls(path) as r:
         im = io_map(ctx.spec.input_names, r.inputs)
         om = io_map(names, r.outputs)
@@ -298,29 +344,21 @@ def evaluate(runner_cls: Any, path: Path, ctx: Context) -> dict[str, Any]:
         fout = {t.name: t for t in r.outputs}
         for feed, ref in zip(ctx.holdout.feeds(), ctx.holdout_ref):
             out = r.infer({im[k]: adapt_feed(v, fin[im[k]]) for k, v in feed.items()})
+            row = {}
             for n in names:
                 val = adapt_output(out[om[n]], fout[om[n]])
-                got[n].append(val.reshape(ref[n].shape) if val.size == ref[n].size else val)
-    per: dict[str, Any] = {}
-    for n in names:
-        ref_all = np.concatenate([np.atleast_1d(r[n]) for r in ctx.holdout_ref])
-        if not np.issubdtype(ref_all.dtype, np.floating):
-            continue
-        a = np.concatenate([np.atleast_1d(g) for g in got[n]]).reshape(ref_all.shape)
-        m = M.compare(a, ref_all, atol=0.0, rtol=0.0)
-        top1 = m.top1_agreement if ref_all.ndim == 2 and ref_all.shape[0] == len(got[n]) else None
-        per[n] = {"snr_db": round(m.snr_db, 3), "cosine": round(m.cosine, 6), "top1_agreement": top1,
-                  "max_abs_error": m.max_abs_error}
-    snrs = [v["snr_db"] for v in per.values()]
-    tops = [v["top1_agreement"] for v in per.values() if v["top1_agreement"] is not None]
-    return {"snr_db": min(snrs) if snrs else 200.0, "top1_agreement": min(tops) if tops else None,
-            "samples": ctx.holdout.samples, "outputs": per}
+                row[n] = val.reshape(ref[n].shape) if val.size == ref[n].size else val
+            got.append(row)
+    return figures(got, ctx.holdout_ref, names, ctx.target, metric=ctx.metric, batch=ctx.metric_batch,
+                   metric_pytorch=ctx.metric_pytorch)
 
 
-def latency(runner_cls: Any, path: Path, ctx: Context) -> float | None:
-    """Median single-thread latency (ms) of one inference on the first held-out (or example) sample."""
+def latency(runner_cls: Any, path: Path, ctx: Context) -> dict[str, float] | None:
+    """Single-thread latency of one inference on the first held-out (or example) sample: the median and its 95 %
+    confidence interval (ms; :func:`mobilize.verify.timing.median_ci`), None when it cannot be timed."""
     from mobilize._quiet import captured_output
     from mobilize.verify.parity import adapt_feed, io_map
+    from mobilize.verify.timing import median_ci
 
     feed = (ctx.holdout.feeds()[0] if ctx.holdout is not None else
             {n: t.detach().cpu().numpy() for n, t in zip(ctx.spec.input_names, ctx.spec.example_inputs)})
@@ -341,7 +379,8 @@ def latency(runner_cls: Any, path: Path, ctx: Context) -> float | None:
                     break
     except Exception:  # noqa: BLE001 - a timing failure must not fail the artifact; it shows as unmeasured
         return None
-    return float(np.median(times) * 1e3)
+    med, lo, hi = median_ci([x * 1e3 for x in times])
+    return {"median_ms": med, "ci_low_ms": lo, "ci_high_ms": hi}
 
 
 def _copy(src: Path, dest: Path) -> None:

@@ -8,7 +8,7 @@ produces it (``onnx:qdq-per-channel``). Where a precision has several candidate 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mobilize.errors import OptionError
@@ -126,7 +126,14 @@ class AccuracyTarget:
 
     Args:
         min_snr_db: every float output's SNR (over all held-out samples).
-        min_top1: top-1 agreement for classifier-shaped outputs (N, C).
+        min_top1: top-1 agreement for classifier-shaped outputs (N, C), and for every output named in
+            ``class_axes`` (argmax agreement along that axis, e.g. per time step of a (N, T, C) sequence output).
+        class_axes: output name → its class axis, for outputs that are not plain (N, C) classifiers.
+        metric: a task metric ``fn(outputs, batch) -> float`` (higher is better), or ``"file.py:fn"`` naming one;
+            computed on the held-out samples for PyTorch and for every quantized candidate (see
+            :mod:`mobilize.quantize.driver`). ``outputs`` holds each output for all held-out samples concatenated
+            along axis 0; ``batch`` the inputs likewise, plus every extra array of the calibration ``.npz``.
+        min_metric: the metric a quantized file must reach (None: the metric is recorded, not required).
         max_size_ratio: sensitivity fallback stops before a static int8 file exceeds this share of fp32.
         holdout: share of the calibration samples held out for measuring (the rest calibrates).
         headroom_db: the search (recipe choice, layers kept float) aims this far above ``min_snr_db``, as a guard
@@ -139,8 +146,22 @@ class AccuracyTarget:
     max_size_ratio: float = 0.35
     holdout: float = 0.25
     headroom_db: float = 2.0
+    class_axes: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    metric: Any = None
+    min_metric: float | None = None
 
     def __post_init__(self) -> None:
+        import math
+
+        if not math.isfinite(self.min_snr_db):
+            raise OptionError(f"--min-snr {self.min_snr_db} must be a finite number of dB")
+        if self.min_metric is not None and not math.isfinite(self.min_metric):
+            raise OptionError(f"--min-metric {self.min_metric} must be a finite number")
+        if self.min_metric is not None and self.metric is None:
+            raise OptionError("--min-metric needs --metric file.py:fn (the metric it applies to)")
+        for name, axis in dict(self.class_axes).items():
+            if isinstance(axis, bool) or not isinstance(axis, int):
+                raise OptionError(f"--class-axis {name}={axis!r}: the axis must be an integer (e.g. -1)")
         if not 0 < self.min_top1 <= 1:
             raise OptionError(f"--min-top1 {self.min_top1} must be in (0, 1]")
         if not 0 < self.max_size_ratio <= 1:
@@ -154,5 +175,30 @@ class AccuracyTarget:
         """The target the search aims at: ``min_snr_db + headroom_db``."""
         return dataclasses.replace(self, min_snr_db=self.min_snr_db + self.headroom_db, headroom_db=0.0)
 
+    @property
+    def metric_name(self) -> str | None:
+        if self.metric is None:
+            return None
+        return self.metric if isinstance(self.metric, str) else getattr(self.metric, "__name__", "metric")
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["class_axes"] = dict(self.class_axes)
+        d["metric"] = self.metric_name
+        return d
+
+
+def parse_class_axes(text: str | None) -> dict[str, int]:
+    """``"logits=-1,seg=1"`` → ``{"logits": -1, "seg": 1}`` (one-line :class:`OptionError` otherwise)."""
+    out: dict[str, int] = {}
+    for item in (i.strip() for i in (text or "").split(",")):
+        if not item:
+            continue
+        name, sep, axis = item.partition("=")
+        try:
+            out[name.strip()] = int(axis)
+        except ValueError:
+            raise OptionError(f"--class-axis {item!r}: write OUTPUT=AXIS, e.g. logits=-1") from None
+        if not sep or not name.strip():
+            raise OptionError(f"--class-axis {item!r}: write OUTPUT=AXIS, e.g. logits=-1")
+    return out

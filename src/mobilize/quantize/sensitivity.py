@@ -56,16 +56,19 @@ def search(
     t0 = time.perf_counter()
     limit = size_budget(base.bytes, fp32_bytes, target)
     aim = target.aim()
-    base_snr = base.figures["snr_db"]
+    base_snr = base.figures["snr_db"] if base.figures["snr_db"] is not None else 0.0
     base_top1 = base.figures["top1_agreement"]
+    base_metric = (base.figures.get("metric") or {}).get("value")
     probes: list[dict[str, Any]] = []
     for unit in probe_units(layers):
         if probes and time.perf_counter() - t0 > budget_s:
             break
         names = [layer["name"] for layer in unit]
         t = trial(names)
-        gain = t.figures["snr_db"] - base_snr
+        gain = (t.figures["snr_db"] if t.figures["snr_db"] is not None else 0.0) - base_snr
         top1_gain = (t.figures["top1_agreement"] - base_top1) if base_top1 is not None else 0.0
+        metric_gain = ((t.figures.get("metric") or {}).get("value", 0.0) - base_metric) if base_metric is not None \
+            else 0.0
         last = unit[-1]
         probes.append(
             {
@@ -74,6 +77,7 @@ def search(
                 "op": last.get("op"),
                 "snr_gain_db": round(gain, 3),
                 "top1_gain": round(top1_gain, 4),
+                "metric_gain": round(metric_gain, 6),
                 "size_ratio": round(t.bytes / fp32_bytes, 4),
             }
         )
@@ -81,8 +85,8 @@ def search(
             probes[-1]["meets_target_alone"] = True
             break  # one unit is enough: no need to rank the rest
     ranked = sorted(
-        (i for i, p in enumerate(probes) if p["snr_gain_db"] > 0.05 or p["top1_gain"] > 0),
-        key=lambda i: (probes[i]["top1_gain"], probes[i]["snr_gain_db"]),
+        (i for i, p in enumerate(probes) if p["snr_gain_db"] > 0.05 or p["top1_gain"] > 0 or p["metric_gain"] > 0),
+        key=lambda i: (probes[i]["metric_gain"], probes[i]["top1_gain"], probes[i]["snr_gain_db"]),
         reverse=True,
     )
     kept: list[str] = []
@@ -102,6 +106,7 @@ def search(
                 "layers": extra,
                 "snr_db": cand.figures["snr_db"],
                 "top1_agreement": cand.figures["top1_agreement"],
+                "metric": (cand.figures.get("metric") or {}).get("value"),
                 "size_ratio": round(cand.bytes / fp32_bytes, 4),
                 "over_size_limit": over,
             }

@@ -33,6 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from mobilize.runtime.tflite_flatbuffer import array as _array
+from mobilize.runtime.tflite_flatbuffer import opcode as _code
+from mobilize.runtime.tflite_flatbuffer import schema as _schema
+from mobilize.runtime.tflite_flatbuffer import span as _span
+
 _QMAX = 127
 #: GPTQ runs on a layer only when its Hessian is affordable and determined: at most this many inputs per output …
 _MAX_DIM = 2304
@@ -80,41 +85,6 @@ class Layer:
 #: the flatbuffer options table of each layer kind
 _OPTIONS = {"FULLY_CONNECTED": "FullyConnectedOptions", "CONV_2D": "Conv2DOptions",
             "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions"}
-
-
-def _schema() -> Any:
-    from ai_edge_litert import schema_py_generated as S
-
-    return S
-
-
-def _code(model: Any, op: Any) -> int:
-    oc = model.OperatorCodes(op.OpcodeIndex())
-    return max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-
-
-def _span(model: Any, buffer: int) -> tuple[int, int] | None:
-    """Byte range of a buffer's data inside the file (inline vector or offset/size beyond the flatbuffer)."""
-    if buffer <= 0:
-        return None
-    buf = model.Buffers(buffer)
-    if buf is None:
-        return None
-    if buf.Offset() > 1:
-        return int(buf.Offset()), int(buf.Offset() + buf.Size())
-    o = buf._tab.Offset(4)  # noqa: SLF001 - the data vector's position; the schema API only hands out copies
-    if not o:
-        return None
-    start = buf._tab.Vector(o)  # noqa: SLF001
-    length = buf._tab.VectorLen(o)  # noqa: SLF001
-    return (int(start), int(start + length)) if length else None
-
-
-def _array(data: bytes, span: tuple[int, int] | None, dtype: Any, shape: Sequence[int]) -> np.ndarray | None:
-    if span is None:
-        return None
-    arr = np.frombuffer(data, dtype=dtype, count=(span[1] - span[0]) // np.dtype(dtype).itemsize, offset=span[0])
-    return arr.reshape(tuple(shape)) if int(np.prod(shape)) == arr.size else None
 
 
 def _dtypes() -> dict[int, Any]:

@@ -27,6 +27,29 @@ def read_io(path: Path) -> tuple[list[IOTensor], list[IOTensor]]:
     return io_from_spec(spec)
 
 
+def unlisted_members(path: Path) -> list[Path]:
+    """Files and folders inside an ``.mlpackage`` that its own ``Manifest.json`` does not list (converter side files
+    such as coremltools' ``executorch_debug_handle_mapping.json``); an app copies the whole package, so these ship
+    for nothing. Empty when the manifest cannot be read (the package is then judged elsewhere)."""
+    import json
+
+    try:
+        m = json.loads((path / "Manifest.json").read_text())
+        listed = [Path("Data") / e["path"] for e in m["itemInfoEntries"].values()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    keep = {Path("Manifest.json"), *listed}
+    parents = {p for item in listed for p in item.parents}
+    out = []
+    for member in sorted(path.rglob("*")):
+        rel = member.relative_to(path)
+        if rel in keep or rel in parents or any(k in rel.parents for k in listed):
+            continue
+        if not any(o in rel.parents for o in out):
+            out.append(rel)
+    return [path / r for r in out]
+
+
 def io_from_spec(spec) -> tuple[list[IOTensor], list[IOTensor]]:  # noqa: ANN001 - protobuf Model
     """The inputs and outputs a parsed Core ML ``Model`` spec declares (shared with the reference interpreter)."""
     return [_io(f) for f in spec.description.input], [_io(f) for f in spec.description.output]

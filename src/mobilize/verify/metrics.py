@@ -15,8 +15,8 @@ SNR_CAP_DB = 200.0  # an exact match reports this instead of +inf (JSON has no i
 class OutputMetrics:
     max_abs_error: float
     max_rel_error: float
-    cosine: float
-    snr_db: float
+    cosine: float | None  # None: undefined (a zero vector on either side)
+    snr_db: float | None  # None: undefined (the reference has no energy: all zeros)
     mismatch_ratio: float  # share of elements outside atol + rtol*|ref|
     nan_count: int
     inf_count: int
@@ -42,18 +42,14 @@ def compare(actual: np.ndarray, ref: np.ndarray, *, atol: float, rtol: float) ->
     rel = diff / np.maximum(np.abs(rf), 1e-6)
     max_rel = float(rel.max()) if rel.size else 0.0
     na, nr = float(np.linalg.norm(af)), float(np.linalg.norm(rf))
-    if na == 0 and nr == 0:
-        cosine = 1.0
-    elif na == 0 or nr == 0:
-        cosine = 0.0
-    else:
-        cosine = float(np.dot(af, rf) / (na * nr))
+    # the cosine of a zero vector is undefined, not 1.0: an all-zero reference proves nothing about the file
+    cosine = float(np.dot(af, rf) / (na * nr)) if na > 0 and nr > 0 else None
     noise = float(np.sum((af - rf) ** 2))
     signal = float(np.sum(rf**2))
-    if noise == 0:
+    if signal == 0:
+        snr = None
+    elif noise == 0:
         snr = SNR_CAP_DB
-    elif signal == 0:
-        snr = -SNR_CAP_DB
     else:
         snr = min(SNR_CAP_DB, 10 * math.log10(signal / noise))
     both_nan = np.isnan(a) & np.isnan(r)
@@ -78,6 +74,29 @@ def _top1(a: np.ndarray, r: np.ndarray) -> float | None:
     return float(np.mean(np.argmax(a, axis=1) == np.argmax(r, axis=1)))
 
 
+def _min_defined(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
+
+
+def degenerate(refs: list[np.ndarray]) -> str | None:
+    """Why a reference output cannot vouch for a file (None when it can): all zeros, one constant value, or a range
+    so narrow next to its magnitude that any file would match it — across every input set together."""
+    finite = [np.asarray(r, dtype=np.float64)[np.isfinite(np.asarray(r, dtype=np.float64))] for r in refs]
+    vals = np.concatenate([f.ravel() for f in finite]) if finite else np.zeros(0)
+    if vals.size == 0:
+        return "has no finite values"
+    lo, hi = float(vals.min()), float(vals.max())
+    scale = max(abs(lo), abs(hi))
+    if scale == 0:
+        return "is all zeros for every verification input"
+    if hi == lo:
+        return f"is the constant {lo:.6g} for every verification input"
+    if hi - lo <= 1e-6 * scale:
+        return f"barely varies ({lo:.6g} … {hi:.6g}) across the verification inputs"
+    return None
+
+
 def merge(items: list[OutputMetrics]) -> OutputMetrics:
     """Worst case over several input sets (element-weighted mismatch ratio, mean top-1 agreement)."""
     total = sum(m.elements for m in items) or 1
@@ -85,7 +104,7 @@ def merge(items: list[OutputMetrics]) -> OutputMetrics:
     return OutputMetrics(
         max_abs_error=max(m.max_abs_error for m in items),
         max_rel_error=max(m.max_rel_error for m in items),
-        cosine=min(m.cosine for m in items), snr_db=min(m.snr_db for m in items),
+        cosine=_min_defined([m.cosine for m in items]), snr_db=_min_defined([m.snr_db for m in items]),
         mismatch_ratio=sum(m.mismatch_ratio * m.elements for m in items) / total,
         nan_count=sum(m.nan_count for m in items), inf_count=sum(m.inf_count for m in items),
         ref_nan_count=sum(m.ref_nan_count for m in items), ref_inf_count=sum(m.ref_inf_count for m in items),

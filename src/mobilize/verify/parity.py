@@ -82,6 +82,7 @@ class ParityRecord:
     failures: list[str] = dataclasses.field(default_factory=list)
     could_not_run: bool = False  # the runtime refused or crashed on the file (CLI `verify` exit 2)
     warnings: list[str] = dataclasses.field(default_factory=list)
+    unjudged: list[str] = dataclasses.field(default_factory=list)  # outputs whose reference cannot vouch (degenerate)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"status": self.status, "runtime": self.runtime, "reason": self.reason}
@@ -96,6 +97,7 @@ class ParityRecord:
         d["failures"] = list(self.failures)
         d["could_not_run"] = self.could_not_run
         d["warnings"] = list(self.warnings)
+        d["unjudged_outputs"] = list(self.unjudged)
         d["outputs"] = {k: v.to_dict() for k, v in self.outputs.items()}
         d["inputs_used"] = self.inputs_used
         d["inputs_skipped"] = self.inputs_skipped
@@ -190,13 +192,23 @@ def verify_file(runner_cls: Any, path: Path, fmt: str, precision: str, ref: Refe
     if not record.inputs_used:
         return ParityRecord("unverified", runner_cls.runtime, "no input set fits the file's shapes", tol,
                             inputs_skipped=record.inputs_skipped, warnings=notes)
+    used = {s["label"] for s in record.inputs_used}
+    unjudged: list[str] = []
     for name, items in per_output.items():
         m = M.merge(items)
         record.outputs[name] = m
         record.failures += judge(name, m, tol)
+        why = M.degenerate([out[name] for s, out in zip(ref.sets, ref.outputs) if s.label in used])
+        if why:
+            unjudged.append(f"{name}: the PyTorch reference {why}, so matching it proves nothing; feed inputs that "
+                            "exercise this output (calibration data, input_ranges) to verify it")
+    record.unjudged = unjudged
     if record.failures:
         record.status = "fail"
         record.reason = record.failures[0]
+    elif unjudged:
+        record.status = "unverified"
+        record.reason = unjudged[0]
     return record
 
 
@@ -220,8 +232,8 @@ def judge(name: str, m: M.OutputMetrics, tol: Tolerance) -> list[str]:
     if m.mismatch_ratio > tol.max_mismatch_ratio:
         out.append(f"{name}: {m.mismatch_ratio:.2%} of elements outside atol={tol.atol:g}+rtol={tol.rtol:g}·|ref| "
                    f"(max abs error {m.max_abs_error:.3g}, allowed share {tol.max_mismatch_ratio:.2%})")
-    if m.cosine < tol.min_cosine:
+    if m.cosine is not None and m.cosine < tol.min_cosine:
         out.append(f"{name}: cosine {m.cosine:.6f} < {tol.min_cosine}")
-    if m.snr_db < tol.min_snr_db:
+    if m.snr_db is not None and m.snr_db < tol.min_snr_db:
         out.append(f"{name}: SNR {m.snr_db:.1f} dB < {tol.min_snr_db} dB")
     return out
