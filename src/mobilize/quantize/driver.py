@@ -186,8 +186,10 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
     else:
         chosen = max(finals, key=lambda t: t.score())
     _copy(chosen.path, dest)
-    return chosen.notes[:-1] if chosen.notes[-1:] == ["best of its recipe"] else chosen.notes, _record(
-        chosen, trials, finals, precision, ctx, fp32_bytes, fp32_t, native, runner_cls, sens_record)
+    record = _record(chosen, trials, finals, precision, ctx, fp32_bytes, fp32_t, native, runner_cls, sens_record)
+    # op types whose weight matrices stayed float in the chosen file, read from the file (formats that can tell)
+    record["float_weights"] = mod.float_weights(dest) if hasattr(mod, "float_weights") else None
+    return chosen.notes[:-1] if chosen.notes[-1:] == ["best of its recipe"] else chosen.notes, record
 
 
 def _surely_faster(a: Trial, b: Trial, margin: float = SLOWER_MARGIN) -> bool:

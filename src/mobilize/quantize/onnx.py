@@ -5,7 +5,12 @@
   symmetric int8 weights, int8 activations; the float graph is first run through ``quant_pre_process`` (shape
   inference + onnxruntime's graph optimisations) as onnxruntime recommends.
 - ``matmul-nbits`` (int4-weights): ``MatMulNBitsQuantizer`` — 4-bit blockwise MatMul weights (onnxruntime's
-  MatMulNBits kernel); convolutions stay float (onnxruntime has no 4-bit convolution).
+  MatMulNBits kernel); convolutions and recurrent layers stay float (onnxruntime has no 4-bit kernel for them), and
+  the notes list every op type whose weights stayed float.
+
+Recurrent layers (``LSTM``, ``GRU``, ``RNN``), which none of onnxruntime's quantizers touch in a torch.onnx file, get
+int8 weights in every int8 recipe from :mod:`mobilize.quantize.onnx_recurrent` (LSTM: ``DynamicQuantizeLSTM``;
+GRU/RNN: int8 weights dequantized before the op).
 
 Static recipes get bias correction and never-clipping ranges for pooled tensors
 (:mod:`mobilize.quantize.onnx_bias`). Layers kept in float (sensitivity
@@ -24,6 +29,7 @@ import numpy as np
 
 from mobilize.errors import ConversionError, one_line
 from mobilize.quantize.onnx_bias import _attrs, bias_corrected, pooled_ranges
+from mobilize.quantize.onnx_recurrent import RECURRENT, float_weights, quantize_recurrent
 from mobilize.quantize.recipes import Recipe
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -31,13 +37,14 @@ _METHODS = ("minmax", "percentile")
 
 
 def layers(fp32: Path) -> list[dict[str, str]]:
-    """Quantizable nodes of the float file: ``{"name", "op", "module"}`` (module = PyTorch path when known)."""
+    """Quantizable nodes of the float file (recurrent layers included): ``{"name", "op", "module"}`` (module =
+    PyTorch path when known)."""
     import onnx
 
     model = onnx.load(str(fp32), load_external_data=False)
     out = []
     for n in model.graph.node:
-        if n.op_type in QUANTIZABLE:
+        if n.op_type in QUANTIZABLE + RECURRENT:
             out.append({"name": n.name, "op": n.op_type, "module": _module_of(n)})
     return out
 
@@ -101,7 +108,8 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
             quantize_dynamic(str(fp32), str(dest), weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=list(QUANTIZABLE), nodes_to_exclude=list(exclude),
                              extra_options={"EnableSubgraph": False})
-            return ["weights int8 per-channel; activations are quantized to int8 at run time (dynamic range)"]
+            return ["weights int8 per-channel; activations are quantized to int8 at run time (dynamic range)",
+                    *quantize_recurrent(dest, exclude), *_float_note(dest, exclude)]
         if recipe.name in ("qdq-per-channel", "qoperator-per-channel"):
             if not calib:
                 raise ConversionError("static int8 needs calibration data", format="onnx")
@@ -124,7 +132,7 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
                             extra_options=extra,
                             calibration_cache_path=str(work / f"onnx_ranges_{method}_bc{int(n_bc > 0)}.json"))
             notes = [f"weights int8 per-channel symmetric; activations int8, ranges from {len(calib)} calibration "
-                     f"samples ({method})"]
+                     f"samples ({method})", *quantize_recurrent(dest, exclude)]
             if pooled:
                 notes.append(f"{len(pooled)} globally pooled tensor(s) quantized over the range of what they pool "
                              "(calibration would clip them on other data)")
@@ -134,7 +142,7 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
             if exclude:
                 isolate_float(dest, set(exclude))
                 notes.append(f"{len(exclude)} layer(s) kept float (fp32 weights, float activations and compute)")
-            return notes
+            return notes + _float_note(dest, exclude)
         if recipe.name == "matmul-nbits":
             import onnx
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -145,14 +153,24 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
             q.process()
             q.model.save_model_to_file(str(dest), use_external_data_format=False)
             n = sum(1 for node in onnx.load(str(dest)).graph.node if node.op_type == "MatMulNBits")
-            return [f"{n} MatMul weights as int4 blocks of 32 (MatMulNBits); other layers (convolutions, Gemm) stay "
-                    "float32 — onnxruntime has no 4-bit convolution"]
+            return [f"{n} MatMul weights as int4 blocks of 32 (MatMulNBits)",
+                    *_float_note(dest, exclude, "onnxruntime's 4-bit kernel (MatMulNBits) covers MatMul only")]
     except ConversionError:
         raise
     except Exception as exc:  # noqa: BLE001 - the quantizer's failure is this artifact's failure
         raise ConversionError(f"onnxruntime.quantization ({recipe.name}) failed: {type(exc).__name__}: "
                               f"{one_line(exc, 400)}", format="onnx") from exc
     raise ConversionError(f"onnx has no recipe {recipe.name!r}", format="onnx")
+
+
+def _float_note(path: Path, exclude: Sequence[str], why: str = "") -> list[str]:
+    """One note naming the op types whose weights are still float in ``path`` (read from the file)."""
+    left = float_weights(path)
+    if not left:
+        return []
+    reasons = [r for r in (why, f"{len(exclude)} layer(s) kept float on purpose" if exclude else "") if r]
+    listed = ", ".join(f"{op} ×{n}" for op, n in left.items())
+    return [f"weights left float32: {listed}" + (f" ({'; '.join(reasons)})" if reasons else "")]
 
 
 def isolate_float(path: Path, nodes: set[str]) -> int:

@@ -54,15 +54,19 @@ _AEQ = "ai-edge-quantizer"
 
 RECIPES: tuple[Recipe, ...] = (
     # --- ONNX -------------------------------------------------------------------------------------------------
-    Recipe("onnx", "int8-weights", "dynamic", "int8 per-channel symmetric (Conv, MatMul, Gemm)",
-           "float in the file; quantized to int8 per run by ConvInteger/MatMulInteger", False, _ORT,
+    Recipe("onnx", "int8-weights", "dynamic", "int8 per-channel symmetric (Conv, MatMul, Gemm; LSTM/GRU/RNN per "
+           "gate row)", "float in the file; quantized to int8 per run by ConvInteger/MatMulInteger/DynamicQuantizeLSTM "
+           "(GRU/RNN compute float)", False, _ORT,
            "quantize_dynamic: small file; on CPU often slower than fp32 for convolutions"),
-    Recipe("onnx", "int8", "qdq-per-channel", "int8 per-channel symmetric", "int8 static (calibrated), QDQ format",
-           True, _ORT, "quantize_static, QDQ, per-channel weights: onnxruntime fuses QDQ groups into int8 kernels"),
-    Recipe("onnx", "int8", "qoperator-per-channel", "int8 per-channel symmetric",
-           "int8 static (calibrated), QLinear operators", True, _ORT,
+    Recipe("onnx", "int8", "qdq-per-channel", "int8 per-channel symmetric (LSTM/GRU/RNN per gate row)",
+           "int8 static (calibrated), QDQ format; LSTM: int8 per run (DynamicQuantizeLSTM), GRU/RNN: float", True, _ORT,
+           "quantize_static, QDQ, per-channel weights: onnxruntime fuses QDQ groups into int8 kernels"),
+    Recipe("onnx", "int8", "qoperator-per-channel", "int8 per-channel symmetric (LSTM/GRU/RNN per gate row)",
+           "int8 static (calibrated), QLinear operators; LSTM: int8 per run (DynamicQuantizeLSTM), GRU/RNN: float",
+           True, _ORT,
            "quantize_static, QOperator format (QLinearConv, QLinearMatMul...)"),
-    Recipe("onnx", "int4-weights", "matmul-nbits", "int4 blockwise (block 32) for MatMul/Gather; other layers float",
+    Recipe("onnx", "int4-weights", "matmul-nbits", "int4 blockwise (block 32) for MatMul; other layers (Conv, Gemm, "
+           "LSTM/GRU/RNN) float",
            "float", False, _ORT, "MatMulNBitsQuantizer: MatMul weights as 4-bit blocks (MatMulNBits kernel)"),
     # --- Core ML ----------------------------------------------------------------------------------------------
     Recipe("coreml", "int8-weights", "linear-int8", "int8 per-channel symmetric (linear_quantize_weights)",
