@@ -40,11 +40,40 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
                      + ("" if options.fp16_io else "; inputs/outputs stay float32"))
     elif precision != "fp32":
         raise ConversionError(f"onnx exporter has no precision {precision!r}", format="onnx")
+    lean_metadata(model)
     if model.ByteSize() >= _TWO_GB:
         raise ConversionError("model is ≥ 2 GB, larger than a single-file ONNX protobuf can hold", format="onnx")
     onnx.checker.check_model(model, full_check=True)
     dest.write_bytes(model.SerializeToString())
     return ExportedFile(dest, notes)
+
+
+#: the per-node metadata torch.onnx writes that a bundled file keeps: the PyTorch module path of each node (what
+#: `mobilize diff` maps layers by). Stack traces (absolute paths of the machine that exported: different bytes in
+#: every checkout), FX node dumps and class hierarchies cost ~800 bytes per node — more than the weights of a small
+#: model — and an app never reads them.
+KEEP_NODE_METADATA = ("pkg.torch.onnx.name_scopes",)
+
+
+def lean_metadata(model) -> None:  # noqa: ANN001 - onnx ModelProto
+    """Drop per-node debug metadata except :data:`KEEP_NODE_METADATA` (subgraphs included), in place."""
+    from onnx import AttributeProto
+
+    def graph(g) -> None:  # noqa: ANN001
+        for node in g.node:
+            keep = [(p.key, p.value) for p in node.metadata_props if p.key in KEEP_NODE_METADATA]
+            del node.metadata_props[:]
+            for k, v in keep:
+                node.metadata_props.add(key=k, value=v)
+            node.doc_string = ""
+            for attr in node.attribute:
+                if attr.type == AttributeProto.GRAPH:
+                    graph(attr.g)
+                elif attr.type == AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        graph(sub)
+
+    graph(model.graph)
 
 
 def _toposort(graph) -> None:  # noqa: ANN001 - onnx GraphProto

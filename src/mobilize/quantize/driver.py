@@ -287,14 +287,14 @@ def _suffix(p: Path) -> str:
 
 
 def _strip_onnx_metadata(path: Path) -> None:
-    """Drop per-node debug metadata (PyTorch stack traces with local paths) from a quantized ONNX file: the
-    quantizers copy it onto every inserted node, which costs more bytes than the int8 weights save on small models."""
+    """Keep only the module path of each node in a quantized ONNX file (:func:`mobilize.export.onnx.lean_metadata`):
+    the quantizers copy a node's metadata onto every node they insert."""
     import onnx
 
+    from mobilize.export.onnx import lean_metadata
+
     model = onnx.load(str(path))
-    for node in model.graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
+    lean_metadata(model)
     path.write_bytes(model.SerializeToString())
 
 
