@@ -147,12 +147,15 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
     with staged(out) as tmp, tempfile.TemporaryDirectory(prefix="mobilize-quantize-") as scratch:
         ref.save(tmp / mf.REFERENCE)
         eval_set = _eval_set(source_str, spec)
+        from mobilize.export.metadata import file_info
+
+        info = file_info(spec, source_str, "fp32")
         for fmt in fmts:
             plugin = registry.get(fmt)
             for prec in precs:
                 step(f"exporting {fmt} {prec}")
                 artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step,
-                                             quant, Path(scratch), tolerances))
+                                             quant, Path(scratch), tolerances, info))
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
@@ -180,7 +183,7 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
 
 def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path,
                 options: ExportOptions, verify: bool, isolate: bool, step: StepCallback, quant: Any = None,
-                scratch: Path | None = None, tolerances: Overrides | None = None) -> dict[str, Any]:
+                scratch: Path | None = None, tolerances: Overrides | None = None, info: Any = None) -> dict[str, Any]:
     from mobilize._quiet import captured_output
     from mobilize.quantize.recipes import QUANT_PRECISIONS
 
@@ -204,7 +207,7 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
         art["export_seconds"] = round(time.perf_counter() - t0, 3)
         return art
     art["export_seconds"] = round(time.perf_counter() - t0, 3)
-    art["notes"] = exported.notes + remove_unlisted(plugin, dest)
+    art["notes"] = exported.notes + _finalize(plugin, dest, info, prec)
     art["bytes"] = size(dest)
     art["sha256"] = sha256(dest)
     if verify:
@@ -221,19 +224,14 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     return art
 
 
-def remove_unlisted(plugin: registry.FormatPlugin, dest: Path) -> list[str]:
-    """Delete what a package's own manifest does not list (converter side files); one note per removal."""
-    if not plugin.unlisted or not dest.is_dir():
+def _finalize(plugin: registry.FormatPlugin, dest: Path, info: Any, precision: str) -> list[str]:
+    """The format's finalizer: metadata inside the file, reproducible bytes, side files removed."""
+    if info is None or not plugin.finalizer:
         return []
-    from mobilize.bench.report import fmt_bytes
+    from mobilize._quiet import captured_output
 
-    notes = []
-    for member in plugin.load("unlisted")(dest):
-        n = size(member)
-        _remove(member)
-        notes.append(f"removed {member.relative_to(dest).as_posix()} ({fmt_bytes(n)}): a converter side file the "
-                     "package's own manifest does not list")
-    return notes
+    with captured_output():
+        return list(plugin.load("finalizer")(dest, info.with_precision(precision)))
 
 
 def _prune_bundle(tmp: Path, artifacts: list[dict[str, Any]]) -> None:

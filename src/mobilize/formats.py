@@ -31,8 +31,9 @@ class FormatPlugin:
     analyzer: str = ""
     # "module:Class" used when the main runner's available() is False (e.g. Core ML's NumPy reference interpreter)
     fallback_runner: str | None = None
-    # package formats: "module:function" path -> members the package's own manifest does not list (removed at export)
-    unlisted: str | None = None
+    # "module:function" (path, mobilize.export.metadata.FileInfo) -> notes: embeds the metadata, makes the bytes
+    # reproducible and removes converter side files; runs on every exported and quantized file
+    finalizer: str = ""
 
     def load(self, attr: str) -> Any:
         mod, _, name = getattr(self, attr).partition(":")
@@ -51,15 +52,16 @@ def register(plugin: FormatPlugin) -> FormatPlugin:
 
 register(FormatPlugin("onnx", ".onnx", "mobilize.export.onnx:export", "mobilize.runtime.onnx:OnnxRunner",
                       "mobilize.runtime.onnx:read_io", supported("onnx"), "ONNX (torch.onnx dynamo → onnxruntime)",
-                      analyzer="mobilize.analysis.onnx:read"))
+                      analyzer="mobilize.analysis.onnx:read", finalizer="mobilize.export.onnx:finalize"))
 register(FormatPlugin("coreml", ".mlpackage", "mobilize.export.coreml:export", "mobilize.runtime.coreml:CoreMLRunner",
                       "mobilize.runtime.coreml:read_io", supported("coreml"), "Core ML ML Program (coremltools)",
                       analyzer="mobilize.analysis.coreml:read",
                       fallback_runner="mobilize.runtime.coreml_ref:CoreMLReferenceRunner",
-                      unlisted="mobilize.runtime.coreml:unlisted_members"))
+                      finalizer="mobilize.export.coreml:finalize"))
 register(FormatPlugin("tflite", ".tflite", "mobilize.export.tflite:export", "mobilize.runtime.tflite:TFLiteRunner",
                       "mobilize.runtime.tflite:read_io", supported("tflite"),
-                      "TFLite / LiteRT (litert-torch → ai-edge-litert)", analyzer="mobilize.analysis.tflite:read"))
+                      "TFLite / LiteRT (litert-torch → ai-edge-litert)", analyzer="mobilize.analysis.tflite:read",
+                      finalizer="mobilize.export.tflite:finalize"))
 
 DEFAULT_FORMATS = ("onnx", "coreml", "tflite")
 DEFAULT_PRECISIONS = ("fp32", "fp16")

@@ -195,6 +195,12 @@ def _run_once(spec: ModelSpec, source: str) -> None:
     elif len(spec.output_names) != len(flat):
         raise SourceError(f"{source}: output_names has {len(spec.output_names)} names but the model returns "
                           f"{len(flat)} tensors")
+    if spec.labels is not None:
+        n = len(spec.labels)
+        if not any(t.dim() >= 1 and t.shape[-1] == n for t in flat):
+            shapes = ", ".join(f"{nm} {list(t.shape)}" for nm, t in zip(spec.output_names, flat))
+            raise SourceError(f"{source}: labels has {n} class names but no output has {n} classes on its last "
+                              f"axis ({shapes}); give one label per class of the classifier output")
 
 
 def flatten_outputs(out: Any) -> tuple[list[str], list[Any]]:
@@ -213,6 +219,8 @@ def flatten_outputs(out: Any) -> tuple[list[str], list[Any]]:
             names += [key] if len(sub) == 1 else [f"{key}_{n}" for n in sub_names]
             flat += sub
         return names, flat
+    if isinstance(out, tuple) and hasattr(out, "_fields"):  # a NamedTuple: its fields name the outputs
+        return flatten_outputs(dict(zip(out._fields, out)))
     if isinstance(out, (tuple, list)):
         flat = []
         for v in out:

@@ -108,7 +108,7 @@ class ModelSpec:
                                 "cannot take as input; use float32, float16, int32, int64 or bool")
         n = len(self.example_inputs)
         if self.input_names is None:
-            self.input_names = [f"input_{i}" for i in range(n)]
+            self.input_names = forward_names(self.module, n) or [f"input_{i}" for i in range(n)]
         self.input_names = list(self.input_names)
         if len(self.input_names) != n:
             raise SpecError(f"ModelSpec has {n} example inputs but {len(self.input_names)} input_names")
@@ -128,7 +128,13 @@ class ModelSpec:
                     if isinstance(ax, bool) or not isinstance(ax, int) or not -rank <= ax < rank:
                         raise SpecError(f"dynamic_dims[{nm!r}] axis {ax!r} is out of range for a rank-{rank} input")
         if self.labels is not None:
+            if isinstance(self.labels, str | bytes) or not isinstance(self.labels, Sequence) or not all(
+                    isinstance(x, str | int) and not isinstance(x, bool) for x in self.labels):
+                raise SpecError(f"ModelSpec.labels must be a list of class names (strings), one per class, got "
+                                f"{_describe(self.labels)}")
             self.labels = [str(x) for x in self.labels]
+            if not self.labels:
+                raise SpecError("ModelSpec.labels is empty; give one class name per class or leave it out")
         if not _NAME_RE.match(self.name.replace("-", "_")):
             raise SpecError(f"model name {self.name!r} must be letters, digits, '_' or '-'")
 
@@ -149,6 +155,29 @@ class ModelSpec:
         if self.labels is not None:
             d["labels"] = list(self.labels)
         return d
+
+
+def forward_names(module: Any, n: int) -> list[str] | None:
+    """The first ``n`` positional parameter names of ``module.forward`` (``forward(self, image)`` → ``["image"]``),
+    or None when they cannot name the inputs (``*args``, too few, not identifiers, duplicates)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < n:
+        return None
+    names = [p.name for p in positional[:n]]
+    if any(not _NAME_RE.match(x) or keyword.iskeyword(x) for x in names) or len(set(names)) != n:
+        return None
+    return names
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '…' if len(text) > 60 else text}"
 
 
 def _check_name(name: str) -> None:

@@ -78,3 +78,53 @@ def _unsupported_ops(message: str) -> list[str]:
     ops = re.findall(r"convert function for op '([^']+)'", message)
     ops += re.findall(r"Unsupported (?:fx node|op)s?[: ]+['\"]?([\w.:]+)", message)
     return sorted(set(ops))
+
+
+#: coremltools metadata that changes from day to day (and so every export's bytes)
+_VOLATILE_METADATA = ("com.github.apple.coremltools.conversion_date",)
+
+
+def finalize(path: Path, info) -> list[str]:  # noqa: ANN001 - mobilize.export.metadata.FileInfo
+    """Make the package an app can ship as is: ``info`` in ``user_defined_metadata`` and the short description,
+    converter side files the package's own manifest does not list removed, and reproducible bytes — the model spec
+    serialized deterministically without the conversion date, and ``Manifest.json`` with item ids derived from the
+    content instead of random UUIDs."""
+    import hashlib
+    import json
+    import shutil
+    import uuid
+
+    from coremltools.proto import Model_pb2
+
+    from mobilize.bundle.hashing import sha256, size
+    from mobilize.runtime.coreml import unlisted_members
+
+    notes = []
+    for member in unlisted_members(path):
+        n = size(member)
+        shutil.rmtree(member) if member.is_dir() else member.unlink()
+        notes.append(f"removed {member.relative_to(path).as_posix()} ({n} bytes): a converter side file the "
+                     "package's own manifest does not list")
+    manifest_path = path / "Manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    items = manifest["itemInfoEntries"]
+    root = items[manifest["rootModelIdentifier"]]
+    spec_path = path / "Data" / root["path"]
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_path.read_bytes())
+    meta = spec.description.metadata
+    for key in _VOLATILE_METADATA:
+        if key in meta.userDefined:
+            del meta.userDefined[key]
+    for key, value in info.entries().items():
+        meta.userDefined[key] = value
+    meta.shortDescription = info.description or f"{info.model} ({info.precision}) exported by mobilize"
+    spec_path.write_bytes(spec.SerializeToString(deterministic=True))
+    renamed = {}
+    for old, entry in sorted(items.items(), key=lambda kv: kv[1]["path"]):
+        digest = hashlib.sha256(f"{entry['path']}\0{sha256(path / 'Data' / entry['path'])}".encode()).digest()
+        renamed[old] = str(uuid.UUID(bytes=digest[:16], version=4)).upper()
+    manifest["itemInfoEntries"] = {renamed[k]: v for k, v in items.items()}
+    manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
+    manifest_path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
+    return notes

@@ -109,3 +109,19 @@ def _unsupported_ops(message: str) -> list[str]:
     ops += re.findall(r"target=torch\.ops\.([\w.]+)", message)
     ops += re.findall(r"\b((?:aten|prims|torchvision)(?:::|\.)[A-Za-z_]\w*)", message)
     return sorted(set(ops))
+
+
+def finalize(path: Path, info) -> list[str]:  # noqa: ANN001 - mobilize.export.metadata.FileInfo
+    """Write ``info`` into the model's ``metadata_props`` (and its description into ``doc_string``), keeping other
+    producers' keys, sorted; serialized deterministically."""
+    import onnx
+
+    model = onnx.ModelProto.FromString(path.read_bytes())
+    entries = info.entries()
+    kept = {p.key: p.value for p in model.metadata_props if p.key not in entries}
+    del model.metadata_props[:]
+    for key, value in sorted({**kept, **entries}.items()):
+        model.metadata_props.add(key=key, value=value)
+    model.doc_string = info.description
+    path.write_bytes(model.SerializeToString(deterministic=True))
+    return []

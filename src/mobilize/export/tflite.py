@@ -71,3 +71,55 @@ def _unsupported_ops(message: str) -> list[str]:
     ops += re.findall(r"target=(torch\.ops\.[\w.]+)", message)
     ops += re.findall(r"No lowering (?:found )?for ([\w.:]+)", message)
     return sorted(set(ops))
+
+
+_TWO_GB = 2**31
+#: the name of the TFLite metadata entry mobilize writes (a UTF-8 JSON object; see docs/metadata.md)
+METADATA_NAME = "mobilize"
+
+
+def finalize(path: Path, info) -> list[str]:  # noqa: ANN001 - mobilize.export.metadata.FileInfo
+    """Signature I/O renamed to the model's names (litert-torch writes ``args_0`` / ``output_0``) and ``info`` as a
+    JSON metadata entry named :data:`METADATA_NAME`. Files whose buffers live outside the flatbuffer (> 2 GB) are
+    left as they are, with a note."""
+    import json
+
+    import flatbuffers
+    import numpy as np
+
+    from mobilize.runtime.base import natural_key
+    from mobilize.runtime.tflite_flatbuffer import schema
+
+    S = schema()
+    data = path.read_bytes()
+    if len(data) >= _TWO_GB:
+        return ["no metadata written: files of 2 GB and more keep their buffers outside the flatbuffer"]
+    model = S.ModelT.InitFromPackedBuf(data, 0)
+    for b in model.buffers or []:  # buffers stored after the flatbuffer (offset/size): inline them again
+        if getattr(b, "offset", 0) > 1:
+            b.data = np.frombuffer(data, dtype=np.uint8, count=int(b.size), offset=int(b.offset))
+            b.offset = b.size = 0
+    notes: list[str] = []
+    want_in = [t["name"] for t in info.inputs]
+    for sig in model.signatureDefs or []:
+        for maps, names in ((sig.inputs or [], want_in), (sig.outputs or [], list(info.outputs))):
+            current = sorted(maps, key=lambda m: natural_key(m.name.decode() if isinstance(m.name, bytes) else m.name))
+            if len(current) == len(names) and names:
+                for m, name in zip(current, names):
+                    m.name = name
+    entry = {k: (json.loads(v) if k in ("mobilize.inputs", "mobilize.outputs", "labels", "normalization") else v)
+             for k, v in info.entries().items()}
+    payload = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
+    model.metadata = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name)
+                      != METADATA_NAME]
+    buf = S.BufferT()
+    buf.data = np.frombuffer(payload, dtype=np.uint8)
+    model.buffers.append(buf)
+    meta = S.MetadataT()
+    meta.name = METADATA_NAME
+    meta.buffer = len(model.buffers) - 1
+    model.metadata.append(meta)
+    builder = flatbuffers.Builder(max(1024, path.stat().st_size + len(payload) + 4096))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return notes

@@ -125,6 +125,8 @@ def _tensor_label(name: str) -> str:
     import re
 
     tail = re.sub(r";\d+$", "", name.rsplit("/", 1)[-1]) or name
+    if tail.startswith("torch.nn.modules."):  # litert-torch: <module path>/torch.nn.modules.linear.Linear_fc;1
+        tail = tail.rsplit(".", 1)[-1]
     return tail if len(tail) <= 48 else tail[:47] + "…"
 
 
