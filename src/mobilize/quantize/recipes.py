@@ -54,6 +54,9 @@ _AEQ = "ai-edge-quantizer"
 
 RECIPES: tuple[Recipe, ...] = (
     # --- ONNX -------------------------------------------------------------------------------------------------
+    Recipe("onnx", "int8-weights", "weight-only", "int8 per output channel (Conv, Gemm, MatMul, Gather, LSTM/GRU/RNN)",
+           "float: weights dequantized (DequantizeLinear) before each op", False, "mobilize (onnx DequantizeLinear)",
+           "the size of int8 at float speed: onnxruntime runs the ops in float on dequantized weights"),
     Recipe("onnx", "int8-weights", "dynamic", "int8 per-channel symmetric (Conv, MatMul, Gemm; LSTM/GRU/RNN per "
            "gate row)", "float in the file; quantized to int8 per run by ConvInteger/MatMulInteger/DynamicQuantizeLSTM "
            "(GRU/RNN compute float)", False, _ORT,
