@@ -8,7 +8,7 @@ import datetime as _dt
 import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,8 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
            verify: bool = True, strict: bool = False, weights: str | Path | None = None,
            trust_pickle: bool = False, isolate: bool = True, on_step: StepCallback | None = None,
            calibration: Any = None, target: Any = None, tolerances: Overrides | None = None,
-           fitness: Thresholds | None = None, allow_unfit: bool = False, allow_below_target: bool = False) -> Result:
+           fitness: Thresholds | None = None, allow_unfit: bool = False, allow_below_target: bool = False,
+           dynamic: Mapping[str, Mapping[int, Any]] | None = None) -> Result:
     """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for bad input (nothing is written); conversion and parity
@@ -75,6 +76,9 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     Every exported file is also judged fit to ship or not (:mod:`mobilize.verify.fitness`: size against its parameter
     floor and its siblings, op count, single-thread latency, accuracy target) with ``fitness`` thresholds; the
     record is each artifact's ``fitness``.
+
+    ``dynamic`` adds dynamic dims to the source's spec (``{input: {axis: name | (name, min, max)}}``, the
+    ``--dynamic`` flag); a dim asked dynamic but fixed in a file is a fitness finding on that file.
     """
     from mobilize._quiet import captured_output
     from mobilize.bundle.writer import check_target
@@ -106,6 +110,8 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
         from mobilize.source import _run_once
 
         _run_once(spec, spec.name)
+    if dynamic:
+        spec.add_dynamic(dynamic)
     source_str = source if isinstance(source, str) else f"ModelSpec:{spec.name}"
     quant = None
     if any(p in qrec.QUANT_PRECISIONS for p in precs) or calibration is not None:
@@ -122,11 +128,12 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     step("computing the PyTorch reference")
     sets = make_input_sets(spec)
-    ref = compute_reference(spec, sets)
+    dropped: list[dict[str, Any]] = []
+    ref = compute_reference(spec, sets, dropped)
 
     try:
         manifest = _build_bundle(out, fmts, precs, cap, spec, options, verify, isolate, ref, source_str, weights,
-                                 trust_pickle, step, quant, tolerances, fitness)
+                                 trust_pickle, step, quant, tolerances, fitness, dropped)
     except OSError as exc:  # full disk, permissions, a vanished folder: the previous bundle is still in place
         from mobilize.errors import BundleError
 
@@ -139,7 +146,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: ModelSpec, options: ExportOptions,
                   verify: bool, isolate: bool, ref: Any, source_str: str, weights: Any, trust_pickle: bool,
                   step: StepCallback, quant: Any = None, tolerances: Overrides | None = None,
-                  fitness: Thresholds | None = None) -> dict[str, Any]:
+                  fitness: Thresholds | None = None, dropped: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     from mobilize.bundle.writer import staged
     from mobilize.capture import floor_bytes
 
@@ -161,9 +168,12 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
         floors = floor_bytes(cap.program)
         judge_fitness(tmp, artifacts, cap.graph, floors, ref_path=tmp / mf.REFERENCE,
-                      input_names=spec.input_names, isolate=isolate, thresholds=fitness, step=step)
+                      input_names=spec.input_names, isolate=isolate, thresholds=fitness, step=step,
+                      dynamic=dict(spec.dynamic_dims or {}))
         manifest = _manifest(spec, source_str, cap, ref, artifacts)
         manifest["model"]["floor_bytes"] = floors
+        if dropped:
+            manifest["reference"]["input_sets_dropped"] = dropped
         if eval_set is not None:
             manifest["model"]["accuracy"] = eval_set["pytorch"]
         if quant is not None and quant.calibration is not None:
@@ -250,7 +260,8 @@ def _set_analysis(art: dict[str, Any], found: dict[str, Any]) -> None:
 
 def judge_fitness(bundle: Path, artifacts: list[dict[str, Any]], graph: dict[str, Any], floors: dict[str, int], *,
                   ref_path: Path, input_names: Sequence[str], isolate: bool = True,
-                  thresholds: Thresholds | None = None, step: StepCallback | None = None) -> None:
+                  thresholds: Thresholds | None = None, step: StepCallback | None = None,
+                  dynamic: dict[str, dict[int, str]] | None = None) -> None:
     """Time every exported file (one thread, all interleaved in one worker) and set each artifact's ``latency`` and
     ``fitness`` records (:mod:`mobilize.verify.fitness`)."""
     from mobilize.verify import fitness, timing
@@ -263,7 +274,7 @@ def judge_fitness(bundle: Path, artifacts: list[dict[str, Any]], graph: dict[str
         timed = timing.measure(items, ref_path, list(input_names), isolate=isolate)
         for a, it in zip(ok, items):
             a["latency"] = timed.get(it["key"])
-    fitness.judge(artifacts, graph, floors, thresholds)
+    fitness.judge(artifacts, graph, floors, thresholds, dynamic)
 
 
 def _quantize_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path, dest: Path,
@@ -478,6 +489,7 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
 
     check_overrides(tolerances, registry.PRECISIONS)
     from mobilize.errors import BundleError
+    from mobilize.verify import fitness as fitness_mod
     from mobilize.verify.parity import Reference, compute_reference
 
     step = on_step or (lambda _msg: None)
@@ -530,7 +542,8 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
             art["parity"] = record
         judge_fitness(bundle, manifest["artifacts"], manifest["capture"].get("graph") or {},
                       manifest["model"].get("floor_bytes") or {}, ref_path=ref_path, input_names=input_names,
-                      isolate=isolate, thresholds=fitness, step=step)
+                      isolate=isolate, thresholds=fitness, step=step,
+                      dynamic=fitness_mod.requested_dynamic(manifest["model"]["inputs"]))
     manifest["summary"] = summarize(manifest["artifacts"])
     return Result(bundle, manifest, strict, allow_unfit, allow_below_target)
 

@@ -109,6 +109,9 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
 @click.option("--onnx-opset", default=20, show_default=True, type=int,
               help="ONNX opset (18..23); 20 has a native Gelu op, 18 runs on older onnxruntime builds.")
 @click.option("--fp16-io", is_flag=True, help="fp16 artifacts take and return float16 instead of float32.")
+@click.option("--dynamic", "dynamic", multiple=True, metavar="INPUT:AXIS=NAME[:MIN[:MAX]]",
+              help="A dim that may vary at run time (repeatable), e.g. image:0=batch or tokens:1=seq:1:512. Files "
+              "that cannot keep it dynamic say so (a fitness finding).")
 @click.option("--no-verify", is_flag=True, help="Skip parity checks (artifacts get parity null).")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity (e.g. Core ML on Linux) as a failure.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the manifest to this file.")
@@ -144,11 +147,13 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
            fp16_io: bool, no_verify: bool, strict: bool, json_out: Path | None, weights: Path | None,
            trust_pickle: bool, calibration: str | None, min_snr: float, min_top1: float, max_size_ratio: float,
            holdout: float, snr_headroom: float, metric: str | None, min_metric: float | None,
-           class_axis: str | None, fitness: str | None, allow_unfit: bool, allow_below_target: bool) -> None:
+           class_axis: str | None, fitness: str | None, allow_unfit: bool, allow_below_target: bool,
+           dynamic: tuple[str, ...]) -> None:
     """Export SOURCE (file.py:fn, package.module:fn, zoo:NAME or model.pt2) to a verified bundle."""
     from mobilize import api
     from mobilize.export import ExportOptions
     from mobilize.quantize.recipes import AccuracyTarget, parse_class_axes
+    from mobilize.spec import parse_dynamic
     from mobilize.verify.fitness import parse_thresholds
 
     options = ExportOptions(onnx_opset=onnx_opset, coreml_target=coreml_target, fp16_io=fp16_io)
@@ -163,7 +168,8 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
                                                   weights=weights, trust_pickle=trust_pickle, on_step=step,
                                                   calibration=calibration, target=target,
                                                   fitness=parse_thresholds(fitness), allow_unfit=allow_unfit,
-                                                  allow_below_target=allow_below_target))
+                                                  allow_below_target=allow_below_target,
+                                                  dynamic=parse_dynamic(dynamic)))
     _print_result(result, title=f"mobilize export {source}")
     if json_out:
         json_out.write_text(json.dumps(result.manifest, indent=2) + "\n")

@@ -66,3 +66,40 @@ def test_every_file_carries_labels_normalisation_and_names(two_exports: tuple[Pa
         [sig] = model.signatureDefs
         assert [m.name for m in sig.inputs] in ([b"image"], ["image"])
         assert [m.name for m in sig.outputs] in ([b"logits"], ["logits"])
+
+
+def test_a_batch_one_example_gives_files_that_run_at_batch_1_and_4(tmp_path: Path) -> None:
+    import onnx
+
+    run = run_cli(["export", f"{MODELS}:batch_one_classifier", "--precisions", "fp32", "--out", "b"], tmp_path)
+    assert run.returncode == 0, run.describe()
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m["capture"]["dims"]["batch"]["dynamic"] is True and m["capture"]["dims"]["batch"]["min"] == 1
+    assert m["model"]["inputs"][0]["shape"] == ["batch", 3, 32, 32]
+    for art in m["artifacts"]:
+        assert art["fitness"]["status"] == "fit", art["fitness"]
+        assert art["inputs"][0]["shape"][0] in ("batch", None), art  # the file's own declaration
+        used = sorted(s["shapes"]["image"][0] for s in art["parity"]["inputs_used"])
+        assert art["parity"]["status"] == "pass" and used[0] == 1 and used[-1] == 4, art["parity"]
+    model = onnx.load(str(tmp_path / "b" / "small_cnn_fp32.onnx"))
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert model.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_a_dim_asked_dynamic_but_fixed_is_a_finding(tmp_path: Path) -> None:
+    run = run_cli(["export", f"{MODELS}:fixed_batch", "--formats", "onnx", "--precisions", "fp32", "--out", "b"],
+                  tmp_path)
+    assert run.returncode == 1, run.describe()
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m["capture"]["dims"]["batch"]["dynamic"] is False
+    [art] = m["artifacts"]
+    [finding] = [f for f in art["fitness"]["findings"] if f["check"] == "dynamic"]
+    assert finding["message"] == "fixed where dynamic was asked: batch (image axis 0) is 1 in the file"
+    assert "onnx fp32 unfit" in run.stdout and "fixed where dynamic was asked" in run.stdout
+    flag = run_cli(["export", f"{MODELS}:small_cnn", "--formats", "onnx", "--precisions", "fp32",
+                    "--dynamic", "image:0=batch:1:8", "--out", "c"], tmp_path)
+    assert flag.returncode == 0, flag.describe()
+    dims = json.loads((tmp_path / "c" / "manifest.json").read_text())["capture"]["dims"]
+    assert (dims["batch"]["min"], dims["batch"]["max"]) == (1, 8)
+    bad = run_cli(["export", f"{MODELS}:small_cnn", "--dynamic", "image=batch", "--out", "d"], tmp_path)
+    assert bad.returncode == 2 and "--dynamic 'image=batch': write INPUT:AXIS=NAME" in bad.stderr, bad.describe()

@@ -27,8 +27,9 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
     fp16 = precision == "fp16"
     inputs = []
     for name, t in zip(spec.input_names, spec.example_inputs):
-        dyn = {a % t.dim() for a in (spec.dynamic_dims or {}).get(name, {})} if capture.dynamic else set()
-        shape: list[Any] = [ct.RangeDim(1, 65536, default=s) if a in dyn else s for a, s in enumerate(t.shape)]
+        dyn = {a % t.dim(): d for a, d in (spec.dynamic_dims or {}).get(name, {}).items()
+               if capture.dims.get(d, {}).get("dynamic")}
+        shape: list[Any] = [_range_dim(ct, capture.dims[dyn[a]], s) if a in dyn else s for a, s in enumerate(t.shape)]
         inputs.append(ct.TensorType(name=name, shape=tuple(shape), dtype=_ct_input_dtype(t.dtype, fp16, options)))
     with_float_out = [ct.TensorType(name=n, dtype=np.float16 if (fp16 and options.fp16_io) else np.float32)
                       if _is_float_output(capture, i) else ct.TensorType(name=n)
@@ -50,6 +51,18 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
     if fp16:
         notes.append("fp16: compute in float16" + ("" if options.fp16_io else "; inputs/outputs stay float32"))
     return ExportedFile(dest, notes)
+
+
+#: ML Program inputs need a finite upper bound; an unbounded dynamic dim gets this one
+RANGE_DIM_MAX = 65536
+
+
+def _range_dim(ct: Any, dim: dict[str, Any], default: int) -> Any:
+    """A Core ML ``RangeDim`` with the bounds torch.export proved for the dim (unbounded: up to
+    :data:`RANGE_DIM_MAX`), the example's size as its default."""
+    lo = max(1, dim.get("min") or 1)
+    hi = dim.get("max") or RANGE_DIM_MAX
+    return ct.RangeDim(lower_bound=lo, upper_bound=hi, default=min(max(lo, default), hi))
 
 
 def _ct_input_dtype(dtype: Any, fp16: bool, options: ExportOptions) -> Any:

@@ -24,13 +24,14 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
     notes: list[str] = []
     try:
         program = torch.onnx.export(
-            capture.program, spec.example_inputs, dynamo=True, external_data=False,
+            capture.program, capture.example_inputs or spec.example_inputs, dynamo=True, external_data=False,
             opset_version=options.onnx_opset, input_names=list(spec.input_names),
             output_names=list(spec.output_names or []), verbose=False, optimize=True,
         )
     except Exception as exc:  # noqa: BLE001 - converter failures become a ConversionError with the ops named
         raise ConversionError(str(exc), format="onnx", ops=_unsupported_ops(str(exc))) from exc
     model = program.model_proto
+    name_dims(model, {d["symbol"]: name for name, d in capture.dims.items() if d.get("symbol")})
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -46,6 +47,29 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
     onnx.checker.check_model(model, full_check=True)
     dest.write_bytes(model.SerializeToString())
     return ExportedFile(dest, notes)
+
+
+def name_dims(model, names: dict[str, str]) -> None:  # noqa: ANN001 - onnx ModelProto
+    """Rename torch.export's dim symbols (``s77``) to the user's dim names (``batch``) in every shape of the graph —
+    inputs, outputs, value_info — including derived expressions such as ``2*s77``."""
+    import re
+
+    if not names:
+        return
+    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(names, key=len, reverse=True)) + r")\b")
+
+    def fix(values) -> None:  # noqa: ANN001
+        for v in values:
+            if not v.type.HasField("tensor_type"):
+                continue
+            for d in v.type.tensor_type.shape.dim:
+                if d.HasField("dim_param"):
+                    d.dim_param = pattern.sub(lambda m: names[m.group(1)], d.dim_param)
+
+    g = model.graph
+    fix(g.input)
+    fix(g.output)
+    fix(g.value_info)
 
 
 #: the per-node metadata torch.onnx writes that a bundled file keeps: the PyTorch module path of each node (what

@@ -31,7 +31,8 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
     last: Exception | None = None
     for dyn in attempts:
         try:
-            edge_model = litert_torch.convert(module, spec.example_inputs, dynamic_shapes=dyn, strict_export=False)
+            args = capture.example_inputs or spec.example_inputs if dyn is not None else spec.example_inputs
+            edge_model = litert_torch.convert(module, args, dynamic_shapes=dyn, strict_export=False)
             break
         except Exception as exc:  # noqa: BLE001 - a dynamic-shape failure falls back to static shapes
             last = exc

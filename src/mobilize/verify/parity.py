@@ -51,18 +51,30 @@ class Reference:
         return cls(sets, outs, names, det)
 
 
-def compute_reference(spec: Any, sets: list[InputSet]) -> Reference:
-    """Run PyTorch eager on every set; run the example twice to detect a non-deterministic model."""
+def compute_reference(spec: Any, sets: list[InputSet], skipped: list[dict[str, Any]] | None = None) -> Reference:
+    """Run PyTorch eager on every set; run the example twice to detect a non-deterministic model. A set at other
+    dynamic sizes that the model itself cannot run is dropped and described in ``skipped``."""
+    skipped = skipped if skipped is not None else []
     import torch
 
+    from mobilize.errors import SourceError, describe
     from mobilize.source import flatten_outputs
 
     outs = []
+    kept = []
     for s in sets:
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(s.arrays[n])) for n in spec.input_names)
-        with torch.no_grad():
-            _, flat = flatten_outputs(spec.module(*tensors))
+        try:
+            with torch.no_grad():
+                _, flat = flatten_outputs(spec.module(*tensors))
+        except Exception as exc:  # noqa: BLE001 - user code may raise anything
+            if "other dynamic sizes" in s.label:  # the model itself does not take the other size: no such set
+                skipped.append({**s.describe(), "why": f"PyTorch itself fails at these sizes: {describe(exc, 200)}"})
+                continue
+            raise SourceError(f"the model fails on the verification input {s.label}: {describe(exc, 240)}") from exc
+        kept.append(s)
         outs.append({n: t.detach().cpu().numpy() for n, t in zip(spec.output_names, flat)})
+    sets = kept
     with torch.no_grad():
         _, again = flatten_outputs(spec.module(*spec.example_inputs))
     det = all(np.array_equal(a.detach().cpu().numpy(), outs[0][n], equal_nan=True)
