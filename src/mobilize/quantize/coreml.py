@@ -73,9 +73,9 @@ def _w8a8(model: Any, calib: list[dict[str, np.ndarray]], exclude: Sequence[str]
         shutil.rmtree(fp16_path)
     fp16.save(str(fp16_path))
     fp16 = type(model)(str(fp16_path), skip_model_load=True)
-    keep = dict.fromkeys([*exclude, *_integer_ops(fp16)])
+    keep = dict.fromkeys(exclude)
     a_cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"),
-                                   op_name_configs=keep)
+                                   op_name_configs={**keep, **dict.fromkeys(_integer_ops(fp16))})
     with _interpreter_calibration(fp16_path), _nested_blocks_fix():
         a8 = cto.linear_quantize_activations(fp16, a_cfg, [dict(s) for s in calib])
     w_cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
