@@ -117,3 +117,43 @@ def test_ranges_before_a_relu6_are_narrowed_to_the_clip(tmp_path: Path) -> None:
         got = np.concatenate([r.infer(c)["y"] for c in calib])
     snr = 10 * np.log10((ref ** 2).sum() / ((got - ref) ** 2).sum())
     assert snr > 25, snr
+
+
+@pytest.mark.slow
+def test_w8a8_reaches_into_the_loop_of_a_gru(tmp_path: Path) -> None:
+    """PyTorch's GRU becomes a while_loop in Core ML: activation quantization must work inside its body (coremltools'
+    pass recursed into nested blocks without its arguments) and leave the integer step counter alone."""
+    import numpy as np
+    import torch
+
+    from mobilize import api
+    from mobilize.runtime.coreml_ref import CoreMLReferenceRunner, load_program
+    from mobilize.spec import ModelSpec
+
+    class Gru(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = torch.nn.GRU(16, 64, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.gru(x)[0]
+
+    torch.manual_seed(0)
+    net = Gru().eval()
+    spec = ModelSpec(net, (torch.randn(1, 12, 16),), input_names=["x"], output_names=["y"], name="gru")
+    api.export(spec, tmp_path / "b", formats="coreml", precisions="fp32", verify=False, isolate=False)
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.standard_normal((1, 12, 16)).astype(np.float32)} for _ in range(8)]
+    dest = tmp_path / "w8a8.mlpackage"
+    cq.quantize(tmp_path / "b" / "gru_fp32.mlpackage", dest, recipe("coreml", "int8", "w8a8"), calib, [],
+                tmp_path / "work")
+    program = load_program(dest)
+    loop = next(op for op in program.block.operations if op.type == "while_loop")
+    body = [op.type for op in loop.blocks[1].operations]
+    assert "quantize" in body and "linear" in body, body
+    with torch.no_grad():
+        ref = np.concatenate([net(torch.from_numpy(c["x"])).numpy() for c in calib])
+    with CoreMLReferenceRunner(dest) as r:
+        got = np.concatenate([r.infer(c)["y"] for c in calib])
+    snr = 10 * np.log10((ref ** 2).sum() / ((got - ref) ** 2).sum())
+    assert snr > 25, snr

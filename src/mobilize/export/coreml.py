@@ -1,5 +1,7 @@
 """Core ML exporter: coremltools converts the captured program (default decompositions) to an ML Program
-``.mlpackage``.
+``.mlpackage``. Recurrent layers (nn.LSTM / nn.GRU / nn.RNN) are kept out of the decomposition and become Core ML's
+own recurrent ops where Core ML can express them (:mod:`mobilize.export.coreml_recurrent`); the artifact notes say
+which layers stayed native and which were unrolled, and why.
 
 The ExportedProgram path is used on purpose: ``ct.convert(torch.jit.trace(...))`` breaks on real models under numpy 2.
 Core ML has no int64 I/O, so int64 inputs are declared int32 (recorded as the file's own I/O). fp16 computes in
@@ -13,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mobilize.capture import Capture
-from mobilize.errors import ConversionError
-from mobilize.export import ExportedFile, ExportOptions
+from mobilize.errors import ConversionError, describe
+from mobilize.export import ExportedFile, ExportOptions, coreml_recurrent
 from mobilize.spec import ModelSpec
 
 
@@ -34,22 +36,25 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
     with_float_out = [ct.TensorType(name=n, dtype=np.float16 if (fp16 and options.fp16_io) else np.float32)
                       if _is_float_output(capture, i) else ct.TensorType(name=n)
                       for i, n in enumerate(spec.output_names or [])]
+    convert = dict(convert_to="mlprogram", inputs=inputs, outputs=with_float_out,
+                   minimum_deployment_target=getattr(ct.target, options.coreml_target),
+                   compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32)
     try:
-        program = capture.program.run_decompositions()
-        model = ct.convert(
-            program, convert_to="mlprogram", inputs=inputs, outputs=with_float_out,
-            minimum_deployment_target=getattr(ct.target, options.coreml_target),
-            compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32,
-        )
+        model, recurrent_notes = _convert(capture, convert)
     except Exception as exc:  # noqa: BLE001 - recorded per artifact with the failing ops
         raise ConversionError(str(exc), format="coreml", ops=_unsupported_ops(str(exc))) from exc
     model.short_description = f"{spec.name} ({precision}) exported by mobilize"
-    model.save(str(dest))
-    notes = [f"minimum deployment target {options.coreml_target}"]
+    coreml_recurrent.save(model, str(dest))
+    notes = [f"minimum deployment target {options.coreml_target}", *recurrent_notes]
     if any(t.dtype.is_floating_point is False and t.dtype.itemsize == 8 for t in spec.example_inputs):
         notes.append("int64 inputs are int32 in the Core ML file (Core ML has no int64 I/O)")
     if fp16:
         notes.append("fp16: compute in float16" + ("" if options.fp16_io else "; inputs/outputs stay float32"))
+        kept = coreml_recurrent.float32_recurrent_ops(model)
+        if kept:
+            notes.append(f"fp16: Core ML's recurrent ops are float32-only before iOS17, so the "
+                         f"{', '.join(f'{op} ×{n}' for op, n in sorted(kept.items()))} op(s) keep float32 weights "
+                         f"and compute (--coreml-target iOS17 or newer stores and runs them in float16)")
     return ExportedFile(dest, notes)
 
 
@@ -63,6 +68,26 @@ def _range_dim(ct: Any, dim: dict[str, Any], default: int) -> Any:
     lo = max(1, dim.get("min") or 1)
     hi = dim.get("max") or RANGE_DIM_MAX
     return ct.RangeDim(lower_bound=lo, upper_bound=hi, default=min(max(lo, default), hi))
+
+
+def _convert(capture: Capture, convert: dict[str, Any]) -> tuple[Any, list[str]]:
+    """ct.convert with the recurrent layers that can stay native kept out of the decomposition; if that conversion
+    fails, the fully decomposed one (every recurrent layer unrolled), with a note saying why."""
+    import coremltools as ct
+
+    plan = coreml_recurrent.plan(capture.program)
+    notes = plan.unrolled_notes()
+    if plan.native_ops:
+        try:
+            with coreml_recurrent.exir_converters(plan.native_ops):
+                model = ct.convert(capture.program.run_decompositions(plan.decompositions()), **convert)
+            return model, [plan.native_note(model), *notes]
+        except Exception as exc:  # noqa: BLE001 - retried decomposed; the reason goes into the notes
+            layers = ", ".join(la.describe() for la in plan.native)
+            notes.insert(0, f"recurrent layers {layers} unrolled into per-time-step ops (a weight copy per step: "
+                            f"larger file, more ops): converting them to native Core ML ops failed "
+                            f"({describe(exc)})")
+    return ct.convert(capture.program.run_decompositions(), **convert), notes
 
 
 def _ct_input_dtype(dtype: Any, fp16: bool, options: ExportOptions) -> Any:

@@ -14,8 +14,9 @@ Layers kept in float are passed with ``op_name_configs`` set to ``None``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +25,28 @@ import numpy as np
 from mobilize.errors import ConversionError, one_line
 from mobilize.quantize.recipes import Recipe
 
+#: ops whose constant weights the recipes compress (recurrent ops: lstm / gru / rnn; PyTorch's GRU is a while_loop
+#: whose body holds linear ops)
+WEIGHT_OPS = ("conv", "linear", "matmul", "conv_transpose", "lstm", "gru", "rnn")
+
 
 def layers(fp32: Path) -> list[dict[str, str]]:
-    """Ops with a constant weight (conv, linear, matmul) in the main function."""
+    """Ops with a constant weight in the main function, those inside control-flow blocks included."""
     import coremltools as ct
 
     model = ct.models.MLModel(str(fp32), skip_model_load=True)
     prog = model.get_spec().mlProgram
     out = []
-    for fn in prog.functions.values():
-        block = next(iter(fn.block_specializations.values()))
+
+    def walk(block: Any) -> None:
         for op in block.operations:
-            if op.type in ("conv", "linear", "matmul", "conv_transpose") and op.outputs:
+            if op.type in WEIGHT_OPS and op.outputs:
                 out.append({"name": op.outputs[0].name, "op": op.type, "module": ""})
+            for nested in op.blocks:
+                walk(nested)
+
+    for fn in prog.functions.values():
+        walk(next(iter(fn.block_specializations.values())))
     return out
 
 
@@ -65,12 +75,63 @@ def _w8a8(model: Any, calib: list[dict[str, np.ndarray]], exclude: Sequence[str]
     fp16 = type(model)(str(fp16_path), skip_model_load=True)
     keep = dict.fromkeys(exclude)
     a_cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"),
-                                   op_name_configs=keep)
-    with _interpreter_calibration(fp16_path):
+                                   op_name_configs={**keep, **dict.fromkeys(_integer_ops(fp16))})
+    with _interpreter_calibration(fp16_path), _nested_blocks_fix():
         a8 = cto.linear_quantize_activations(fp16, a_cfg, [dict(s) for s in calib])
     w_cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
         mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=2048), op_name_configs=keep)
     return cto.linear_quantize_weights(a8, config=w_cfg)
+
+
+@contextlib.contextmanager
+def _nested_blocks_fix() -> Iterator[None]:
+    """coremltools 9's ``insert_suffix_quantize_dequantize_pair`` pass recurses into control-flow blocks without
+    its config and visited-op set (``TypeError: … missing 2 required positional arguments``) on any program with a
+    ``while_loop`` — e.g. a converted nn.GRU. While the block runs, the recursion gets them passed along."""
+    from coremltools.converters.mil.mil.passes.defs import optimize_activation_quantization as oaq
+
+    cls = oaq.insert_suffix_quantize_dequantize_pair
+    saved = cls.__dict__["_insert_quantize_dequantize"]
+
+    def insert(self: Any, block: Any, config: Any = None, visited_ops: set[Any] | None = None) -> Any:
+        return saved(self, block, self._config if config is None else config,
+                     set() if visited_ops is None else visited_ops)
+
+    cls._insert_quantize_dequantize = insert
+    try:
+        yield
+    finally:
+        cls._insert_quantize_dequantize = saved
+
+
+def _integer_ops(model: Any) -> list[str]:
+    """Names of ops with a computed integer input: coremltools' activation quantization would put a quantize op
+    (float only) on it — e.g. the step counter ``add`` in the while_loop of a converted nn.GRU."""
+    from coremltools.proto import MIL_pb2
+
+    floats = {MIL_pb2.DataType.FLOAT16, MIL_pb2.DataType.FLOAT32}
+    dtypes: dict[str, int] = {}
+    names = []
+
+    def walk(block: Any) -> None:
+        for v in block.inputs:
+            dtypes[v.name] = v.type.tensorType.dataType
+        for op in block.operations:
+            used = [a.name for arg in op.inputs.values() for a in arg.arguments if a.name]
+            if op.type != "const" and any(n in dtypes and dtypes[n] not in floats for n in used):
+                names.append(op.attributes["name"].immediateValue.tensor.strings.values[0]
+                             if "name" in op.attributes else op.outputs[0].name)
+            if op.type != "const":  # constants (strings, axes, flags) are parameters, not activations
+                for o in op.outputs:
+                    dtypes[o.name] = o.type.tensorType.dataType
+            for nested in op.blocks:
+                walk(nested)
+
+    for fn in model.get_spec().mlProgram.functions.values():
+        for v in fn.inputs:
+            dtypes[v.name] = v.type.tensorType.dataType
+        walk(next(iter(fn.block_specializations.values())))
+    return names
 
 
 class _interpreter_calibration:  # noqa: N801 - used as a context manager

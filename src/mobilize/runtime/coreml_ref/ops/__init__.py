@@ -3,8 +3,10 @@
 from mobilize.runtime.coreml_ref.ops import (  # noqa: F401
     activation,
     constexpr,
+    control_flow,
     elementwise,
     nn,
+    recurrent,
     reduction,
     tensor,
 )
