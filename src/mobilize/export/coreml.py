@@ -10,13 +10,14 @@ float16 but keeps float32 inputs and outputs unless ``fp16_io`` is set.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
 
 from mobilize.capture import Capture
 from mobilize.errors import ConversionError, describe
-from mobilize.export import ExportedFile, ExportOptions, coreml_recurrent
+from mobilize.export import ExportedFile, ExportOptions, coreml_app, coreml_recurrent
 from mobilize.spec import ModelSpec
 
 
@@ -27,25 +28,50 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
     if precision not in ("fp32", "fp16"):
         raise ConversionError(f"coreml exporter has no precision {precision!r}", format="coreml")
     fp16 = precision == "fp16"
-    inputs = []
+    app = coreml_app.plan(spec, _output_shapes(capture))
+    app_notes: list[str] = []
+    source = capture
+    if app.image is not None:
+        try:
+            source = coreml_app.pixel_capture(capture, spec, app)
+        except Exception as exc:  # noqa: BLE001 - the file still works with a tensor input; say why
+            app = dataclasses.replace(app, image=None)
+            app_notes.append(f"image input kept as a tensor: re-exporting behind the normalisation failed "
+                             f"({describe(exc)})")
+    tensors, shapes = [], []
     for name, t in zip(spec.input_names, spec.example_inputs):
         dyn = {a % t.dim(): d for a, d in (spec.dynamic_dims or {}).get(name, {}).items()
                if capture.dims.get(d, {}).get("dynamic")}
-        shape: list[Any] = [_range_dim(ct, capture.dims[dyn[a]], s) if a in dyn else s for a, s in enumerate(t.shape)]
-        inputs.append(ct.TensorType(name=name, shape=tuple(shape), dtype=_ct_input_dtype(t.dtype, fp16, options)))
+        shape = tuple(_range_dim(ct, capture.dims[dyn[a]], s) if a in dyn else s for a, s in enumerate(t.shape))
+        shapes.append(shape)
+        tensors.append(ct.TensorType(name=name, shape=shape, dtype=_ct_input_dtype(t.dtype, fp16, options)))
     with_float_out = [ct.TensorType(name=n, dtype=np.float16 if (fp16 and options.fp16_io) else np.float32)
                       if _is_float_output(capture, i) else ct.TensorType(name=n)
                       for i, n in enumerate(spec.output_names or [])]
-    convert = dict(convert_to="mlprogram", inputs=inputs, outputs=with_float_out,
+    convert = dict(convert_to="mlprogram", inputs=tensors, outputs=with_float_out,
                    minimum_deployment_target=getattr(ct.target, options.coreml_target),
                    compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32)
     try:
-        model, recurrent_notes = _convert(capture, convert)
+        model = None
+        if app.image is not None or app.classifier:
+            app_convert = dict(convert)
+            if app.image is not None:
+                app_convert["inputs"] = [coreml_app.image_type(ct, spec, app, shapes[i]) if i == app.image else x
+                                         for i, x in enumerate(tensors)]
+            if app.classifier:
+                app_convert.update(classifier_config=coreml_app.classifier_config(ct, spec), outputs=None)
+            try:
+                model, recurrent_notes = _convert(source, app_convert)
+                app_notes += app.notes(spec)
+            except Exception as exc:  # noqa: BLE001 - a plain tensor file is still a good file; say why
+                app_notes.append(f"no image input / classifier outputs: coremltools refused them ({describe(exc)})")
+        if model is None:
+            model, recurrent_notes = _convert(capture, convert)
     except Exception as exc:  # noqa: BLE001 - recorded per artifact with the failing ops
         raise ConversionError(str(exc), format="coreml", ops=_unsupported_ops(str(exc))) from exc
     model.short_description = f"{spec.name} ({precision}) exported by mobilize"
     coreml_recurrent.save(model, str(dest))
-    notes = [f"minimum deployment target {options.coreml_target}", *recurrent_notes]
+    notes = [f"minimum deployment target {options.coreml_target}", *recurrent_notes, *app_notes]
     if any(t.dtype.is_floating_point is False and t.dtype.itemsize == 8 for t in spec.example_inputs):
         notes.append("int64 inputs are int32 in the Core ML file (Core ML has no int64 I/O)")
     if fp16:
@@ -101,6 +127,14 @@ def _ct_input_dtype(dtype: Any, fp16: bool, options: ExportOptions) -> Any:
     if dtype == torch.float16 or (fp16 and options.fp16_io):
         return np.float16
     return np.float32
+
+
+def _output_shapes(capture: Capture) -> list[tuple[int, ...]]:
+    outs = [n for n in capture.program.graph.nodes if n.op == "output"]
+    try:
+        return [tuple(node.meta["val"].shape) for node in outs[0].args[0]]
+    except (IndexError, KeyError, AttributeError, TypeError):
+        return []
 
 
 def _is_float_output(capture: Capture, index: int) -> bool:

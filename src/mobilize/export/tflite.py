@@ -122,5 +122,24 @@ def finalize(path: Path, info) -> list[str]:  # noqa: ANN001 - mobilize.export.m
     model.metadata.append(meta)
     builder = flatbuffers.Builder(max(1024, path.stat().st_size + len(payload) + 4096))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
+    files = {"mobilize.json": json.dumps(entry, indent=2, sort_keys=True).encode()}
+    if info.labels is not None:
+        files["labels.txt"] = ("\n".join(info.labels) + "\n").encode()
+    path.write_bytes(bytes(builder.Output()) + _zip(files))
     return notes
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    """A stored (uncompressed) zip of ``files`` with fixed timestamps, appended to the flatbuffer: the TFLite
+    metadata convention for associated files (``MetadataExtractor.getAssociatedFile("labels.txt")`` on Android);
+    LiteRT ignores bytes after the flatbuffer."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+        for name in sorted(files):
+            zi = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            zi.external_attr = 0o644 << 16
+            z.writestr(zi, files[name])
+    return buf.getvalue()

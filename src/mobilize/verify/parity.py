@@ -117,7 +117,10 @@ class ParityRecord:
 
 
 def io_map(model_names: Sequence[str], file_io: Sequence[IOTensor]) -> dict[str, str]:
-    """Model name → file name: by name where the file kept the names, else by position."""
+    """Model name → file name: by name where the file kept the names, else by position (string outputs a file
+    adds, such as a Core ML classifier's top label, have no PyTorch counterpart and are left out)."""
+    if len(file_io) != len(model_names):
+        file_io = [t for t in file_io if t.dtype != "string"]
     file_names = [t.name for t in file_io]
     if set(model_names) == set(file_names):
         return {n: n for n in model_names}
@@ -130,6 +133,8 @@ def io_map(model_names: Sequence[str], file_io: Sequence[IOTensor]) -> dict[str,
 def adapt_feed(arr: np.ndarray, want: IOTensor) -> np.ndarray:
     """Cast a model-dtype array to what the file declares (int64→int32 with a range check; float→int8 via the
     file's own scale/zero-point)."""
+    if want.image and (want.image.get("normalization") or {}).get("mean") is not None:
+        arr = to_pixels(arr, want.image["normalization"])
     target = np.dtype(want.dtype)
     if arr.dtype == target:
         return arr
@@ -143,6 +148,16 @@ def adapt_feed(arr: np.ndarray, want: IOTensor) -> np.ndarray:
         if arr.size and (arr.min() < info.min or arr.max() > info.max):
             raise FeedError(f"{want.name}: values [{arr.min()}, {arr.max()}] do not fit the file's {want.dtype}")
     return arr.astype(target)
+
+
+def to_pixels(arr: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
+    """Normalised model input → the pixels an image input takes: ``(x · std + mean) · scale`` per channel."""
+    axis = 1 if norm.get("layout", "NCHW") == "NCHW" else -1
+    shape = [1] * arr.ndim
+    shape[axis] = -1
+    mean = np.asarray(norm["mean"], np.float64).reshape(shape)
+    std = np.asarray(norm["std"], np.float64).reshape(shape)
+    return ((arr.astype(np.float64) * std + mean) * float(norm.get("scale", 255.0))).astype(np.float32)
 
 
 def adapt_output(arr: np.ndarray, have: IOTensor) -> np.ndarray:

@@ -147,6 +147,9 @@ class Program:
     def decode(self, value: Any) -> Any:
         """A MIL ``Value`` (immediate or blob file) → numpy array, or ``str`` for string scalars."""
         kind = value.type.WhichOneof("type")
+        if kind == "listType" and value.WhichOneof("value") == "immediateValue" and \
+                value.immediateValue.WhichOneof("value") == "list":
+            return [self.decode(v) for v in value.immediateValue.list.values]
         if kind != "tensorType":
             raise PackageError(f"{self.path.name}: {kind} values are not supported by the reference interpreter")
         tt = value.type.tensorType

@@ -2,6 +2,7 @@
 
 from mobilize.runtime.coreml_ref.ops import (  # noqa: F401
     activation,
+    classifier,
     constexpr,
     control_flow,
     elementwise,
