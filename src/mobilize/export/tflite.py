@@ -103,11 +103,13 @@ def finalize(path: Path, info) -> list[str]:  # noqa: ANN001 - mobilize.export.m
     notes: list[str] = []
     want_in = [t["name"] for t in info.inputs]
     for sig in model.signatureDefs or []:
-        for maps, names in ((sig.inputs or [], want_in), (sig.outputs or [], list(info.outputs))):
+        for attr, names in (("inputs", want_in), ("outputs", list(info.outputs))):
+            maps = getattr(sig, attr) or []
             current = sorted(maps, key=lambda m: natural_key(m.name.decode() if isinstance(m.name, bytes) else m.name))
             if len(current) == len(names) and names:
                 for m, name in zip(current, names):
                     m.name = name
+                setattr(sig, attr, current)  # listed in argument order (args_0, args_1, …, args_10)
     entry = {k: (json.loads(v) if k in ("mobilize.inputs", "mobilize.outputs", "labels", "normalization") else v)
              for k, v in info.entries().items()}
     payload = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()

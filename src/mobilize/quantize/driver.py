@@ -257,6 +257,8 @@ def _trial_dict(t: Trial, fp32_bytes: int, fp32_ms: float | None, ctx: Context, 
             "top1_agreement": None if t.figures is None else t.figures["top1_agreement"],
             "metric": None if t.figures is None else (t.figures.get("metric") or {}).get("value"),
             "latency_ratio": round(t.latency_ms / fp32_ms, 3) if (t.latency_ms and fp32_ms) else None,
+            "latency_ratio_ci": [round(t.timing["ci_low_ms"] / fp32_ms, 3), round(t.timing["ci_high_ms"] / fp32_ms, 3)]
+            if (t.timing and fp32_ms) else None,
             "meets_target": t.meets(ctx.target), "chosen": chosen}
 
 

@@ -27,8 +27,8 @@ from mobilize.runtime.onnx import SESSION_CONFIG_KEY
 
 #: op → (weight input index, the axis of that weight that indexes output channels)
 _AXES: dict[str, tuple[int, int]] = {"Conv": (1, 0), "ConvTranspose": (1, 1), "Gather": (0, 0)}
-#: weights smaller than this many elements stay float (scales and graph overhead would outweigh the saving)
-MIN_ELEMENTS = 256
+#: weights smaller than this many elements stay float (1: every weight matrix is int8, as with the dynamic recipe)
+MIN_ELEMENTS = 1
 
 
 def _weight_axis(node: Any) -> tuple[int, int] | None:

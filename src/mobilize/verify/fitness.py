@@ -295,10 +295,14 @@ def _latency_findings(art: dict[str, Any], ok: Sequence[dict[str, Any]], th: Thr
                                                                                  other["median_ms"], 3)}
         lim = th.max_latency_vs_sibling
         if lim is not None and _surely_slower(mine, other, lim, th.min_latency_gap_ms):
+            emulated = prec == "fp16" and not _native_fp16()
             findings.append(_finding(
                 "latency.siblings", f"{mine['median_ms']:.3g} ms is {mine['median_ms'] / other['median_ms']:.2f}× the "
-                f"{fastest['format']} {prec} file ({other['median_ms']:.3g} ms, single thread; allowed {lim:g}×)",
-                value=round(mine["median_ms"] / other["median_ms"], 3), limit=lim))
+                f"{fastest['format']} {prec} file ({other['median_ms']:.3g} ms, single thread; allowed {lim:g}×)"
+                + ("; not judged: this CPU has no fp16 arithmetic, so fp16 compute is emulated here and its latency "
+                   "says little about a phone" if emulated else ""),
+                severity=INFO if emulated else FAIL, value=round(mine["median_ms"] / other["median_ms"], 3),
+                limit=lim))
     if prec in QUANTIZED:
         base = next((s for s in ok if s["format"] == fmt and s["precision"] == "fp32" and _latency(s)), None)
         if base is not None:
@@ -311,6 +315,12 @@ def _latency_findings(art: dict[str, Any], ok: Sequence[dict[str, Any]], th: Thr
                     f"{other['median_ms']:.3g} ms ({mine['median_ms'] / other['median_ms']:.2f}×, single thread; "
                     f"allowed {lim:g}×)", value=round(mine["median_ms"] / other["median_ms"], 3), limit=lim))
     return rec
+
+
+def _native_fp16() -> bool:
+    from mobilize.bench.machine import native_fp16
+
+    return native_fp16()
 
 
 def _surely_slower(a: dict[str, Any], b: dict[str, Any], ratio: float, min_gap_ms: float) -> bool:
