@@ -9,6 +9,7 @@ import collections
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -187,6 +188,55 @@ def test_layers_core_ml_cannot_express_are_unrolled_with_a_reason(tmp_path: Path
     _assert_verified(a)
 
 
+class LstmGruRnn(nn.Module):
+    """2-layer BiLSTM → bidirectional GRU → RNN, batch-first: every recurrent op kind coremltools writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(FEAT, HID, num_layers=2, bidirectional=True, batch_first=True)
+        self.gru = nn.GRU(2 * HID, HID, bidirectional=True, batch_first=True)
+        self.rnn = nn.RNN(2 * HID, HID, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.lstm(x)
+        z, _ = self.gru(y)
+        w, _ = self.rnn(z)
+        return w
+
+
+def _producers(path: Path, op_types: tuple[str, ...]) -> dict[str, str]:
+    """Parameter input (weight_*, bias*) of each ``op_types`` op → the type of the op that makes it."""
+    ops = _ops(path)
+    made_by = {o.name: op.type for op in ops for o in op.outputs}
+    return {f"{op.outputs[0].name}.{key}": made_by.get(arg.arguments[0].name, "const")
+            for op in ops if op.type in op_types for key, arg in op.inputs.items()
+            if key.startswith(("weight", "bias")) and arg.arguments[0].name}
+
+
+@pytest.mark.slow
+def test_fp16_ios16_stores_recurrent_weights_in_half_precision(tmp_path: Path) -> None:
+    """iOS16: Core ML's lstm/rnn ops compute in float32; their weights are stored fp16 (constexpr_cast at load), so
+    the fp16 file stays near its fp16 floor and still verifies. fp32 and int8-weights (quantized from the fp32 file)
+    are untouched."""
+    torch.manual_seed(4)
+    spec = _spec(LstmGruRnn(), torch.randn(1, SEQ, FEAT), names=["x"], name="lstmgrurnn")
+    arts = _export(spec, tmp_path / "b", "fp32,fp16,int8-weights")
+    a = arts["fp16"]
+    assert _size(a["file"]) <= 1.25 * _floor(spec, 2) + 64 * 1024, (_size(a["file"]), _floor(spec, 2))
+    made_by = _producers(a["file"], ("lstm", "rnn"))
+    assert len(made_by) == 15 and set(made_by.values()) == {"constexpr_cast"}, made_by  # lstm 2×2×3, rnn 3
+    counts = collections.Counter(op.type for op in _ops(a["file"]))
+    assert counts["lstm"] == 2 and counts["rnn"] == 1 and counts["while_loop"] == 2, counts
+    note = next(n for n in a["notes"] if "float32-only before iOS17" in n)
+    assert "lstm ×2, rnn ×1 op(s) compute in float32; their weights are stored in float16" in note, note
+    _assert_verified(a)
+    assert a["fitness"]["status"] == "fit", a["fitness"]
+    for prec in ("fp32", "int8-weights"):
+        assert "constexpr_cast" not in {op.type for op in _ops(arts[prec]["file"])}, prec
+    assert set(_producers(arts["fp32"]["file"], ("lstm", "rnn")).values()) == {"const"}
+    assert "constexpr_affine_dequantize" in set(_producers(arts["int8-weights"]["file"], ("lstm",)).values())
+
+
 # --- without a converter ------------------------------------------------------------------------------------------
 
 def test_plan_names_each_layer_and_why_it_cannot_stay_native() -> None:
@@ -221,3 +271,113 @@ def test_exir_converters_are_registered_only_while_converting() -> None:
         assert mapping["gru.input"] is theirs
     finally:
         del mapping["gru.input"]
+
+
+# --- fp16 storage of recurrent weights on MIL programs (coremltools' builder; no PyTorch capture) ----------------
+
+_R = np.random.default_rng(5)
+_S, _B, _IN, _H = 6, 1, 24, 32
+
+
+def _f32(*shape: int) -> np.ndarray:
+    return _R.uniform(-0.3, 0.3, shape).astype(np.float32)
+
+
+def _mil_model(build: Any, target: str, precision: str) -> Any:
+    """``build(x)`` (MIL builder calls on an fp32 input of shape (S, B, IN)) converted as mobilize converts: the
+    default pass pipeline, ``precision`` compute."""
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+
+    from mobilize._quiet import captured_output
+
+    tgt = getattr(ct.target, target)
+    with captured_output():
+        prog = mb.program(input_specs=[mb.TensorSpec(shape=(_S, _B, _IN))], opset_version=tgt)(build)
+        return ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=tgt,
+                          compute_precision=getattr(ct.precision, precision))
+
+
+_LSTM = {"weight_ih": _f32(4 * _H, _IN), "weight_hh": _f32(4 * _H, _H), "bias": _f32(4 * _H)}
+_RNN = {"weight_ih": _f32(_H, _H), "weight_hh": _f32(_H, _H), "bias": _f32(_H)}
+
+
+def _lstm_rnn(params: dict[str, dict[str, np.ndarray]]) -> Any:
+    def build(x: Any) -> Any:
+        from coremltools.converters.mil import Builder as mb
+
+        zeros = np.zeros((_B, _H), np.float32)
+        y = mb.lstm(x=x, initial_h=zeros, initial_c=zeros, **params["lstm"], output_sequence=True)[0]
+        z = mb.rnn(x=y, initial_h=zeros, **params["rnn"], output_sequence=True)[0]
+        return mb.relu(x=z)
+
+    return build
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    from mobilize.runtime.coreml_ref.program import Program
+
+    program = Program(path)
+    return program.run({program.input_names[0]: x})[program.output_names[0]]
+
+
+def test_store_weights_fp16_keeps_float32_compute_with_half_the_weight_bytes(tmp_path: Path) -> None:
+    model = _mil_model(_lstm_rnn({"lstm": _LSTM, "rnn": _RNN}), "iOS16", "FLOAT16")
+    assert coreml_recurrent.float32_recurrent_ops(model) == {"lstm": 1, "rnn": 1}  # the premise: iOS16 keeps fp32
+    out, done = coreml_recurrent.store_weights_fp16(model)
+    assert done.ops == {"lstm": 1, "rnn": 1} and done.tensors == 6
+    n_params = sum(v.size for p in (_LSTM, _RNN) for v in p.values())
+    assert done.saved_bytes == 2 * n_params
+    assert coreml_recurrent.float32_recurrent_ops(out) == {"lstm": 1, "rnn": 1}  # still computes in float32
+    before, after = tmp_path / "before.mlpackage", tmp_path / "after.mlpackage"
+    coreml_recurrent.save(model, str(before))
+    coreml_recurrent.save(out, str(after))
+    assert set(_producers(before, ("lstm", "rnn")).values()) == {"const"}
+    assert set(_producers(after, ("lstm", "rnn")).values()) == {"constexpr_cast"}
+    assert _size(before) - _size(after) >= 0.9 * done.saved_bytes, (_size(before), _size(after))
+    # the values are the weights rounded to fp16, computed in fp32: the same outputs as a file built from
+    # fp16-rounded fp32 weights
+    rounded = {k: {n: v.astype(np.float16).astype(np.float32) for n, v in p.items()}
+               for k, p in (("lstm", _LSTM), ("rnn", _RNN))}
+    want = tmp_path / "rounded.mlpackage"
+    coreml_recurrent.save(_mil_model(_lstm_rnn(rounded), "iOS16", "FLOAT16"), str(want))
+    x = _R.standard_normal((_S, _B, _IN)).astype(np.float32)
+    got = _run(after, x)
+    np.testing.assert_array_equal(got, _run(want, x))
+    assert np.abs(got - _run(before, x)).max() < 1e-2
+
+
+def test_store_weights_fp16_leaves_constants_other_ops_read(tmp_path: Path) -> None:
+    def build(x: Any) -> Any:
+        from coremltools.converters.mil import Builder as mb
+
+        bias = mb.const(val=_RNN["bias"])  # the rnn's bias, also added to its output by a non-recurrent op
+        z = mb.rnn(x=x, initial_h=np.zeros((_B, _H), np.float32), weight_ih=_f32(_H, _IN),
+                   weight_hh=_RNN["weight_hh"], bias=bias, output_sequence=True)[0]
+        return mb.add(x=z, y=bias)
+
+    model = _mil_model(build, "iOS16", "FLOAT32")
+    out, done = coreml_recurrent.store_weights_fp16(model)
+    assert done.tensors == 2 and not done.ops  # weight_ih, weight_hh; the shared bias stays float32
+    path = tmp_path / "m.mlpackage"
+    coreml_recurrent.save(out, str(path))
+    made_by = _producers(path, ("rnn",))
+    assert sorted(made_by.values()) == ["const", "constexpr_cast", "constexpr_cast"], made_by
+
+
+def test_fp16_notes_per_deployment_target() -> None:
+    import coremltools as ct
+
+    from mobilize.export import ExportOptions
+    from mobilize.export.coreml import _fp16_recurrent
+
+    old = _mil_model(_lstm_rnn({"lstm": _LSTM, "rnn": _RNN}), "iOS15", "FLOAT16")
+    same, notes = _fp16_recurrent(ct, old, ExportOptions(coreml_target="iOS15"))
+    assert same is old and len(notes) == 1, notes
+    assert "lstm ×1, rnn ×1 op(s) compute in float32 and keep float32 weights (iOS15 has no load-time cast" in notes[0]
+    new = _mil_model(_lstm_rnn({"lstm": _LSTM, "rnn": _RNN}), "iOS16", "FLOAT16")
+    rewritten, notes = _fp16_recurrent(ct, new, ExportOptions(coreml_target="iOS16"))
+    assert rewritten is not new and "their weights are stored in float16 and cast to float32 when the model loads " \
+        "(constexpr_cast; 6 tensors" in notes[0], notes
+    assert _fp16_recurrent(ct, _mil_model(_lstm_rnn({"lstm": _LSTM, "rnn": _RNN}), "iOS17", "FLOAT16"),
+                           ExportOptions(coreml_target="iOS17"))[1] == []

@@ -5,7 +5,8 @@ which layers stayed native and which were unrolled, and why.
 
 The ExportedProgram path is used on purpose: ``ct.convert(torch.jit.trace(...))`` breaks on real models under numpy 2.
 Core ML has no int64 I/O, so int64 inputs are declared int32 (recorded as the file's own I/O). fp16 computes in
-float16 but keeps float32 inputs and outputs unless ``fp16_io`` is set.
+float16 but keeps float32 inputs and outputs unless ``fp16_io`` is set; recurrent ops that must compute in float32
+(before iOS17) get their weights stored in float16 from iOS16 on (:func:`coreml_recurrent.store_weights_fp16`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
             model, recurrent_notes = _convert(capture, convert)
     except Exception as exc:  # noqa: BLE001 - recorded per artifact with the failing ops
         raise ConversionError(str(exc), format="coreml", ops=_unsupported_ops(str(exc))) from exc
+    fp16_notes: list[str] = []
+    if fp16:
+        model, fp16_notes = _fp16_recurrent(ct, model, options)
     model.short_description = f"{spec.name} ({precision}) exported by mobilize"
     coreml_recurrent.save(model, str(dest))
     notes = [f"minimum deployment target {options.coreml_target}", *recurrent_notes, *app_notes]
@@ -76,12 +80,36 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
         notes.append("int64 inputs are int32 in the Core ML file (Core ML has no int64 I/O)")
     if fp16:
         notes.append("fp16: compute in float16" + ("" if options.fp16_io else "; inputs/outputs stay float32"))
-        kept = coreml_recurrent.float32_recurrent_ops(model)
-        if kept:
-            notes.append(f"fp16: Core ML's recurrent ops are float32-only before iOS17, so the "
-                         f"{', '.join(f'{op} ×{n}' for op, n in sorted(kept.items()))} op(s) keep float32 weights "
-                         f"and compute (--coreml-target iOS17 or newer stores and runs them in float16)")
+        notes += fp16_notes
     return ExportedFile(dest, notes)
+
+
+def _fp16_recurrent(ct: Any, model: Any, options: ExportOptions) -> tuple[Any, list[str]]:
+    """An fp16 file whose recurrent ops compute in float32 (Core ML's lstm/gru/rnn are float32-only before iOS17):
+    from iOS16 on their weights are stored in float16 and cast to float32 at load
+    (:func:`coreml_recurrent.store_weights_fp16`); iOS15 has no load-time cast, so they stay float32. The model
+    and the notes saying which ops compute and store what."""
+    kept = coreml_recurrent.float32_recurrent_ops(model)
+    if not kept:
+        return model, []
+    ops = ", ".join(f"{op} ×{n}" for op, n in sorted(kept.items()))
+    head = f"fp16: Core ML's recurrent ops are float32-only before iOS17, so the {ops} op(s) compute in float32"
+    later = "--coreml-target iOS17 or newer computes them in float16"
+    if getattr(ct.target, options.coreml_target) < ct.target.iOS16:
+        return model, [f"{head} and keep float32 weights ({options.coreml_target} has no load-time cast to store "
+                       f"them in float16: --coreml-target iOS16 stores them in float16, {later})"]
+    try:
+        rewritten, done = coreml_recurrent.store_weights_fp16(model)
+    except Exception as exc:  # noqa: BLE001 - the float32-weight file is still correct; say why it stayed so
+        return model, [f"{head} and keep float32 weights (storing them in float16 failed: {describe(exc)}; {later})"]
+    if not done.tensors:
+        return model, [f"{head} and keep float32 weights ({later})"]
+    stored = "their weights are" if done.ops == kept else \
+        f"the weights of {', '.join(f'{op} ×{n}' for op, n in sorted(done.ops.items()))} are"
+    rest = "" if done.ops == kept else ", the other ops keep float32 weights (constants shared with other ops)"
+    return rewritten, [f"{head}; {stored} stored in float16 and cast to float32 when the model loads "
+                       f"(constexpr_cast; {done.tensors} tensors, {done.saved_bytes // 1024} KB smaller){rest}; "
+                       f"{later}"]
 
 
 #: ML Program inputs need a finite upper bound; an unbounded dynamic dim gets this one

@@ -16,6 +16,11 @@ coremltools then writes ``lstm`` (uni- and bidirectional, one op per layer) and 
 PyTorch's GRU as a ``while_loop`` over the time steps with one copy of the weights (Core ML's ``gru`` op computes
 the candidate state as W·(r·h), PyTorch as r·(W·h)). Layers Core ML's ops cannot express are decomposed as before
 and named in the artifact notes with the reason: packed sequences, LSTM ``proj_size``, bidirectional ``nn.RNN``.
+
+Core ML's ``lstm`` / ``gru`` / ``rnn`` ops are float32-only before iOS17, so an fp16 file for iOS15/iOS16 keeps them
+computing in float32 — and coremltools keeps their weights in float32 too, about doubling an LSTM model's fp16 file.
+From iOS16 on :func:`store_weights_fp16` stores those weights as float16 and casts them to float32 when the model
+loads (``constexpr_cast``); iOS15 has no such op.
 """
 
 from __future__ import annotations
@@ -204,6 +209,88 @@ def float32_recurrent_ops(model: Any) -> collections.Counter[str]:
 
     return collections.Counter(op.type for op in _ops(model) if op.type in ("lstm", "gru", "rnn") and op.outputs
                                and op.outputs[0].type.tensorType.dataType == MIL_pb2.DataType.FLOAT32)
+
+
+#: recurrent-op inputs that hold parameters (weight_ih, weight_hh_back, bias, peephole_back …)
+_PARAM_PREFIXES = ("weight", "bias", "peephole")
+
+
+@dataclasses.dataclass
+class Fp16Storage:
+    """What :func:`store_weights_fp16` did: per recurrent op type, how many float32 ops now read all their
+    parameters from float16 storage; how many tensors and bytes moved from float32 to float16 storage."""
+
+    ops: collections.Counter[str]
+    tensors: int
+    saved_bytes: int
+
+
+def store_weights_fp16(model: Any) -> tuple[Any, Fp16Storage]:
+    """An fp16 program whose recurrent ops compute in float32 (Core ML's lstm/gru/rnn are float32-only before
+    iOS17) with their parameters stored as float16 and cast to float32 at load (``constexpr_cast``, an iOS16 op
+    evaluated when the model loads): the same ops and float32 compute, half the bytes for their weights.
+
+    coremltools has no pass for this: ``compute_precision=FLOAT16`` (``FP16ComputePrecision``) casts an op's inputs
+    only where the op's type domain allows fp16, so before iOS17 it leaves the lstm/rnn op, and the constants feeding
+    it, in float32. The rewrite is a graph pass run the way coremltools' own weight compression runs its passes
+    (``_apply_graph_pass``: program loaded from the model, pass applied, program converted back). A constant is
+    rewritten only when every use of it is a parameter input of such an op and its values fit float16; they are
+    rounded to float16, as the rest of the fp16 file's weights are. The model is returned unchanged when there is
+    nothing to rewrite. Needs a program at iOS16 or newer (the caller checks the deployment target)."""
+    import numpy as np
+    from coremltools.converters.mil.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+    from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
+    from coremltools.models.utils import _apply_graph_pass
+
+    stats = Fp16Storage(collections.Counter(), 0, 0)
+
+    def float32_params(op: Any) -> Iterator[tuple[str, Any]]:
+        spec = op.input_spec.input_types
+        for name, var in op.inputs.items():
+            if (name.startswith(_PARAM_PREFIXES) and getattr(spec.get(name), "const", False) and var.op is not None
+                    and var.op.op_type == "const" and types.is_tensor(var.sym_type) and var.dtype == types.fp32):
+                yield name, var
+
+    def fits_fp16(val: Any) -> bool:  # finite values beyond float16's range stay float32 (coremltools' rule too)
+        big = np.abs(val[np.isfinite(val)])
+        return not big.size or float(big.max()) <= np.finfo(np.float16).max
+
+    def only_params_of_recurrent_ops(var: Any) -> bool:
+        return all(child.op_type in ("lstm", "gru", "rnn") and all(
+            v is not var or name.startswith(_PARAM_PREFIXES) for name, v in child.inputs.items())
+            for child in var.child_ops)
+
+    class _StoreRecurrentWeightsFp16(AbstractGraphPass):
+        def apply(self, prog: Any) -> None:
+            for fn in prog.functions.values():
+                self._block(fn)
+
+        def _block(self, block: Any) -> None:
+            for op in list(block.operations):
+                for nested in op.blocks:
+                    self._block(nested)
+                if op.op_type not in ("lstm", "gru", "rnn") or op.outputs[0].dtype != types.fp32:
+                    continue
+                for _, var in list(float32_params(op)):
+                    if not only_params_of_recurrent_ops(var) or not fits_fp16(var.val):
+                        continue
+                    const = var.op
+                    with const.enclosing_block:
+                        cast = mb.constexpr_cast(source_val=var.val.astype(np.float16), output_dtype="fp32",
+                                                 name=f"{var.name}_fp16", before_op=const)
+                    # anchored at the const: every use of it is replaced, nested blocks included
+                    const.enclosing_block.replace_uses_of_var_after_op(anchor_op=const, old_var=var, new_var=cast,
+                                                                      force_replace=True)
+                    stats.tensors += 1
+                    stats.saved_bytes += 2 * var.val.size
+                if not any(True for _ in float32_params(op)):
+                    stats.ops[op.op_type] += 1
+
+    rewrite = _StoreRecurrentWeightsFp16()
+    spec_version = model.get_spec().specificationVersion
+    out = _apply_graph_pass(model, [rewrite], spec_version=spec_version, skip_model_load=True)
+    return (out if stats.tensors else model), stats
 
 
 def save(model: Any, dest: str) -> None:
