@@ -34,8 +34,12 @@ def test_w8a8_quantizes_activations_and_keeps_accuracy(digits_fp32: Path, tmp_pa
     from mobilize.runtime.coreml_ref import CoreMLReferenceRunner
 
     original_hook = ptq._get_activation_calibration_stats
+    from mobilize.runtime.coreml_ref import CoreMLReferenceRunner as _Ref
+    from mobilize.verify.parity import adapt_feed
+
     xtr, _ = digits_train_set()
-    calib = [{"image": xtr[i : i + 1]} for i in range(32)]
+    with _Ref(digits_fp32) as r:  # the image input takes pixels (the driver's file_feeds does the same)
+        calib = [{"image": adapt_feed(xtr[i : i + 1], r.inputs[0])} for i in range(32)]
     dest = tmp_path / "w8a8.mlpackage"
     notes = cq.quantize(digits_fp32, dest, recipe("coreml", "int8", "w8a8"), calib, [], tmp_path / "work")
     assert ptq._get_activation_calibration_stats is original_hook  # the calibration hook is put back
@@ -45,9 +49,14 @@ def test_w8a8_quantizes_activations_and_keeps_accuracy(digits_fp32: Path, tmp_pa
     x, y = digits_test_set()
     agree = correct = 0
     with CoreMLReferenceRunner(dest) as q, CoreMLReferenceRunner(digits_fp32) as f:
+        # the zoo's digits model has labels: its Core ML file is a classifier (classLabel + classLabel_probs)
+        scores = next(o.name for o in f.outputs if o.dtype != "string")
+        assert [o.name for o in q.outputs] == [o.name for o in f.outputs]
+        from mobilize.verify.parity import adapt_feed  # the image input takes pixels: map normalised inputs there
+
         for i in range(100):
-            a = q.infer({"image": x[i : i + 1]})["logits"]
-            b = f.infer({"image": x[i : i + 1]})["logits"]
+            a = q.infer({"image": adapt_feed(x[i : i + 1], q.inputs[0])})[scores]
+            b = f.infer({"image": adapt_feed(x[i : i + 1], f.inputs[0])})[scores]
             agree += int(a.argmax() == b.argmax())
             correct += int(a.argmax() == y[i])
     assert agree >= 95 and correct >= 93, (agree, correct)

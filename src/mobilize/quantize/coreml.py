@@ -59,12 +59,14 @@ def _w8a8(model: Any, calib: list[dict[str, np.ndarray]], exclude: Sequence[str]
     """
     import coremltools.optimize.coreml as cto
     from coremltools.converters.mil.frontend.milproto import load as milproto_load
-    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
-    from coremltools.models.utils import _apply_graph_pass
 
     # activation scales are fp16: the program must compute in fp16 (inputs/outputs stay fp32)
-    fp16 = _apply_graph_pass(model, [PASS_REGISTRY["common::add_fp16_cast"]], skip_model_load=True,
-                             pymil_load_func=milproto_load.load)
+    from coremltools.converters.mil.mil.passes.defs.quantization import FP16ComputePrecision
+    from coremltools.models.utils import _apply_graph_pass
+
+    # the classifier's classify op (a list of class names) is not an fp16 candidate: the pass would crash on it
+    to_fp16 = FP16ComputePrecision(op_selector=lambda op: op.op_type not in _NOT_ACTIVATIONS)
+    fp16 = _apply_graph_pass(model, [to_fp16], skip_model_load=True, pymil_load_func=milproto_load.load)
     work.mkdir(parents=True, exist_ok=True)
     fp16_path = work / "w8a8-fp16-base.mlpackage"
     if fp16_path.exists():
@@ -104,9 +106,14 @@ def _nested_blocks_fix() -> Iterator[None]:
         cls._insert_quantize_dequantize = saved
 
 
+#: ops whose outputs are not tensors an activation quantizer can touch (a classifier's label and label → score dict)
+_NOT_ACTIVATIONS = ("classify",)
+
+
 def _integer_ops(model: Any) -> list[str]:
-    """Names of ops with a computed integer input: coremltools' activation quantization would put a quantize op
-    (float only) on it — e.g. the step counter ``add`` in the while_loop of a converted nn.GRU."""
+    """Names of ops with a computed integer input, a list parameter or a non-tensor output: coremltools' activation
+    quantization would put a quantize op (float only) on them — e.g. the step counter ``add`` in the while_loop of a
+    converted nn.GRU, or the ``classify`` op a ClassifierConfig adds (its class list)."""
     from coremltools.proto import MIL_pb2
 
     floats = {MIL_pb2.DataType.FLOAT16, MIL_pb2.DataType.FLOAT32}
@@ -118,7 +125,10 @@ def _integer_ops(model: Any) -> list[str]:
             dtypes[v.name] = v.type.tensorType.dataType
         for op in block.operations:
             used = [a.name for arg in op.inputs.values() for a in arg.arguments if a.name]
-            if op.type != "const" and any(n in dtypes and dtypes[n] not in floats for n in used):
+            lists = any(a.WhichOneof("binding") == "value" and a.value.type.WhichOneof("type") == "listType"
+                        for arg in op.inputs.values() for a in arg.arguments)
+            if op.type != "const" and (lists or op.type in _NOT_ACTIVATIONS
+                                       or any(n in dtypes and dtypes[n] not in floats for n in used)):
                 names.append(op.attributes["name"].immediateValue.tensor.strings.values[0]
                              if "name" in op.attributes else op.outputs[0].name)
             if op.type != "const":  # constants (strings, axes, flags) are parameters, not activations
@@ -127,11 +137,35 @@ def _integer_ops(model: Any) -> list[str]:
             for nested in op.blocks:
                 walk(nested)
 
-    for fn in model.get_spec().mlProgram.functions.values():
+    spec = model.get_spec()
+    for fn in spec.mlProgram.functions.values():
         for v in fn.inputs:
             dtypes[v.name] = v.type.tensorType.dataType
-        walk(next(iter(fn.block_specializations.values())))
+        block = next(iter(fn.block_specializations.values()))
+        walk(block)
+        names += _image_preprocessing(block, {f.name for f in spec.description.input
+                                              if f.type.WhichOneof("Type") == "imageType"})
     return names
+
+
+#: elementwise ops an image input's normalisation is made of (pixels / scale − mean) / std
+_PREPROCESSING = ("mul", "sub", "add", "real_div", "cast")
+
+
+def _image_preprocessing(block: Any, images: set[str]) -> list[str]:
+    """Names of the ops that normalise an image input (the chain mobilize's Vision-ready export puts in front of the
+    model): they stay float in W8A8 — quantizing the raw pixels and each normalisation step only adds rounding."""
+    out: list[str] = []
+    frontier = set(images)
+    for op in block.operations:
+        if op.type not in _PREPROCESSING:
+            continue
+        used = {a.name for arg in op.inputs.values() for a in arg.arguments if a.name}
+        if used & frontier:
+            out.append(op.attributes["name"].immediateValue.tensor.strings.values[0] if "name" in op.attributes
+                       else op.outputs[0].name)
+            frontier.update(o.name for o in op.outputs)
+    return out
 
 
 class _interpreter_calibration:  # noqa: N801 - used as a context manager
