@@ -32,6 +32,18 @@ def test_diff_command_is_listed_and_cheap() -> None:
     assert out.returncode == 0 and "--source" in out.stdout and "--artifact" in out.stdout
 
 
+def test_every_format_can_be_diffed() -> None:
+    import importlib
+
+    from mobilize import formats
+    from mobilize.diff.worker import MODULES
+
+    assert set(formats.REGISTRY) <= set(MODULES)
+    for name in formats.REGISTRY:
+        mod = importlib.import_module(MODULES[name])
+        assert callable(mod.read) and callable(mod.run)
+
+
 def test_transforms_find_channels_last_and_reshape() -> None:
     nchw = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
     [tr] = transforms([2, 3, 4, 5], [2, 4, 5, 3])

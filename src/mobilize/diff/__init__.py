@@ -165,6 +165,10 @@ def run(bundle: Path, manifest: dict[str, Any], chosen: list[dict[str, Any]], sp
                        "coverage": None, "first_divergent": None, "notes": []}
                 rep["summary"] = analyze.summary_line({**rep, "threshold_db": 0})
             _integrity(bundle, art, rep)
+            if art["precision"] not in ("fp32", "fp16") and str(described.get("source", "")).startswith("the bundle"):
+                rep.setdefault("notes", []).append(
+                    "compared on the bundle's verification inputs, which include random ones outside the calibrated "
+                    "ranges: pass --inputs with real samples to see what the quantized layers really see")
             reports.append(rep)
     modules = {p: q.rsplit(".", 1)[-1] for p, q in side.classes.items()}
     return DiffResult(bundle, reports, described, source, modules)

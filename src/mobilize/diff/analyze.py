@@ -169,11 +169,11 @@ def run_artifact(art: dict[str, Any], path: Path, side: TorchSide, samples: Path
     for depth, r in enumerate(rows):
         r["depth"] = depth
     report["layers"] = rows
+    report["coverage"] = coverage(side, m)
     report["unmatched"] = [_unmatched_row(u, side) for u in m.unmatched] + [
         {"module": side.leaves[la.primary].path, "class": side.leaves[la.primary].cls, "status": "unmatched",
          "why": "no layout of its output fits the file tensor's values"} for la in m.layers
         if la.transform is None and side.leaves[la.primary].leaf]
-    report["coverage"] = coverage(side, m)
     report["feeding"] = _feeding(art["format"], fedded is not None, feed_note)
     report["kept_float"] = list((art.get("quantization") or {}).get("kept_float") or [])
     report["first_divergent"] = first_divergent(rows)
@@ -309,12 +309,13 @@ def _row(layer: Layer, m: Matching, side: TorchSide, graph: Graph, refs: list[np
     row: dict[str, Any] = {
         "module": owner.path, "class": owner.cls, "call": owner.call,
         "order": min(side.leaves[o].pos for o in layer.group),
-        "torch_op": prim.op if prim.node and owner.order == prim.order else None,
+        "torch_op": prim.op if (prim.node or prim.of is not None) and owner.order == prim.order else None,
         "leaf": prim.leaf, "compared_at": prim.path if prim.order != owner.order else None,
         "group": [{"module": side.leaves[o].path, "class": side.leaves[o].cls} for o in layer.group],
         "by": layer.by, "op": graph.tensors[layer.source].op,
         "ops": list(dict.fromkeys(graph.tensors[i].op for i in region)),
         "tensor": t.name, "layout": tr.describe() or None,
+        "file_ops": list(dict.fromkeys(graph.tensors[i].op_name for i in region if graph.tensors[i].op_name)),
         "output": metrics(observed),
     }
     if fedded is not None:
@@ -368,13 +369,16 @@ def _unmatched_row(u: dict[str, Any], side: TorchSide) -> dict[str, Any]:
 
 def coverage(side: TorchSide, m: Matching) -> dict[str, Any]:
     leaves = [leaf for leaf in side.leaves if leaf.leaf]
-    direct = sum(1 for la in m.layers if side.leaves[la.primary].leaf and la.transform is not None)
+    compared = {la.primary if side.leaves[la.primary].of is None else side.leaves[la.primary].of
+                for la in m.layers if la.transform is not None}
+    direct = sum(1 for leaf in leaves if leaf.order in compared)
     fused = sum(1 for o in m.fused_into if side.leaves[o].leaf)
     no_op = sum(1 for u in m.unmatched if u["status"] in ("no-op", "folded"))
     by: dict[str, int] = {}
     for la in m.layers:
         if side.leaves[la.primary].leaf and la.transform is not None:
             by[la.by] = by.get(la.by, 0) + 1
+    m.unmatched = [u for u in m.unmatched if u["order"] not in compared]  # compared through another output
     reasons: dict[str, int] = {}
     for u in m.unmatched:
         reasons[u["status"]] = reasons.get(u["status"], 0) + 1

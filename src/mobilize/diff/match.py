@@ -230,7 +230,7 @@ def match(side: TorchSide, graph: Graph, resolver: Resolver, exclude: frozenset[
     leaf_paths = side.leaf_paths()
     calls_of: dict[str, list[Leaf]] = {}
     for leaf in side.leaves:
-        if leaf.node is None:
+        if leaf.node is None and leaf.of is None:
             calls_of.setdefault(leaf.path, []).append(leaf)
     cand: dict[str, list[int]] = {}
     for idx, ms in mods.items():
@@ -297,6 +297,13 @@ def match(side: TorchSide, graph: Graph, resolver: Resolver, exclude: frozenset[
                 while pos < len(ex) and not add(call, ex[pos], "provenance"):
                     pos += 1
                 pos += 1
+    # 1b. a leaf's other tensor outputs (a GRU's final hidden state): the last unclaimed exit that fits
+    for extra in side.leaves:
+        if extra.of is None or side.leaves[extra.of].call != 0 or len(calls_of.get(extra.path, [])) != 1:
+            continue
+        for i in reversed(exits(extra.path, cand.get(extra.path, []))):
+            if i not in claimed and add(extra, i, "provenance"):
+                break
     # 1c. ops a container runs itself, by their fx node name (ONNX values and Core ML ops carry it)
     fn_nodes = getattr(side, "fn_dnodes", {}) if resolver.fmt == "coreml" else getattr(side, "fn_nodes", {})
     if resolver.fmt != "tflite":

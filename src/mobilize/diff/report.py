@@ -164,7 +164,7 @@ tr.bad td{color:#b00020} tr.first td{color:#b00020;font-weight:600;background:#f
 .summary{font-weight:600} .muted{color:#6e6e73;font-size:13px}
 ul.tree{list-style:none;padding-left:18px;font-size:13px;margin:0} ul.tree li{margin:1px 0}
 .badge{display:inline-block;border-radius:3px;padding:0 4px;margin-left:4px;font-size:12px;background:#eef}
-.badge.worst{background:#b00020;color:white} .badge.bad{background:#ffd6d6} .badge.fused{background:#eee;color:#555}
+.badge.bad{background:#b00020;color:white} .badge.worst{background:#ffe0b2} .badge.fused{background:#eee;color:#555}
 .badge.none{background:#fff3cd}
 """
 
@@ -218,20 +218,28 @@ def _tree(result: Any) -> str:
     if not reports:
         return ""
     classes: dict[str, str] = dict(getattr(result, "modules", {}) or {})
-    cell: dict[str, dict[int, tuple[str, str]]] = {}
+    cell: dict[str, dict[int, tuple[float, str, str]]] = {}  # path → file → (rank score, text, css class)
+
+    def put(path: str, k: int, value: tuple[float, str, str]) -> None:
+        have = cell.setdefault(path, {}).get(k)
+        if have is None or value[0] < have[0]:  # several rows on one module (its own ops): show the worst
+            cell[path][k] = value
+
     for k, rep in enumerate(reports):
-        worst = {(r["module"], r.get("call")) for r in ranked(rep["layers"])[:5]}
+        worst = {id(r) for r in ranked(rep["layers"])[:5]}
         for r in rep["layers"]:
-            kind = "worst" if (r["module"], r.get("call")) in worst else ("bad" if r["diverges"] else "")
+            kind = "bad" if r["diverges"] else ("worst" if id(r) in worst else "")
             m = r["added"] if r["added"] is not None else r["output"]
+            sc = score(m)
+            op = f" ({r['torch_op']})" if r.get("torch_op") else ""
             for g in r["group"]:
                 if g["module"] == r["module"] or g["module"] == r.get("compared_at"):
-                    cell.setdefault(g["module"], {})[k] = (f"{_db(m)} dB", kind)
+                    put(g["module"], k, (sc, f"{_db(m)} dB{op}", kind))
                 else:
-                    cell.setdefault(g["module"], {})[k] = (f"fused into {r['module']}", "fused")
+                    put(g["module"], k, (sc + 1e-3, f"fused into {r['module']}", "fused"))
                 classes.setdefault(g["module"], g["class"])
         for u in rep.get("unmatched", []):
-            cell.setdefault(u["module"], {})[k] = (u["status"], "none")
+            put(u["module"], k, (math.inf, u["status"], "none"))
             classes.setdefault(u["module"], u["class"])
     paths = sorted(cell, key=lambda p: [int(x) if x.isdigit() else x for x in p.split(".")])
     tree: dict[str, Any] = {}
@@ -248,7 +256,7 @@ def _tree(result: Any) -> str:
             badges = ""
             for k, lab in enumerate(labels):
                 if k in cell.get(path, {}):
-                    text, kind = cell[path][k]
+                    _, text, kind = cell[path][k]
                     badges += f'<span class="badge {kind}">{html.escape(lab)}: {html.escape(text)}</span>'
             cls = classes.get(path, "")
             items.append(f"<li><b>{html.escape(name or '(root)')}</b> <span class='muted'>{html.escape(cls)}</span>"
@@ -298,8 +306,9 @@ def render_html(result: Any, top: int = TOP) -> str:
             parts.append(f"<table><tr><th>output</th><th>SNR dB</th><th>max abs err</th></tr>{rows}</table>")
     tree = _tree(result)
     if tree:
-        parts.append("<h2>Module tree</h2><p class='muted'>per artifact: the SNR of what the layer adds (or of its "
-                     "output where it could not be fed); red: the five worst of each file.</p>" + tree)
+        parts.append("<h2>Module tree</h2><p class='muted'>per file: the SNR of what the module adds (or of its "
+                     "output where it could not be fed); red: below the file's threshold; orange: the file's five "
+                     "worst.</p>" + tree)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>mobilize diff</title><style>{_CSS}</style>"
             f"</head><body>{''.join(parts)}</body></html>\n")
 

@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+#: tensor outputs of one module call that are compared (the first, plus h_n/c_n of recurrent layers and the like)
+MAX_OUTPUTS = 4
+
 
 @dataclasses.dataclass
 class Leaf:
@@ -34,6 +37,7 @@ class Leaf:
     node: str | None = None  # for an op a container runs itself: its fx node
     op: str | None = None
     pos: float = -1.0  # execution position (module exit order; between them for a container's own ops)
+    of: int | None = None  # for a leaf's second, third… tensor output: the order of the leaf call itself
     passthrough: bool = False  # the output is the input unchanged (Dropout/Identity at inference)
     constant: bool = False  # no node of the module depends on the model's inputs (converters fold it)
 
@@ -100,7 +104,8 @@ def run(spec: Any, samples: Sequence[dict[str, np.ndarray]]) -> TorchSide:
             out0 = tensors[0]
             same = any(a is out0 or (a.shape == out0.shape and a.dtype == out0.dtype and torch.equal(a, out0))
                        for a in ins)
-            records[-1].append((path, out0.detach().cpu().numpy().copy(), srcs, len(tensors), same))
+            extra = [t.detach().cpu().numpy().copy() for t in tensors[1:MAX_OUTPUTS]]
+            records[-1].append((path, out0.detach().cpu().numpy().copy(), srcs, len(tensors), same, extra))
         return fn
 
     handles = [m.register_forward_hook(hook(p)) for p, m in hooked.items()]
@@ -122,7 +127,8 @@ def run(spec: Any, samples: Sequence[dict[str, np.ndarray]]) -> TorchSide:
     usable = [i for i, r in enumerate(records) if [x[0] for x in r] == [x[0] for x in first]]
     leaves: list[Leaf] = []
     count: dict[str, int] = {}
-    for pos, (path, _val, srcs, n_out, _same) in enumerate(first):
+    extras: list[Leaf] = []
+    for pos, (path, _val, srcs, n_out, _same, extra) in enumerate(first):
         m = hooked[path]
         k = count.get(path, 0)
         count[path] = k + 1
@@ -132,6 +138,13 @@ def run(spec: Any, samples: Sequence[dict[str, np.ndarray]]) -> TorchSide:
         same = all(records[i][pos][4] for i in usable)
         leaves.append(Leaf(pos, path, type(m).__name__, qualified(type(m)), k, has_weight, outs, srcs, mo, n_out,
                            leaf=is_leaf[path], passthrough=same, pos=float(pos)))
+        for j in range(len(extra)) if is_leaf[path] else ():  # h_n of a GRU, (h, c) of an LSTM…
+            vals = [records[i][pos][5][j] for i in usable]
+            extras.append(Leaf(-1, path, type(m).__name__, qualified(type(m)), k, False, vals, srcs, leaf=False,
+                               op=f"output {j + 1}", pos=pos + 0.25, of=pos))
+    for e in extras:
+        e.order = len(leaves)
+        leaves.append(e)
     side = TorchSide(leaves, len(usable), classes, children)
     if len(usable) < len(records):
         side.notes.append(f"{len(records) - len(usable)} sample(s) took a different path through the model's "
