@@ -95,3 +95,17 @@ def test_without_source_only_outputs_are_compared(broken_bundle: tuple[Path, dic
     [o] = rep["outputs"]
     assert o["metrics"]["snr_db"] < 40  # the stored reference shows the damage at the output
     assert np.isfinite(o["metrics"]["max_abs_error"])
+
+
+def test_a_file_its_runtime_cannot_run_is_exit_2(clean_bundle: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(clean_bundle, bundle)
+    tfl = next(bundle.glob("*.tflite"))
+    data = tfl.read_bytes()
+    tfl.write_bytes(data[: len(data) * 2 // 3])  # truncated: the header still says TFLite
+    corrupt.refresh_manifest(bundle)
+    out = subprocess.run([sys.executable, "-m", "mobilize", "diff", str(bundle), "--source", SOURCE,
+                          "--artifact", "tflite", "--samples", "1"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and "tflite fp32: could not run the file" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -35,6 +35,8 @@ class DiffResult:
 
     @property
     def exit_code(self) -> int:
+        if any(r.get("could_not_run") for r in self.reports):
+            return 2
         return 1 if any(r.get("error") or r.get("first_divergent") for r in self.reports) else 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,8 +101,10 @@ def diff(bundle: str | Path, *, artifacts: str | Sequence[str] | None = None, in
     bundle = Path(bundle)
     manifest = mf.read(bundle, check_files=False)
     chosen = _select(manifest, parse_artifacts(artifacts))
-    for art in chosen:
-        registry.get(art["format"])
+    from mobilize.api import _check_kind
+
+    for art in chosen:  # every listed file exists inside the bundle and is what the manifest says it is
+        _check_kind(registry.get(art["format"]).name, mf.artifact_path(bundle, art), mf.artifact_where(bundle, art))
     input_names = [t["name"] for t in manifest["model"]["inputs"]]
     output_names = [t["name"] for t in manifest["model"]["outputs"]]
     if source is None:
@@ -165,7 +169,7 @@ def run(bundle: Path, manifest: dict[str, Any], chosen: list[dict[str, Any]], sp
                        "coverage": None, "first_divergent": None, "notes": []}
                 rep["summary"] = analyze.summary_line({**rep, "threshold_db": 0})
             _integrity(bundle, art, rep)
-            if art["precision"] not in ("fp32", "fp16") and str(described.get("source", "")).startswith("the bundle"):
+            if art["precision"] == "int8" and str(described.get("source", "")).startswith("the bundle"):
                 rep.setdefault("notes", []).append(
                     "compared on the bundle's verification inputs, which include random ones outside the calibrated "
                     "ranges: pass --inputs with real samples to see what the quantized layers really see")

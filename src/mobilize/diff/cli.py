@@ -1,7 +1,7 @@
 """``mobilize diff BUNDLE``: the click command (registered by ``mobilize.cli``).
 
 Exit codes: 0 compared and no layer crosses its threshold, 1 a layer does (its name is the first line under the
-table) or a file could not be run, 2 could not run at all (bad bundle, source, option) — one line on stderr.
+table), 2 could not run (bad bundle, source or option, or a file its runtime cannot run) — one line on stderr.
 """
 
 from __future__ import annotations
@@ -52,4 +52,7 @@ def diff(bundle: Path, artifacts: tuple[str, ...], source: str | None, inputs: s
     if html_dir:
         path = result.write_html(html_dir)
         _cli._console().print(f"report: {path}")
+    bad = next((r for r in result.reports if r.get("could_not_run")), None)
+    if bad is not None:  # as `mobilize verify`: a file its runtime cannot run is unusable input
+        _cli._console(True).print(f"[bold red]error:[/] {_cli._escape(bad['summary'])}")
     raise SystemExit(result.exit_code)

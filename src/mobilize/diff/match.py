@@ -38,16 +38,20 @@ class Transform:
 
     perm: list[int] | None
     shape: list[int]
+    scale: float = 1.0  # the file holds the output × scale (a constant the converter folded into the op)
 
     def to_file(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if self.perm is not None:
             x = x.transpose(self.perm)
-        return x.reshape(self.shape)
+        x = x.reshape(self.shape)
+        return x * np.asarray(self.scale, dtype=x.dtype) if self.scale != 1.0 else x
 
     def to_torch(self, y: np.ndarray, pshape: list[int]) -> np.ndarray:
         """File layout → PyTorch layout (the inverse of :meth:`to_file`)."""
         y = np.asarray(y)
+        if self.scale != 1.0:
+            y = y / np.asarray(self.scale, dtype=y.dtype if y.dtype.kind == "f" else np.float32)
         if self.perm is None:
             return y.reshape(pshape)
         return y.reshape([pshape[i] for i in self.perm]).transpose(np.argsort(self.perm))
@@ -60,8 +64,8 @@ class Transform:
 
 def transforms(pshape: list[int], fshape: list[int] | None) -> list[Transform]:
     """Every plausible way a PyTorch tensor of ``pshape`` is laid out as ``fshape``: identity, channels-last (TFLite
-    computes NHWC) and back, other permutations only when none of those fit, a reshape when the sizes agree. Equal
-    dims (C == H == W) leave several candidates; :func:`mobilize.diff.analyze` picks by the values."""
+    computes NHWC) and back, other permutations only when none of those fit, and adding or dropping unit dims.
+    Equal dims (C == H == W) leave several candidates; :func:`mobilize.diff.analyze` picks by the values."""
     if fshape is None:
         return []
     p, f = list(pshape), list(fshape)
@@ -80,9 +84,16 @@ def transforms(pshape: list[int], fshape: list[int] | None) -> list[Transform]:
         out = [Transform(None if q == ident else q, f) for q in fits]
     if not any(t.perm is None for t in out) and [d for d in p if d != 1] == [d for d in f if d != 1]:
         out.insert(0, Transform(None, f))  # only unit dims differ: a plain reshape keeps the element order
-    if not out:
-        out.append(Transform(None, f))
+    # any other reshape of the same size ((B, H, S, D) vs (B, S, H·D), k vs kᵀ) would compare scrambled elements
     return out
+
+
+def _exact(ts: list[Transform], pshape: list[int]) -> bool:
+    """The first layout is the same shape, a permutation, or unit dims added/dropped (not a general reshape)."""
+    if not ts:
+        return False
+    t = ts[0]
+    return t.perm is not None or [d for d in pshape if d != 1] == [d for d in t.shape if d != 1]
 
 
 class Resolver:
@@ -112,7 +123,29 @@ class Resolver:
         for name in names:
             if name in self.side.node_modules:
                 return [self.side.node_modules[name]]
-        return []
+        owner = self.weight_owner(t)
+        return [owner] if owner is not None else []
+
+    def weight_owner(self, t: Tensor) -> str | None:
+        """The module whose parameter the op reads, from the constant's name: ONNX initializers keep the state-dict
+        key (``fc1.weight``, ``fc1.weight_quantized``), Core ML constants the program's placeholder
+        (``p_fc1_weight``)."""
+        from mobilize.diff.onnx import base_name
+
+        params: dict[str, str] = getattr(self.side, "param_modules", {})
+        for w in t.weights:  # a weight the converter computed from a parameter is named after that fx node
+            name = _FP_SUFFIX.sub("", w)
+            if name in self.side.node_modules and name not in params:
+                return self.side.node_modules[name]
+        for w in t.weights:
+            for name in dict.fromkeys((w, base_name(w), _FP_SUFFIX.sub("", w), re.sub(r"_(bias|scale|zero_point)$",
+                                                                                      "", base_name(w)))):
+                if name in params:
+                    return params[name]
+            hits = [k for k in params if "." in k and w.startswith(k)]
+            if hits:
+                return params[max(hits, key=len)]
+        return None
 
     def names(self, t: Tensor) -> list[str]:
         """The fx node names a tensor may carry: its recorded node, its own name, and that name without the suffixes
@@ -219,15 +252,22 @@ class Matching:
 
 
 def match(side: TorchSide, graph: Graph, resolver: Resolver, exclude: frozenset[str] = frozenset(),
-          upstream: Callable[[Layer, Leaf], bool] | None = None) -> Matching:
+          upstream: Callable[[Layer, Leaf], bool] | None = None,
+          closer: Callable[[int, int, int], bool] | None = None) -> Matching:
     """``exclude``: leaf paths whose named tensors were shown not to hold their output (see analyze).
     ``upstream(layer, leaf)``: whether an unmatched weightless leaf right after ``layer``'s module is what that
     layer's tensor holds (a ReLU folded into a quantized output's range) — a choice between two places the leaf
-    can only be, made by the values."""
+    can only be, made by the values. ``closer(tensor, a, b)``: whether the tensor's values fit call ``a``'s output
+    better than call ``b``'s (the same kind of choice)."""
     cons = graph.consumers()
     tensors = graph.tensors
     mods = {t.index: resolver.modules(t) for t in tensors if t.op != "input"}
     leaf_paths = side.leaf_paths()
+    for t in sorted(tensors, key=lambda t: (t.step, t.index)):  # ops a converter made up inherit what they read
+        if t.op != "input" and not mods.get(t.index):
+            prims = {mods[i][0] for i in t.inputs if mods.get(i)}
+            if len(prims) == 1 and next(iter(prims)) not in leaf_paths:  # never extend a leaf past its output
+                mods[t.index] = [prims.pop()]
     calls_of: dict[str, list[Leaf]] = {}
     for leaf in side.leaves:
         if leaf.node is None and leaf.of is None:
@@ -254,11 +294,23 @@ def match(side: TorchSide, graph: Graph, resolver: Resolver, exclude: frozenset[
         ts = transforms(leaf.shape, vis.shape)
         if not ts or any(c in claimed for c in ch):
             return None
+        if _encoded(vis) and leaf.outputs and np.asarray(leaf.outputs[0]).dtype.kind == "f":
+            return None  # integers without a grid to read them back (DynamicQuantizeLinear, ConvInteger output)
         layer = Layer(leaf.order, idx, ch[-1], by, ts, [leaf.order], ch)
         layers.append(layer)
         claimed.update(ch)
         matched.add(leaf.order)
         return layer
+
+    def _preferred(call: Leaf, ex: list[int], named: list[int]) -> list[int]:
+        """A module's tensors in the order to try: those that leave it and fit without a general reshape, then any
+        that fits without one, then the rest; the last (in execution order) first within each."""
+        def fits(i: int) -> bool:
+            return _exact(transforms(call.shape, tensors[graph.visible(i, cons)].shape), call.shape)
+
+        rest = sorted((i for i in named if i not in ex), key=lambda i: (tensors[i].step, i))
+        tiers = [[i for i in ex if fits(i)], [i for i in rest if fits(i)], ex, rest]
+        return list(dict.fromkeys(i for tier in tiers for i in reversed(tier)))
 
     def exits(path: str, idxs: list[int]) -> list[int]:
         out = []
@@ -280,15 +332,39 @@ def match(side: TorchSide, graph: Graph, resolver: Resolver, exclude: frozenset[
             while tensors[src].op in TRANSPARENT and tensors[src].inputs:  # back to the op that computed it
                 src = tensors[src].inputs[0]
             add(leaf, src if src not in claimed else out.index, "output")
+    fn_nodes = getattr(side, "fn_dnodes", {}) if resolver.fmt == "coreml" else getattr(side, "fn_nodes", {})
+    # 0b. a TFLite op named after a container and a child of it is either the container's own op that absorbed the
+    # child's tail (``x + self.out(y)`` with the Linear's bias folded into the sum: compared at the fx node in the
+    # container that reads the child's output) or the child's op itself (a Linear whose output a reshape in the
+    # container reads). The values choose between the two; without such a node it is the child's.
+    leaf_out = getattr(side, "leaf_out", {})
+    users = getattr(side, "node_users", {})
+    for t in tensors:
+        ms = mods.get(t.index) or []
+        kids = [p for p in ms[1:] if p in leaf_paths and _inside(p, ms[0])] if ms and ms[0] not in leaf_paths else []
+        if not kids:
+            continue
+        hit = None
+        for p in kids:
+            nodes = [u for u in users.get(leaf_out.get(p, ""), []) if u in fn_nodes
+                     and side.leaves[fn_nodes[u]].path == ms[0]]
+            if len(nodes) == 1 and (closer is None or closer(t.index, fn_nodes[nodes[0]], calls_of[p][0].order)):
+                hit = side.leaves[fn_nodes[nodes[0]]]
+                break
+        if hit is not None and hit.order not in matched and add(hit, t.index, "provenance"):
+            continue
+        last = max(kids, key=lambda p: calls_of[p][0].pos)
+        mods[t.index] = [last, *(p for p in ms if p != last)]
+        cand.setdefault(last, []).append(t.index)
     # 1. provenance (leaves first, then containers on what is left)
     for want_leaf in (True, False):
         for path, calls in calls_of.items():
             if calls[0].leaf != want_leaf or not calls[0].in_graph or calls[0].passthrough or calls[0].constant \
-                    or path in exclude or all(c.order in matched for c in calls):
+                    or calls[0].reuses or path in exclude or all(c.order in matched for c in calls):
                 continue
             ex = exits(path, cand.get(path, []))
             if len(calls) == 1:
-                for i in reversed(ex):
+                for i in _preferred(calls[0], ex, cand.get(path, [])):
                     if add(calls[0], i, "provenance"):
                         break
                 continue
@@ -305,13 +381,12 @@ def match(side: TorchSide, graph: Graph, resolver: Resolver, exclude: frozenset[
             if i not in claimed and add(extra, i, "provenance"):
                 break
     # 1c. ops a container runs itself, by their fx node name (ONNX values and Core ML ops carry it)
-    fn_nodes = getattr(side, "fn_dnodes", {}) if resolver.fmt == "coreml" else getattr(side, "fn_nodes", {})
     if resolver.fmt != "tflite":
         for t in tensors:
             if t.op == "input" or t.op in TRANSPARENT or t.index in claimed:
                 continue
-            for name in resolver.names(t):
-                if name in fn_nodes:
+            for name in resolver.names(t)[1:] if t.node else resolver.names(t):  # the value named after the node,
+                if name in fn_nodes:                                               # not every op it decomposed into
                     pseudo = side.leaves[fn_nodes[name]]
                     if (mods.get(t.index) or [pseudo.path])[0] == pseudo.path and pseudo.order not in matched:
                         add(pseudo, t.index, "provenance")
@@ -323,22 +398,7 @@ def match(side: TorchSide, graph: Graph, resolver: Resolver, exclude: frozenset[
         layer.group = sorted({*layer.group, order})
         fused_into[order] = layer.primary
 
-    # 3a. fused ops that name the modules they absorbed (TFLite). A container's own op that absorbed a child's tail
-    # (``x + self.out(y)`` with the Linear's bias folded into the sum) is compared at that op: the fx node in the
-    # container that reads the child's output.
-    leaf_out = getattr(side, "leaf_out", {})
-    users = getattr(side, "node_users", {})
-    for t in tensors:
-        ms = mods.get(t.index) or []
-        if len(ms) < 2 or t.index in claimed or ms[0] in leaf_paths or not (set(ms[1:]) & leaf_paths):
-            continue
-        for p in ms[1:]:
-            hits = [u for u in users.get(leaf_out.get(p, ""), []) if u in fn_nodes
-                    and side.leaves[fn_nodes[u]].path == ms[0]]
-            if len(hits) == 1 and side.leaves[fn_nodes[hits[0]]].order not in matched:
-                add(side.leaves[fn_nodes[hits[0]]], t.index, "provenance")
-                by_primary[layers[-1].primary] = layers[-1]
-                break
+    # 3a. fused ops that name the modules they absorbed (TFLite)
     for layer in list(layers):
         for p in mods.get(layer.source, [])[1:]:
             if p not in leaf_paths:
@@ -405,6 +465,10 @@ def match(side: TorchSide, graph: Graph, resolver: Resolver, exclude: frozenset[
         unmatched.append({"order": leaf.order, **_why(side, leaf, cand, tensors, layers)})
     layers.sort(key=lambda layer: side.leaves[layer.primary].pos)
     return Matching(layers, unmatched, mods, fused_into)
+
+
+def _encoded(t: Tensor) -> bool:
+    return bool(t.dtype) and np.dtype(t.dtype).kind in "iub" and t.quant is None
 
 
 def _inside(p: str, container: str) -> bool:

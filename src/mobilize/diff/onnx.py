@@ -53,7 +53,8 @@ def _scopes(md: dict[str, str]) -> list[str]:
     except ValueError:
         return []
     # ['', 'features', 'features.0', 'features.0.1', '_native_batch_norm…'] → innermost first, the fx node dropped
-    return [s for s in reversed(items[:-1]) if s]
+    # ('' is the root module: an op of the model's own forward)
+    return [str(s) for s in reversed(items[:-1])]
 
 
 def _node_name(md: dict[str, str]) -> str | None:

@@ -38,6 +38,7 @@ class Leaf:
     op: str | None = None
     pos: float = -1.0  # execution position (module exit order; between them for a container's own ops)
     of: int | None = None  # for a leaf's second, third… tensor output: the order of the leaf call itself
+    reuses: bool = False  # a container whose output is its last child's (nothing of its own to compare)
     passthrough: bool = False  # the output is the input unchanged (Dropout/Identity at inference)
     constant: bool = False  # no node of the module depends on the model's inputs (converters fold it)
 
@@ -98,6 +99,7 @@ def run(spec: Any, samples: Sequence[dict[str, np.ndarray]]) -> TorchSide:
                 if id(a) in produced and produced[id(a)] not in srcs:
                     srcs.append(produced[id(a)])
             pos = len(records[-1])
+            reused = id(tensors[0]) in produced  # a container returning its last child's output unchanged
             for t in tensors:
                 produced.setdefault(id(t), pos)  # the innermost module that made it (containers exit later)
                 keep.append(t)
@@ -105,7 +107,7 @@ def run(spec: Any, samples: Sequence[dict[str, np.ndarray]]) -> TorchSide:
             same = any(a is out0 or (a.shape == out0.shape and a.dtype == out0.dtype and torch.equal(a, out0))
                        for a in ins)
             extra = [t.detach().cpu().numpy().copy() for t in tensors[1:MAX_OUTPUTS]]
-            records[-1].append((path, out0.detach().cpu().numpy().copy(), srcs, len(tensors), same, extra))
+            records[-1].append((path, out0.detach().cpu().numpy().copy(), srcs, len(tensors), same, extra, reused))
         return fn
 
     handles = [m.register_forward_hook(hook(p)) for p, m in hooked.items()]
@@ -128,7 +130,7 @@ def run(spec: Any, samples: Sequence[dict[str, np.ndarray]]) -> TorchSide:
     leaves: list[Leaf] = []
     count: dict[str, int] = {}
     extras: list[Leaf] = []
-    for pos, (path, _val, srcs, n_out, _same, extra) in enumerate(first):
+    for pos, (path, _val, srcs, n_out, _same, extra, reused) in enumerate(first):
         m = hooked[path]
         k = count.get(path, 0)
         count[path] = k + 1
@@ -137,7 +139,7 @@ def run(spec: Any, samples: Sequence[dict[str, np.ndarray]]) -> TorchSide:
         mo = next((j for j, c in enumerate(model_outs[0]) if c == pos), None) if model_outs else None
         same = all(records[i][pos][4] for i in usable)
         leaves.append(Leaf(pos, path, type(m).__name__, qualified(type(m)), k, has_weight, outs, srcs, mo, n_out,
-                           leaf=is_leaf[path], passthrough=same, pos=float(pos)))
+                           leaf=is_leaf[path], passthrough=same, pos=float(pos), reuses=reused and not is_leaf[path]))
         for j in range(len(extra)) if is_leaf[path] else ():  # h_n of a GRU, (h, c) of an LSTM…
             vals = [records[i][pos][5][j] for i in usable]
             extras.append(Leaf(-1, path, type(m).__name__, qualified(type(m)), k, False, vals, srcs, leaf=False,
@@ -236,6 +238,12 @@ def add_graph(side: TorchSide, spec: Any, samples: Sequence[dict[str, np.ndarray
         leaf.in_graph = leaf.path in present or any(p.startswith(leaf.path + ".") for p in present)
         leaf.constant = leaf.leaf and leaf.path in present and leaf.path not in dynamic
     side.node_users = {n.name: [u.name for u in n.users] for n in program.graph.nodes}  # type: ignore[attr-defined]
+    side.param_modules = {}  # type: ignore[attr-defined]
+    for prog in (program, dprogram):
+        sig = getattr(prog, "graph_signature", None)
+        for name, fqn in {**getattr(sig, "inputs_to_parameters", {}), **getattr(sig, "inputs_to_buffers", {})}.items():
+            owner = fqn.rsplit(".", 1)[0] if "." in fqn else ""
+            side.param_modules[name] = side.param_modules[fqn] = owner  # type: ignore[attr-defined]
     side.leaf_out = _leaf_outputs(program, side)  # type: ignore[attr-defined]
     try:
         side.fn_nodes = _functional(side, program, spec, samples)  # type: ignore[attr-defined]
