@@ -88,14 +88,6 @@ def transforms(pshape: list[int], fshape: list[int] | None) -> list[Transform]:
     return out
 
 
-def _exact(ts: list[Transform], pshape: list[int]) -> bool:
-    """The first layout is the same shape, a permutation, or unit dims added/dropped (not a general reshape)."""
-    if not ts:
-        return False
-    t = ts[0]
-    return t.perm is not None or [d for d in pshape if d != 1] == [d for d in t.shape if d != 1]
-
-
 class Resolver:
     """File tensor → PyTorch module paths (primary first) from the provenance each format keeps."""
 
@@ -244,11 +236,6 @@ class Matching:
     modules: dict[int, list[str]]  # tensor index → resolved module paths
     fused_into: dict[int, int]  # call order → primary of the layer it is fused into
 
-    def layer_of(self, order: int) -> Layer | None:  # noqa: D102
-        for layer in self.layers:
-            if order in layer.group:
-                return layer
-        return None
 
 
 def match(side: TorchSide, graph: Graph, resolver: Resolver, exclude: frozenset[str] = frozenset(),
@@ -303,14 +290,13 @@ def match(side: TorchSide, graph: Graph, resolver: Resolver, exclude: frozenset[
         return layer
 
     def _preferred(call: Leaf, ex: list[int], named: list[int]) -> list[int]:
-        """A module's tensors in the order to try: those that leave it and fit without a general reshape, then any
-        that fits without one, then the rest; the last (in execution order) first within each."""
+        """A module's tensors in the order to try: those that leave it (read by another module, or a graph output),
+        then the others; the last in execution order first within each (a decomposed module's output comes last)."""
         def fits(i: int) -> bool:
-            return _exact(transforms(call.shape, tensors[graph.visible(i, cons)].shape), call.shape)
+            return bool(transforms(call.shape, tensors[graph.visible(i, cons)].shape))
 
         rest = sorted((i for i in named if i not in ex), key=lambda i: (tensors[i].step, i))
-        tiers = [[i for i in ex if fits(i)], [i for i in rest if fits(i)], ex, rest]
-        return list(dict.fromkeys(i for tier in tiers for i in reversed(tier)))
+        return [i for tier in (ex, rest) for i in reversed(tier) if fits(i)]
 
     def exits(path: str, idxs: list[int]) -> list[int]:
         out = []
