@@ -7,6 +7,7 @@ Jobs:
   either of those with "analyze": true                                  → also {"analysis"} (or "analysis_error")
   {"op": "latency", "items": [{"key", "format", "path"}], "reference", "input_names"}
                                                                         → {"latency": {key: record}}
+  {"op": "diff", "format", "path", "samples", "input_names", "values", …}  → see mobilize.diff.worker
 Errors that mobilize understands come back as {"error": message, "kind": class name}.
 """
 
@@ -28,6 +29,10 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
         from mobilize.verify.timing import measure_in_process
 
         return {"latency": measure_in_process(job["items"], Path(job["reference"]), job["input_names"])}
+    if job["op"] == "diff":
+        from mobilize.diff.worker import handle as diff_job
+
+        return diff_job(job)
     plugin = formats.get(job["format"])
     path = Path(job["path"])
     out: dict[str, Any] = {}

@@ -36,6 +36,7 @@ class Result:
     strict: bool = False
     allow_unfit: bool = False
     allow_below_target: bool = False
+    diagnosis: Any = None  # mobilize.diff.DiffResult for files that fail parity or miss their target (export only)
 
     @property
     def artifacts(self) -> list[dict[str, Any]]:
@@ -59,7 +60,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
            trust_pickle: bool = False, isolate: bool = True, on_step: StepCallback | None = None,
            calibration: Any = None, target: Any = None, tolerances: Overrides | None = None,
            fitness: Thresholds | None = None, allow_unfit: bool = False, allow_below_target: bool = False,
-           dynamic: Mapping[str, Mapping[int, Any]] | None = None) -> Result:
+           dynamic: Mapping[str, Mapping[int, Any]] | None = None, diagnose: bool = True) -> Result:
     """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for bad input (nothing is written); conversion and parity
@@ -79,6 +80,9 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     ``dynamic`` adds dynamic dims to the source's spec (``{input: {axis: name | (name, min, max)}}``, the
     ``--dynamic`` flag); a dim asked dynamic but fixed in a file is a fitness finding on that file.
+
+    A file that fails parity or misses its accuracy target is analysed layer by layer (``diagnose``;
+    :func:`mobilize.diff.diagnose`): ``Result.diagnosis`` names the first layer that diverges.
     """
     from mobilize._quiet import captured_output
     from mobilize.bundle.writer import check_target
@@ -140,7 +144,12 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
         raise BundleError(f"could not write the bundle {out}: {exc.strerror or exc}"
                           f"{f' ({exc.filename})' if getattr(exc, 'filename', None) else ''}; "
                           "the previous bundle, if any, is untouched") from exc
-    return Result(out, manifest, strict, allow_unfit, allow_below_target)
+    result = Result(out, manifest, strict, allow_unfit, allow_below_target)
+    if verify and diagnose:  # where does a failing file diverge? (docs/diff.md)
+        from mobilize.diff import diagnose as find_divergence
+
+        result.diagnosis = find_divergence(out, manifest, spec, quant, isolate=isolate, step=step)
+    return result
 
 
 def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: ModelSpec, options: ExportOptions,

@@ -171,9 +171,23 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
                                                   allow_below_target=allow_below_target,
                                                   dynamic=parse_dynamic(dynamic)))
     _print_result(result, title=f"mobilize export {source}")
+    _print_diagnosis(result, source)
     if json_out:
         json_out.write_text(json.dumps(result.manifest, indent=2) + "\n")
     raise SystemExit(result.exit_code)
+
+
+def _print_diagnosis(result: Any, source: str) -> None:
+    """Under the table: the first layer where each failing file diverges (``mobilize diff`` shows every layer)."""
+    if result.diagnosis is None:
+        return
+    from mobilize.diff.report import culprit_lines
+
+    lines = culprit_lines(result.diagnosis)
+    for line in lines:
+        _console().print(f"  [red]{_escape(line)}[/]")
+    if lines:
+        _console().print(f"  [dim]every layer: mobilize diff {_escape(str(result.out))} --source {_escape(source)}[/]")
 
 
 @main.command()
@@ -376,10 +390,12 @@ def _register_optional_commands() -> None:
     """Commands that live in their own packages; importing them pulls in click only."""
     from mobilize.bench.cli import bench
     from mobilize.check.cli import baseline, check
+    from mobilize.diff.cli import diff
 
     main.add_command(bench)
     main.add_command(check)
     main.add_command(baseline)
+    main.add_command(diff)
 
 
 _register_optional_commands()

@@ -208,10 +208,13 @@ class Program:
         return self._constants
 
     def run(self, feeds: Mapping[str, np.ndarray], *,
-            observe: Callable[[str, str, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+            observe: Callable[[str, str, np.ndarray], None] | None = None,
+            substitute: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Run the main function on ``feeds`` (keyed by the function's input names); returns its outputs.
 
-        ``observe(op_type, tensor_name, value)`` is called for every non-constant op output (activation statistics).
+        ``observe(op_type, tensor_name, value)`` is called for every non-constant op output (activation statistics,
+        ``mobilize diff``). ``substitute`` replaces op outputs by name once they are observed: the ops that read them
+        get these values instead (cast to the declared dtype) — ``mobilize diff`` feeds each layer PyTorch's input.
         """
         env = dict(self.constants())
         for inp in self.function.inputs:
@@ -220,11 +223,12 @@ class Program:
             tt = inp.type.tensorType
             env[inp.name] = np.asarray(feeds[inp.name]).astype(_NP.get(_dtype_name(tt), np.float32), copy=False)
         with np.errstate(all="ignore"):
-            self._run_ops(self.block, env, observe)
+            self._run_ops(self.block, env, observe, substitute)
         return {n: env[n] for n in self.output_names}
 
     def _run_ops(self, block: Any, env: MutableMapping[str, Any],
-                 observe: Callable[[str, str, np.ndarray], None] | None) -> None:
+                 observe: Callable[[str, str, np.ndarray], None] | None,
+                 substitute: Mapping[str, np.ndarray] | None = None) -> None:
         for op in block.operations:
             if self._is_constant(op):
                 continue
@@ -232,6 +236,10 @@ class Program:
             if observe is not None:
                 for name, val in outs:
                     observe(op.type, name, val)
+            for name, val in outs if substitute else ():
+                if name in substitute:
+                    arr = np.asarray(val)
+                    env[name] = np.asarray(substitute[name]).astype(arr.dtype, copy=False).reshape(arr.shape)
 
     def _block_fn(self, block: Any, env: MutableMapping[str, Any],
                   observe: Callable[[str, str, np.ndarray], None] | None) -> Callable[[Any], list[Any]]:
