@@ -158,6 +158,8 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
                 options: ExportOptions, verify: bool, isolate: bool, step: StepCallback, quant: Any = None,
                 scratch: Path | None = None, tolerances: Overrides | None = None) -> dict[str, Any]:
     from mobilize._quiet import captured_output
+    from mobilize.bundle.writer import raise_if_disk_full
+    from mobilize.isolate import in_child
     from mobilize.quantize.recipes import QUANT_PRECISIONS
 
     rel = f"{spec.name}_{prec}{plugin.suffix}"
@@ -166,14 +168,17 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
                            "sha256": None, "inputs": [], "outputs": [], "parity": None, "notes": [], "error": None}
     t0 = time.perf_counter()
     log = None
-    try:
-        if prec in QUANT_PRECISIONS:  # the quantizer takes the exporter's fp32 file and writes the quantized one
-            exported = _quantize_one(plugin, prec, cap, spec, tmp, dest, options, quant, scratch, step)
-            art["quantization"] = exported.quantization
-        else:
-            with captured_output() as log:
-                exported = plugin.load("exporter")(cap, spec, prec, dest, options)
+    label = f"{plugin.name} {prec}"
+    try:  # converters and quantizers run in a child process: a crash or abort there costs this artifact only
+        with captured_output() as log:
+            if prec in QUANT_PRECISIONS:  # the quantizer takes the exporter's fp32 file and writes the quantized one
+                exported = in_child(lambda s: _quantize_one(plugin, prec, cap, spec, tmp, dest, options, quant,
+                                                            scratch, s), label=label, on_step=step)
+                art["quantization"] = exported.quantization
+            else:
+                exported = in_child(lambda _s: plugin.load("exporter")(cap, spec, prec, dest, options), label=label)
     except Exception as exc:  # noqa: BLE001 - one format failing must not stop the others
+        raise_if_disk_full(exc, log.text if log is not None else "", where=f"{label} into {tmp}", folders=(tmp,))
         _remove(dest)
         art.update(status="failed", path=None,
                    error=_error_record(plugin.name, exc, cap.program, log.text if log is not None else ""))

@@ -38,6 +38,9 @@ def _bench(
     from mobilize import cli as _cli
 
     try:
+        from mobilize.guard import check_outputs, write_output
+
+        check_outputs(("--json", json_out), folders=(("--report-dir", report_dir),))
         from mobilize.bench import budget as budgets
         from mobilize.bench import report
         from mobilize.bench.latency import Settings
@@ -63,15 +66,17 @@ def _bench(
         report.print_table(result.data, _cli._console())
         written = save(result, report_dir=report_dir, write_manifest=not no_manifest, reports=not no_report)
         if json_out is not None:
-            json_out.write_text(json.dumps(result.data, indent=2, allow_nan=False) + "\n")
+            write_output(json_out, json.dumps(result.data, indent=2, allow_nan=False) + "\n", "--json")
             written.append(json_out)
         if written:
             _cli._console().print("[dim]wrote " + ", ".join(_cli._escape(str(p)) for p in written) + "[/]")
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from mobilize.errors import interrupt_exit_code
+
         _cli._console(True).print("[yellow]interrupted[/]; nothing was written")
-        raise SystemExit(130) from None
+        raise SystemExit(interrupt_exit_code(exc)) from None
     except Exception as exc:  # noqa: BLE001 - same exit-code mapping as the rest of the CLI
         _cli._fail(exc)
     raise SystemExit(result.exit_code)
