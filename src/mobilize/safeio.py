@@ -117,7 +117,8 @@ def check_tree(root: str | os.PathLike[str], what: str = "", *, allow_symlinks: 
             if e.is_symlink():
                 if not allow_symlinks:
                     raise MobilizeInputError(f"{_label(p, what)}: is a symlink; mobilize does not follow links "
-                                             "inside a package (copy the file in instead)")
+                                             "inside a package, to files outside the bundle or not (copy the file "
+                                             "in instead)")
                 refuse_special(p, what)
                 continue
             mode = e.stat(follow_symlinks=False).st_mode
@@ -267,8 +268,8 @@ def check_npz(path: str | os.PathLike[str], where: str, *, limit: int = NPZ_LIMI
                     shape, _fortran, dtype = read_header(f)  # numpy bounds the header's size
                     header_end = f.tell()
                 if dtype.hasobject:
-                    raise MobilizeInputError(f"{where}: {info.filename} holds Python objects (pickled); save plain "
-                                             "numeric arrays")
+                    raise MobilizeInputError(f"{where}: {info.filename} holds pickled objects (Python objects "
+                                             "mobilize never unpickles); save plain numeric arrays")
                 count = math.prod(shape) if shape else 1
                 if count * dtype.itemsize != info.file_size - header_end:
                     raise MobilizeInputError(f"{where}: {info.filename} declares {list(shape)} {dtype} "

@@ -110,7 +110,10 @@ def _options(fn: Any) -> Any:
         click.option("--formats", default=None, help="Only these formats (default: all in the bundle)."),
         click.option("--precisions", default=None, help="Only these precisions (default: all in the bundle)."),
         click.option(
-            "--source", default=None, help="Model source for the PyTorch baseline (default: the one in the manifest)."
+            "--source",
+            default=None,
+            help="Model source (file.py:fn, package.module:fn, zoo:NAME) for the PyTorch eager baseline row; "
+            "without it that row is skipped (mobilize never runs code named by a bundle's manifest).",
         ),
         click.option("--no-baseline", is_flag=True, help="Skip the PyTorch eager baseline row."),
         click.option("--no-memory", is_flag=True, help="Skip the peak-memory subprocesses."),
@@ -118,21 +121,21 @@ def _options(fn: Any) -> Any:
             "--min-runs",
             default=50,
             show_default=True,
-            type=click.IntRange(min=1),
+            type=click.IntRange(min=1, max=1_000_000),
             help="Timed runs per configuration (at least).",
         ),
         click.option(
             "--min-seconds",
             default=1.0,
             show_default=True,
-            type=click.FloatRange(min=0),
+            type=click.FloatRange(min=0, max=3600),
             help="Timed seconds per configuration (at least).",
         ),
         click.option(
             "--warmup-seconds",
             default=0.5,
             show_default=True,
-            type=click.FloatRange(min=0),
+            type=click.FloatRange(min=0, max=3600),
             help="Untimed warm-up per configuration (at least; also ≥ 10 runs).",
         ),
     ]

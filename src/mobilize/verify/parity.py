@@ -40,6 +40,12 @@ class Reference:
 
     @classmethod
     def load(cls, path: Path) -> Reference:
+        """Read a saved reference; sizes and headers of every array are checked before anything is decompressed
+        (a one-line :class:`~mobilize.errors.MobilizeInputError` for a special file, a zip bomb or a corrupted
+        archive)."""
+        from mobilize.safeio import check_npz
+
+        check_npz(path, str(path))
         with np.load(path, allow_pickle=False) as z:
             labels = [str(x) for x in z["__labels__"]]
             names = [str(x) for x in z["__outputs__"]]
@@ -55,16 +61,16 @@ def compute_reference(spec: Any, sets: list[InputSet]) -> Reference:
     """Run PyTorch eager on every set; run the example twice to detect a non-deterministic model."""
     import torch
 
-    from mobilize.source import flatten_outputs
+    from mobilize.source import flatten_outputs, model_call
 
     outs = []
     for s in sets:
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(s.arrays[n])) for n in spec.input_names)
         with torch.no_grad():
-            _, flat = flatten_outputs(spec.module(*tensors))
+            _, flat = flatten_outputs(model_call(spec, tensors, f"the {s.label} input set"))
         outs.append({n: t.detach().cpu().numpy() for n, t in zip(spec.output_names, flat)})
     with torch.no_grad():
-        _, again = flatten_outputs(spec.module(*spec.example_inputs))
+        _, again = flatten_outputs(model_call(spec, spec.example_inputs, "its example inputs (second run)"))
     det = all(np.array_equal(a.detach().cpu().numpy(), outs[0][n], equal_nan=True)
               for n, a in zip(spec.output_names, again))
     return Reference(sets, outs, list(spec.output_names), det)
