@@ -204,12 +204,19 @@ class ConverterDied(Exception):
 def forking_available() -> bool:
     """Converters run in a forked child on Linux. macOS's system frameworks are not fork-safe once loaded, and
     Windows has no fork: there they run in this process (a converter crash then ends the run; the previous bundle
-    survives)."""
-    return hasattr(os, "fork") and sys.platform.startswith("linux")
+    survives). So do they in a process that has already started JAX's runtime (an earlier in-process LiteRT
+    conversion, e.g. by a program embedding mobilize): a forked copy of its thread pools deadlocks on first use.
+    The ``mobilize`` command never starts JAX in its own process."""
+    return hasattr(os, "fork") and sys.platform.startswith("linux") and not _jax_started()
+
+
+def _jax_started() -> bool:
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    return bool(getattr(bridge, "_backends", None))
 
 
 def in_child(fn: Callable[[Callable[[str], None]], Any], *, label: str, on_step: Callable[[str], None] | None = None,
-             timeout: float | None = None) -> Any:
+             timeout: float | None = None, fork: bool | None = None) -> Any:
     """``fn(step)`` in a forked child; returns its (pickled) result or raises its exception in this process.
 
     ``step`` forwards progress messages to ``on_step`` here. The child computes with one torch thread (a forked
@@ -217,10 +224,11 @@ def in_child(fn: Callable[[Callable[[str], None]], Any], *, label: str, on_step:
     ``os._exit`` (no cleanup of the parent's state runs twice). A child that dies, or outlives ``timeout``, raises
     :class:`ConverterDied`; an interrupt (Ctrl-C, SIGTERM) kills the child before it propagates.
     ``MOBILIZE_CONVERTER_FAULT`` (test hook, e.g. ``tflite:SIGABRT``) makes the child of a matching ``label`` kill
-    itself with that signal, the way LiteRT's ``LLVM ERROR`` aborts.
+    itself with that signal, the way LiteRT's ``LLVM ERROR`` aborts. ``fork``: None decides with
+    :func:`forking_available`; True/False force it.
     """
     step = on_step or (lambda _m: None)
-    if not forking_available():
+    if not (forking_available() if fork is None else fork):
         return fn(step)
     timeout = convert_timeout() if timeout is None else timeout
     scratch = tempfile.mkdtemp(prefix="mobilize-convert-")
@@ -284,6 +292,12 @@ def _child_main(fn: Callable[[Callable[[str], None]], Any], label: str, fd: int,
             sys.modules["torch"].set_num_threads(1)
         tempfile.tempdir = scratch
         os.environ["TMPDIR"] = scratch
+        from mobilize import _quiet
+
+        if not _quiet.is_verbose():  # a crash is reported by the parent; no Python stack dump on the terminal
+            import faulthandler
+
+            faulthandler.disable()
         _fault_hook(label)
         result = fn(lambda msg: _send(fd, ("step", str(msg))))
         try:
@@ -392,3 +406,9 @@ def _read_messages(fd: int, step: Callable[[str], None], timeout: float) -> tupl
                 step(value)
             else:
                 outcome = (kind, value)
+
+
+if __name__ == "__main__":  # `python -m mobilize.isolate`: where a child imports mobilize from (a diagnostic)
+    import mobilize
+
+    print(json.dumps({"mobilize": mobilize.__file__, "cwd": os.getcwd(), "sys_path": sys.path}))
