@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mobilize.bundle.hashing import sha256, size
-from mobilize.errors import BundleError, one_line
+from mobilize.errors import BundleError, MobilizeInputError, one_line
+from mobilize.safeio import refuse_special
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -136,7 +137,11 @@ def read(bundle: Path, *, check_files: bool = True) -> dict[str, Any]:
     safe_member(bundle, MANIFEST, str(mpath))  # a manifest.json symlinked to a file elsewhere is not read
     manifest = parse(read_bounded(mpath, MANIFEST_LIMIT), str(mpath))
     validate(manifest, str(mpath))
-    safe_member(bundle, manifest["reference"]["path"], str(mpath))
+    ref = safe_member(bundle, manifest["reference"]["path"], str(mpath))
+    try:  # a FIFO or device in place of reference.npz is refused before anything opens it
+        refuse_special(ref, str(mpath))
+    except MobilizeInputError as exc:
+        raise BundleError(str(exc)) from None
     if check_files:
         for art in manifest["artifacts"]:
             if art["status"] != "ok":

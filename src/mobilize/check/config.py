@@ -150,7 +150,7 @@ def find(start: str | Path | None = None) -> Path:
     """``./mobilize.toml``, else ``./pyproject.toml`` with a ``[tool.mobilize]`` table; else a ConfigError saying
     how to create one."""
     folder = Path(start) if start is not None else Path(".")
-    if (folder / CONFIG_NAME).is_file():
+    if (folder / CONFIG_NAME).exists():  # whatever it is: load() reads it, or says why it cannot
         return folder / CONFIG_NAME
     pyproject = folder / PYPROJECT
     if pyproject.is_file():
