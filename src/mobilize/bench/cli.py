@@ -40,7 +40,10 @@ def _bench(
     try:
         from mobilize.guard import check_outputs, write_output
 
-        check_outputs(("--json", json_out), folders=(("--report-dir", report_dir),))
+        writes_bundle = not no_manifest or (not no_report and report_dir is None)
+        check_outputs(("--json", json_out), folders=(("--report-dir", report_dir),
+                                                     *((("bundle", bundle),) if writes_bundle and bundle.is_dir()
+                                                       else ())))
         from mobilize.bench import budget as budgets
         from mobilize.bench import report
         from mobilize.bench.latency import Settings
