@@ -54,9 +54,13 @@ def _fail(exc: BaseException) -> None:
 
 
 def _escape(text: str) -> str:
+    """Text from files (paths, converter messages, a bundle's manifest) made safe to print: rich markup escaped, and
+    terminal control characters (ESC sequences, bidi overrides) shown as ``\\x1b`` instead of being obeyed."""
     from rich.markup import escape
 
-    return escape(text)
+    from mobilize.safeio import printable
+
+    return escape(printable(text))
 
 
 class _Group(click.Group):

@@ -143,7 +143,7 @@ class _Refused(ValueError):
 def _parse_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Refused(f"the number {one_line(text, 40)} is too large")
+        raise _Refused(f"the number {one_line(text, 40)} is not finite (too large, infinite or NaN)")
     return value
 
 
@@ -340,6 +340,16 @@ def _writable_folder(folder: Path, where: str, what: str) -> None:
     except OSError as exc:
         raise MobilizeInputError(f"{where}: cannot write into {what}{folder} ({exc.strerror or exc}); choose "
                                  "another path") from None
+
+
+_UNSAFE = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
+_UNSAFE.update({c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
+
+
+def printable(text: str) -> str:
+    """``text`` with terminal control characters (ESC, BEL, C1 codes, bidi overrides) written out as escapes, so a
+    hostile file name or message cannot drive the terminal it is printed on. Newlines and tabs are kept."""
+    return str(text).translate(_UNSAFE)
 
 
 def _label(path: str | os.PathLike[str], what: str) -> str:

@@ -365,6 +365,10 @@ def _vet_pt2(path: Path, data: bytes, *, trust_pickle: bool) -> None:
         raise SourceError(f"{path}: not a torch.export archive (not a zip file: {exc})") from exc
     with z:
         names = z.namelist()
+        expanded = sum(i.file_size for i in z.infolist())
+    if expanded > PT2_LIMIT:  # torch inflates compressed entries: a small archive may declare a huge content
+        raise SourceError(f"{path}: the archive expands to {expanded >> 20} MB, more than the {PT2_LIMIT >> 30} GB "
+                          "mobilize loads; refusing it")
     try:
         check_zip_names(names, str(path))
     except MobilizeInputError as exc:

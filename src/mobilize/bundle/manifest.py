@@ -137,6 +137,13 @@ def read(bundle: Path, *, check_files: bool = True) -> dict[str, Any]:
     safe_member(bundle, MANIFEST, str(mpath))  # a manifest.json symlinked to a file elsewhere is not read
     manifest = parse(read_bounded(mpath, MANIFEST_LIMIT), str(mpath))
     validate(manifest, str(mpath))
+    seen: set[tuple[str, str]] = set()
+    for art in manifest["artifacts"]:  # one file per format × precision: a repeated entry only multiplies work
+        key = (art["format"], art["precision"])
+        if key in seen:
+            raise BundleError(f"{mpath}: lists {key[0]} {key[1]} twice; a bundle holds one file per format and "
+                              "precision")
+        seen.add(key)
     ref = safe_member(bundle, manifest["reference"]["path"], str(mpath))
     try:  # a FIFO or device in place of reference.npz is refused before anything opens it
         refuse_special(ref, str(mpath))

@@ -141,6 +141,8 @@ class AccuracyTarget:
     headroom_db: float = 2.0
 
     def __post_init__(self) -> None:
+        if not -100 <= self.min_snr_db <= 300:  # also refuses NaN (the manifest is strict JSON: no NaN/Infinity)
+            raise OptionError(f"--min-snr {self.min_snr_db} must be a finite number of dB in [-100, 300], e.g. 25")
         if not 0 < self.min_top1 <= 1:
             raise OptionError(f"--min-top1 {self.min_top1} must be in (0, 1]")
         if not 0 < self.max_size_ratio <= 1:
