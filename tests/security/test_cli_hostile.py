@@ -69,6 +69,14 @@ def test_special_file_in_a_bundle_is_refused_without_hanging(bundle_copy: Path, 
     assert _digest(bundle_copy.parent) == before
 
 
+def test_a_huge_sparse_artifact_is_refused_before_reading(bundle_copy: Path) -> None:
+    """A 3 GB sparse "model" (instant to create, minutes to hash): refused from its size, before any read."""
+    with (bundle_copy / "tiny_fp32.onnx").open("r+b") as f:
+        f.truncate(3 << 30)
+    for cmd in (["verify", "b"], ["bench", "b", "--no-memory", "--no-baseline"]):
+        _error(_cli(cmd, bundle_copy.parent, timeout=60), "more than any onnx file")
+
+
 def _manifest_text(bundle: Path, text: str) -> None:
     (bundle / "manifest.json").write_text(text)
 

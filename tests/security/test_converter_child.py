@@ -16,7 +16,8 @@ import pytest
 from mobilize import isolate
 from mobilize.errors import ConversionError, Terminated
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="converters fork on Linux only")
+pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="converters fork on Linux only"),
+              pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")]  # JAX, if an earlier test loaded it
 
 
 def _call(fn, **kw):  # noqa: ANN001, ANN202

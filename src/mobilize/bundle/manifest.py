@@ -100,6 +100,10 @@ def safe_member(root: Path, rel: str, where: str) -> Path:
     return full
 
 
+#: the largest file of each format: ONNX and TFLite are single protobufs / flatbuffers (2 GB at most)
+FILE_LIMITS = {"onnx": 2 << 30, "tflite": 2 << 30, "coreml": 16 << 30}
+
+
 def artifact_where(bundle: Path, art: dict[str, Any]) -> str:
     return f"{bundle / MANIFEST} [{art['format']} {art['precision']}]"
 
@@ -123,6 +127,10 @@ def artifact_path(bundle: Path, art: dict[str, Any]) -> Path:
         raise BundleError(f"{where}: {art['path']!r} is {kind}, not a regular file; a bundle holds regular files")
     if stat.S_ISDIR(st.st_mode):  # a package: validated (no links, nothing outside) before any reader touches it
         check_package(path, where)
+    elif st.st_size > FILE_LIMITS.get(art["format"], FILE_LIMITS["coreml"]):  # e.g. a sparse 100 GB "model"
+        limit = FILE_LIMITS.get(art["format"], FILE_LIMITS["coreml"])
+        raise BundleError(f"{where}: {art['path']!r} is {st.st_size >> 20} MB, more than any {art['format']} file "
+                          f"holds ({limit >> 30} GB); refusing to read it")
     return path
 
 

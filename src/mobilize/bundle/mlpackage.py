@@ -23,6 +23,7 @@ from mobilize.safeio import MB, check_tree, load_json, read_bytes, refuse_specia
 MANIFEST_LIMIT = 1 * MB
 SPEC_LIMIT = 512 * MB  # the model.mlmodel protobuf (weights live in weight.bin, which may be much larger)
 MAX_ENTRIES = 10_000
+PACKAGE_LIMIT = 16 << 30
 
 
 def check_package(path: str | Path, where: str | None = None) -> None:
@@ -44,7 +45,11 @@ def _check(pkg: Path, label: str) -> None:
     st = refuse_special(pkg)
     if st is None or not stat.S_ISDIR(st.st_mode):
         raise BundleError(f"{label}: {pkg.name} is not a folder; a .mlpackage is a folder")
-    check_tree(pkg, max_entries=MAX_ENTRIES)  # no symlinks, no special files, bounded
+    files = check_tree(pkg, max_entries=MAX_ENTRIES)  # no symlinks, no special files, bounded
+    total = sum(f.stat().st_size for f in files)
+    if total > PACKAGE_LIMIT:
+        raise BundleError(f"{label}: {pkg.name} holds {total >> 20} MB, more than a Core ML package mobilize reads "
+                          f"({PACKAGE_LIMIT >> 30} GB); refusing it")
     manifest_path = pkg / "Manifest.json"
     if not manifest_path.is_file():
         raise BundleError(f"{label}: {pkg.name} has no Manifest.json; not a .mlpackage")
