@@ -231,7 +231,8 @@ def in_child(fn: Callable[[Callable[[str], None]], Any], *, label: str, on_step:
     if not (forking_available() if fork is None else fork):
         return fn(step)
     timeout = convert_timeout() if timeout is None else timeout
-    scratch = tempfile.mkdtemp(prefix="mobilize-convert-")
+    _remove_stale_scratch()
+    scratch = tempfile.mkdtemp(prefix=f"mobilize-convert-{os.getpid()}-")
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -263,6 +264,18 @@ def in_child(fn: Callable[[Callable[[str], None]], Any], *, label: str, on_step:
         name = _signal_name(os.WTERMSIG(status))
         raise ConverterDied(f"the converter process crashed ({name})", signal_name=name)
     raise ConverterDied(f"the converter process exited with code {os.WEXITSTATUS(status)} without a result")
+
+
+def _remove_stale_scratch() -> None:
+    """Temporary folders of converter children whose mobilize process was killed (SIGKILL cannot clean up)."""
+    import shutil
+
+    from mobilize.bundle.writer import _pid_alive
+
+    for p in Path(tempfile.gettempdir()).glob("mobilize-convert-*-*"):
+        pid = p.name.split("-")[2]
+        if pid.isdigit() and p.is_dir() and not p.is_symlink() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _reap(pid: int) -> int:
