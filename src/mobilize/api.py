@@ -204,6 +204,8 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
                 options: ExportOptions, verify: bool, isolate: bool, step: StepCallback, quant: Any = None,
                 scratch: Path | None = None, tolerances: Overrides | None = None, info: Any = None) -> dict[str, Any]:
     from mobilize._quiet import captured_output
+    from mobilize.bundle.writer import raise_if_disk_full
+    from mobilize.isolate import in_child
     from mobilize.quantize.recipes import QUANT_PRECISIONS
 
     rel = f"{spec.name}_{prec}{plugin.suffix}"
@@ -212,21 +214,26 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
                            "sha256": None, "inputs": [], "outputs": [], "parity": None, "notes": [], "error": None}
     t0 = time.perf_counter()
     log = None
-    try:
-        if prec in QUANT_PRECISIONS:  # the quantizer takes the exporter's fp32 file and writes the quantized one
-            exported = _quantize_one(plugin, prec, cap, spec, tmp, dest, options, quant, scratch, step)
-            art["quantization"] = exported.quantization
-        else:
-            with captured_output() as log:
-                exported = plugin.load("exporter")(cap, spec, prec, dest, options)
+    label = f"{plugin.name} {prec}"
+    try:  # converters and quantizers run in a child process: a crash or abort there costs this artifact only
+        with captured_output() as log:
+            if prec in QUANT_PRECISIONS:  # the quantizer takes the exporter's fp32 file and writes the quantized one
+                exported = in_child(lambda s: _finalized(_quantize_one(plugin, prec, cap, spec, tmp, dest, options,
+                                                                       quant, scratch, s), plugin, info, prec),
+                                    label=label, on_step=step)
+                art["quantization"] = exported.quantization
+            else:
+                exported = in_child(lambda _s: _finalized(plugin.load("exporter")(cap, spec, prec, dest, options),
+                                                          plugin, info, prec), label=label)
     except Exception as exc:  # noqa: BLE001 - one format failing must not stop the others
+        raise_if_disk_full(exc, log.text if log is not None else "", where=f"{label} into {tmp}", folders=(tmp,))
         _remove(dest)
         art.update(status="failed", path=None,
                    error=_error_record(plugin.name, exc, cap.program, log.text if log is not None else ""))
         art["export_seconds"] = round(time.perf_counter() - t0, 3)
         return art
     art["export_seconds"] = round(time.perf_counter() - t0, 3)
-    art["notes"] = exported.notes + _finalize(plugin, dest, info, prec)
+    art["notes"] = exported.notes
     art["bytes"] = size(dest)
     art["sha256"] = sha256(dest)
     if verify:
@@ -243,14 +250,13 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     return art
 
 
-def _finalize(plugin: registry.FormatPlugin, dest: Path, info: Any, precision: str) -> list[str]:
-    """The format's finalizer: metadata inside the file, reproducible bytes, side files removed."""
-    if info is None or not plugin.finalizer:
-        return []
-    from mobilize._quiet import captured_output
-
-    with captured_output():
-        return list(plugin.load("finalizer")(dest, info.with_precision(precision)))
+def _finalized(exported: Any, plugin: registry.FormatPlugin, info: Any, precision: str) -> Any:
+    """The format's finalizer on a fresh file (in the converter's child process): metadata inside the file,
+    reproducible bytes, side files removed; its notes join the exporter's."""
+    if info is not None and plugin.finalizer:
+        exported.notes = list(exported.notes) + list(plugin.load("finalizer")(exported.path, info.with_precision(
+            precision)))
+    return exported
 
 
 def _prune_bundle(tmp: Path, artifacts: list[dict[str, Any]]) -> None:

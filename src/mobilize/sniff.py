@@ -18,7 +18,10 @@ KINDS = ("onnx", "tflite", "mlpackage", "pt2", "torch-zip", "pickle", "safetenso
 
 def sniff(path: str | Path) -> str:
     """One of :data:`KINDS` for ``path`` (a file or an ``.mlpackage`` folder)."""
+    from mobilize.safeio import refuse_special
+
     p = Path(path)
+    refuse_special(p)  # a FIFO would block the open below; a device is not a model
     try:
         if p.is_dir():
             return "mlpackage" if (p / "Manifest.json").is_file() else "unknown"

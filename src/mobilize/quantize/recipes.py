@@ -160,8 +160,8 @@ class AccuracyTarget:
     def __post_init__(self) -> None:
         import math
 
-        if not math.isfinite(self.min_snr_db):
-            raise OptionError(f"--min-snr {self.min_snr_db} must be a finite number of dB")
+        if not -100 <= self.min_snr_db <= 300:  # also refuses NaN (the manifest is strict JSON: no NaN/Infinity)
+            raise OptionError(f"--min-snr {self.min_snr_db} must be a finite number of dB in [-100, 300], e.g. 25")
         if self.min_metric is not None and not math.isfinite(self.min_metric):
             raise OptionError(f"--min-metric {self.min_metric} must be a finite number")
         if self.min_metric is not None and self.metric is None:
