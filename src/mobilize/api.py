@@ -531,6 +531,11 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
         except Exception as exc:  # noqa: BLE001 - any decoding problem is a bad bundle
             raise BundleError(f"{ref_path}: unreadable reference data ({type(exc).__name__}: {exc})") from None
     input_names = [t["name"] for t in manifest["model"]["inputs"]]
+    for s_ in ref.sets:  # the manifest and reference.npz must describe the same inputs
+        if set(s_.arrays) != set(input_names):
+            raise BundleError(f"{bundle / mf.MANIFEST}: model inputs {input_names} do not match the inputs stored in "
+                              f"{manifest['reference']['path']} ({sorted(s_.arrays)}); the bundle was edited or is "
+                              "not from one export")
     with tempfile.TemporaryDirectory(prefix="mobilize-verify-") as scratch:
         if source is not None:
             ref_path = Path(scratch) / mf.REFERENCE
