@@ -78,7 +78,8 @@ def main(verbose: bool) -> None:
     _quiet.set_verbose(verbose)
 
 
-_FORMATS_HELP = "Comma-separated formats: onnx, coreml, tflite."
+_FORMATS_HELP = ("Comma-separated formats: onnx, coreml, tflite, ort (ORT format + required_operators.config for a "
+                 "reduced onnxruntime build).")
 
 
 def _fitness_options(fn: Any) -> Any:
@@ -374,9 +375,11 @@ def _quant_notes(a: dict[str, Any]) -> list[str]:
 
 def _register_optional_commands() -> None:
     """Commands that live in their own packages; importing them pulls in click only."""
+    from mobilize.analysis.cli import inspect
     from mobilize.bench.cli import bench
     from mobilize.check.cli import baseline, check
 
+    main.add_command(inspect)
     main.add_command(bench)
     main.add_command(check)
     main.add_command(baseline)

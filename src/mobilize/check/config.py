@@ -550,10 +550,11 @@ def _tolerances(r: _Reader, t: dict[str, Any], precisions: tuple[str, ...]) -> d
     return out
 
 
-def _budget_limits(r: _Reader, t: dict[str, Any], section: str) -> dict[str, float]:
+def _budget_limits(r: _Reader, t: dict[str, Any], section: str) -> dict[str, Any]:
     from mobilize.bench.budget import KEYS
+    from mobilize.check import placement
 
-    out: dict[str, float] = {}
+    out: dict[str, Any] = placement.parse(r, t, section)
     for key in (*KEYS, *ACCURACY_BUDGET_KEYS):
         if key not in t:
             continue
@@ -572,8 +573,9 @@ def _budget_limits(r: _Reader, t: dict[str, Any], section: str) -> dict[str, flo
 def _budgets(r: _Reader, t: dict[str, Any], precisions: tuple[str, ...]) -> Budgets:
     from mobilize import formats as registry
     from mobilize.bench.budget import KEYS
+    from mobilize.check.placement import KEYS as PLACEMENT_KEYS
 
-    limit_keys = (*KEYS, *ACCURACY_BUDGET_KEYS)
+    limit_keys = (*KEYS, *ACCURACY_BUDGET_KEYS, *PLACEMENT_KEYS)
     r.unknown(t, (*limit_keys, "threads", *registry.PRECISIONS), "budget.")
     threads = r.number(t, "threads", None, "budget.", example="threads = 1", lo=1, integer=True)
     default = _budget_limits(r, t, "budget.")
