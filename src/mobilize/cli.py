@@ -312,6 +312,7 @@ def _print_result(result: Any, title: str) -> None:
                          + (f" [dim](where: {_escape(where)})[/]" if where else ""))
             continue
         notes += _fit_notes(a, label)
+        notes += [f"[red]{label}[/]: {_escape(line)}" for line in _placement_findings(a)]
         if p is None:
             table.add_row(a["format"], a["precision"], _fmt_bytes(a["bytes"]), "not checked", _fit_cell(a), "", "",
                           "", *tail)
@@ -337,6 +338,13 @@ def _print_result(result: Any, title: str) -> None:
     console.print(f"bundle: [bold]{_escape(str(result.out))}[/]  ({s['exported']} exported, {s['failed']} failed; "
                   f"parity: {s['parity']['pass']} pass, {s['parity']['fail']} fail, "
                   f"{s['parity']['unverified']} unverified{fit_text})")
+
+
+def _placement_findings(a: dict[str, Any]) -> list[str]:
+    """What the placement analysis found that an app build must act on (a Core ML file that needs a newer OS)."""
+    from mobilize.analysis.placement import findings
+
+    return findings(a.get("placement"))
 
 
 def _quant_cells(a: dict[str, Any], quantized: bool, with_acc: bool) -> list[str]:

@@ -27,15 +27,15 @@ class InspectResult:
     def findings(self) -> list[str]:
         """What an app build must know: Core ML files that need a newer OS than their target, and files the
         inspection could not read."""
+        from mobilize.analysis.placement import findings
+
         out = []
         for a in self.artifacts:
             label = f"{a['format']} {a['precision']}"
             p = a.get("placement") or {}
             if p.get("error"):
                 out.append(f"{label}: not inspected: {p['error']}")
-            dep = p.get("deployment") or {}
-            if dep.get("exceeds_requested"):
-                out.append(f"{label}: {target_message(dep)}")
+            out += [f"{label}: {line}" for line in findings(p)]
         return out
 
     @property

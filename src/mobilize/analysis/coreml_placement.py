@@ -212,11 +212,11 @@ def neural_engine(program: Any, ops: list[Any], shapes: dict[str, list[int]], dt
     if fp32:
         block("float32", [op for op in compute if dtypes.get(op.outputs[0].name) == "FLOAT32"],
               f"{kinds.get('FLOAT32', 0)} of {len(compute)} ops compute in float32 (export fp16 for the Neural Engine)")
-    block("recurrent", [op for op in compute if op.type in _RECURRENT and id(op) not in off])
-    block("gather", [op for op in compute if op.type in _GATHER and id(op) not in off])
+    block("recurrent", [op for op in compute if op.type in _RECURRENT])
+    block("gather", [op for op in compute if op.type in _GATHER])
     dilated = []
     for op in compute:
-        if op.type in ("conv", "conv_transpose") and id(op) not in off:
+        if op.type in ("conv", "conv_transpose"):
             d = _const_value(program, op, "dilations", consts)
             if d is not None and np.any(np.asarray(d) > 1):
                 dilated.append(op)

@@ -163,6 +163,14 @@ def attach_modules(record: Mapping[str, Any] | None, modules: Mapping[str, str])
         record["op_modules"] = dict(sorted(used.items()))
 
 
+def findings(record: Mapping[str, Any] | None) -> list[str]:
+    """Lines an app build must act on: a Core ML file that needs a newer OS than the target it was exported for."""
+    from mobilize.analysis.bundle import target_message
+
+    dep = (record or {}).get("deployment") or {}
+    return [target_message(dep)] if dep.get("exceeds_requested") else []
+
+
 def summary_line(record: Mapping[str, Any] | None) -> str:
     """One line per file for tables: ``gpu: 2 partitions, 93% MACs; xnnpack: 1 partition`` (bench and inspect)."""
     if not record:

@@ -416,10 +416,11 @@ def _source(r: _Reader, text: str, root: Path) -> str | None:
 
 
 def _pairs(r: _Reader, data: Mapping[str, Any], formats: tuple[str, ...], precisions: tuple[str, ...]) -> None:
+    from mobilize import formats as registry
     from mobilize.quantize import recipes
 
     try:
-        recipes.check_pairs(formats, precisions)
+        recipes.check_pairs(formats, precisions, converted_from={f: registry.get(f).converts_from for f in formats})
     except MobilizeInputError as exc:
         r.problem("precisions" if "precisions" in data else "formats", f"{exc}; drop the pair or the format")
 
