@@ -369,7 +369,9 @@ def npu(path: Path, run: bool = True) -> dict[str, Any]:
         rec.update(_aot_compile(path, vendor))
     installed = [v for v, r in vendors.items() if r["status"] == "analyzed"]
     status = "analyzed" if installed else "not installed"
+    parts = [vendors[v].get("partitions") for v in installed if vendors[v].get("partitions") is not None]
     return {"tool": "ai_edge_litert.aot.aot_compile", "status": status, "vendors": vendors,
+            "partitions": max(parts) if parts else None,
             **({} if installed else {"reason": "no NPU vendor plugin with its SDK is installed here"})}
 
 
@@ -395,20 +397,18 @@ def _aot_compile(path: Path, vendor: str) -> dict[str, Any]:
         why = f"ahead-of-time compilation failed: {type(exc).__name__}: {exc}"
         return {"status": "unverified", "reason": why[:400]}
     compiled = [s for s, r in socs.items() if r.get("compiled")]
-    return {"status": "analyzed", "socs": socs, "compiled_for": compiled}
+    return {"status": "analyzed", "socs": socs, "compiled_for": compiled,
+            "partitions": max((r.get("partitions") or 0 for r in socs.values() if r.get("compiled")), default=None)}
 
 
 def _compiled_summary(model: Any) -> dict[str, Any]:
-    from mobilize.runtime import tflite_flatbuffer as fb
-
-    try:
-        data = model.model_bytes if hasattr(model, "model_bytes") else Path(model.path).read_bytes()
-        S = fb.schema()
-        m = S.Model.GetRootAs(data, 0)
-        names = fb.builtin_names()
-        g = m.Subgraphs(0)
-        kinds = Counter(fb.op_name(m, g.Operators(i), names) for i in range(g.OperatorsLength()))
-        dispatch = sum(n for k, n in kinds.items() if "DISPATCH" in k.upper() or k.startswith("custom:"))
-        return {"compiled": True, "ops_left": dict(kinds), "npu_dispatch_ops": dispatch}
-    except Exception as exc:  # noqa: BLE001
-        return {"compiled": True, "detail": f"compiled model not readable here ({type(exc).__name__})"}
+    """The vendor plugin's own partition statistics for one compiled model (``aot_types.PartitionStats``: per
+    subgraph the ops offloaded to the NPU, the total, and the NPU partitions)."""
+    stats = getattr(model, "partition_stats", None)
+    subgraphs = [{"subgraph": s.subgraph_index, "ops_offloaded": s.num_ops_offloaded, "ops": s.num_total_ops,
+                  "partitions": s.num_partitions_offloaded} for s in getattr(stats, "subgraph_stats", []) or []]
+    main = next((s for s in subgraphs if s["subgraph"] == 0), None)
+    out: dict[str, Any] = {"compiled": True, "subgraphs": subgraphs}
+    if main is not None:
+        out.update(partitions=main["partitions"], node_share=share(main["ops_offloaded"], main["ops"]))
+    return out
