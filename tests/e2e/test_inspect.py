@@ -187,3 +187,26 @@ def test_placement_budgets(placement_run) -> None:  # noqa: ANN001
     assert status == "fail" and "ane 0.0% of MACs < 50% (static estimate)" in msg
     assert verdict({"min_accelerated_mac_share": 0.5}, "onnx", "fp32")[0] == "pass"
     assert verdict({"max_delegate_partitions": 1}, "ort", "fp32")[0] == "skip"
+
+
+def test_npu_compilation_runs_where_a_vendor_sdk_is_installed(placement_run) -> None:  # noqa: ANN001
+    """Only where an ``ai-edge-litert-sdk-*`` package is installed (none is in mobilize's environment): the record
+    lists every SoC the vendor's backend knows, each compiled or with the plugin's error and partition figures."""
+    from ai_edge_litert.aot.vendors import import_vendor
+
+    from mobilize.analysis import tflite_placement
+
+    installed = [v for v, r in tflite_placement.npu_vendors().items() if r["status"] == "installed"]
+    if not installed:
+        pytest.skip("no NPU vendor SDK installed here (pip install ai-edge-litert-sdk-<vendor>)")
+    npu = _placement(placement_run, "tflite", "fp32")["paths"]["npu"]
+    for vendor in installed:
+        rec = npu["vendors"][vendor]
+        backend = import_vendor.import_vendor(vendor).create({"backend_id": vendor})
+        assert set(rec["socs"]) == {b.target_id for b in backend.specialize()}, rec
+        for soc in rec["socs"].values():
+            assert soc["compiled"] or soc["error"]
+            if soc.get("partitions") is not None:
+                assert soc["subgraphs"][0]["ops"] == len(tflite_placement.read_graph(
+                    (placement_run.out / artifact(placement_run.manifest, "tflite", "fp32")["path"]).read_bytes())
+                    ["ops"])

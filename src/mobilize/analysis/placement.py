@@ -180,8 +180,11 @@ def summary_line(record: Mapping[str, Any] | None) -> str:
     parts = []
     for name, p in (record.get("paths") or {}).items():
         if name == "npu":
-            ok = [v for v, r in (p.get("vendors") or {}).items() if r.get("status") == "analyzed"]
-            parts.append(f"npu: {', '.join(ok) if ok else 'no vendor plugin installed'}")
+            ok = [f"{v} ({r['partitions']} partition{'s' if r['partitions'] != 1 else ''}"
+                  + ("" if r.get("compiled_for") else ", not compiled here") + ")"
+                  for v, r in (p.get("vendors") or {}).items()
+                  if r.get("status") == "analyzed" and r.get("partitions") is not None]
+            parts.append(f"npu: {', '.join(ok) if ok else p.get('status')}")
             continue
         status = p.get("status")
         if status != "analyzed":

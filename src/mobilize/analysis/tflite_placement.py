@@ -368,11 +368,13 @@ def npu(path: Path, run: bool = True) -> dict[str, Any]:
             continue
         rec.update(_aot_compile(path, vendor))
     installed = [v for v, r in vendors.items() if r["status"] == "analyzed"]
-    status = "analyzed" if installed else "not installed"
+    status = "analyzed" if installed else ("unverified" if any(r["status"] == "unverified" for r in vendors.values())
+                                           else "not installed")
     parts = [vendors[v].get("partitions") for v in installed if vendors[v].get("partitions") is not None]
     return {"tool": "ai_edge_litert.aot.aot_compile", "status": status, "vendors": vendors,
             "partitions": max(parts) if parts else None,
-            **({} if installed else {"reason": "no NPU vendor plugin with its SDK is installed here"})}
+            **({} if installed else {"reason": "no NPU vendor plugin with its SDK is installed here"
+                                     if status == "not installed" else "no installed vendor plugin gave an answer"})}
 
 
 def _aot_compile(path: Path, vendor: str) -> dict[str, Any]:
@@ -392,13 +394,50 @@ def _aot_compile(path: Path, vendor: str) -> dict[str, Any]:
             for backend_obj, model in getattr(result, "models_with_backend", []):
                 socs[str(backend_obj.target_id)] = _compiled_summary(model)
             for backend_obj, error in getattr(result, "failed_backends", []):
-                socs[str(backend_obj.target_id)] = {"compiled": False, "error": str(error)[:300]}
+                socs[str(backend_obj.target_id)] = _failure(str(error))
     except Exception as exc:  # noqa: BLE001 - a vendor toolchain failure is that vendor's result
         why = f"ahead-of-time compilation failed: {type(exc).__name__}: {exc}"
         return {"status": "unverified", "reason": why[:400]}
     compiled = [s for s, r in socs.items() if r.get("compiled")]
-    return {"status": "analyzed", "socs": socs, "compiled_for": compiled,
-            "partitions": max((r.get("partitions") or 0 for r in socs.values() if r.get("compiled")), default=None)}
+    parts = [r["partitions"] for r in socs.values() if r.get("partitions") is not None]
+    out = {"status": "analyzed" if parts or compiled else "unverified", "socs": socs, "compiled_for": compiled,
+           "partitions": max(parts) if parts else None}
+    if not compiled:  # the plugin's partitioning stands; the device binary could not be built here
+        out["reason"] = "compilation failed for every SoC here: " + next(
+            (r["error"] for r in socs.values() if r.get("error")), "no SoC listed")[:300]
+    return out
+
+
+def _failure(error: str) -> dict[str, Any]:
+    """A failed compilation: the plugin's log (which ai_edge_litert leaves in a temp file) gives the partition
+    statistics the plugin computed before compiling, and the first error line; the log file is removed."""
+    import re as _re
+
+    from ai_edge_litert.aot.core import apply_plugin
+
+    out: dict[str, Any] = {"compiled": False, "error": error[:300]}
+    m = _re.search(r"See (\S+\.error) for details", error)
+    if not m:
+        return out
+    log = Path(m.group(1))
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return out
+    finally:
+        log.unlink(missing_ok=True)
+    stats = apply_plugin._RE_PARTITION_STATS.findall(text)  # noqa: SLF001 - the plugin's own stats format
+    if stats:
+        sub, offloaded, total, parts = (int(x) for x in stats[0])
+        out.update(partitions=parts, node_share=share(offloaded, total),
+                   subgraphs=[{"subgraph": int(a), "ops_offloaded": int(b), "ops": int(c), "partitions": int(d)}
+                              for a, b, c, d in stats])
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    first = next((i for i, ln in enumerate(lines) if ln.startswith("ERROR:")), None)
+    if first is not None:
+        detail = " ".join(ln for ln in lines[first:first + 6] if not ln.startswith(("INFO:", "WARNING:")))
+        out["error"] = " ".join(detail.split())[:400]
+    return out
 
 
 def _compiled_summary(model: Any) -> dict[str, Any]:
