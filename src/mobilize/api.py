@@ -396,7 +396,9 @@ def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str
     """Read the file's declared I/O and (when ``ref_path`` is given) verify it — in a child process by default, so
     a runtime that crashes on the file costs one artifact, not the run. Returns ``{"inputs", "outputs",
     "parity"?}`` with I/O as dicts; ``{"error": ...}`` when the file cannot be read. ``tolerance`` (a
-    :class:`~mobilize.verify.tolerance.Tolerance`) replaces the default for the format × precision."""
+    :class:`~mobilize.verify.tolerance.Tolerance`) replaces the default for the format × precision. ``analyze`` adds
+    the static ``analysis`` record; ``place`` (options such as ``coreml_target``) adds the ``placement`` record
+    (:mod:`mobilize.analysis.placement`)."""
     from mobilize import isolate as iso
 
     job = {"op": "verify" if ref_path is not None else "inspect", "format": plugin.name, "path": str(path),

@@ -72,8 +72,35 @@ def convert(data: bytes, dest: Path) -> list[str]:
         shutil.copyfile(ort_path, dest)
         lines = [f"# - {dest.name}" if ln.startswith("# - ") else ln for ln in config.read_text().splitlines()]
         companion(dest).write_text("\n".join(lines) + "\n")
-    return [f"ORT format (onnxruntime {ort.__version__}, optimisation level 'all', fixed style); "
-            f"{companion(dest).name} lists the operators a reduced onnxruntime build needs"]
+    notes = [f"ORT format (onnxruntime {ort.__version__}, optimisation level 'all', fixed style); "
+             f"{companion(dest).name} lists the operators a reduced onnxruntime build needs"]
+    return notes + _float16_kept(data, dest)
+
+
+def _float16_kept(data: bytes, dest: Path) -> list[str]:
+    """A note when the converter turned float16 weights into float32: onnxruntime inserts casts for ops its CPU
+    kernels here cannot run in float16 and folds them into the weights, so the file stores (and computes in) float32
+    — a decision of this host's build, baked into the file."""
+    import tempfile as _tmp
+
+    from mobilize.analysis import onnx as onnx_reader
+    from mobilize.analysis import ort as ort_reader
+
+    def fp16_bytes(consts: list) -> int:
+        return sum(c.nbytes for c in consts if c.dtype == "float16")
+
+    with _tmp.TemporaryDirectory(prefix="mobilize-ort-") as tmp:
+        src = Path(tmp) / "src.onnx"
+        src.write_bytes(data)
+        before = fp16_bytes(onnx_reader.read(src).constants)
+    if before == 0:
+        return []
+    after = fp16_bytes(ort_reader.read(dest).constants)
+    if after >= before // 2:
+        return []
+    return [f"float16: onnxruntime's converter on this host has no float16 kernels for some ops, so it cast their "
+            f"weights to float32 ({before - after} float16 bytes became float32): this file stores and computes "
+            "those ops in float32; convert on the target (ARM64) or ship the .onnx file for float16"]
 
 
 def finalize(path: Path, info) -> list[str]:  # noqa: ANN001 - mobilize.export.metadata.FileInfo
