@@ -91,7 +91,8 @@ def main(verbose: bool) -> None:
     start_cli()  # SIGTERM unwinds like Ctrl-C; MOBILIZE_* settings are checked before any work
 
 
-_FORMATS_HELP = "Comma-separated formats: onnx, coreml, tflite."
+_FORMATS_HELP = ("Comma-separated formats: onnx, coreml, tflite, ort (ORT format + required_operators.config for a "
+                 "reduced onnxruntime build).")
 
 
 def _fitness_options(fn: Any) -> Any:
@@ -342,6 +343,7 @@ def _print_result(result: Any, title: str) -> None:
                          + (f" [dim](where: {_escape(where)})[/]" if where else ""))
             continue
         notes += _fit_notes(a, label)
+        notes += [f"[red]{label}[/]: {_escape(line)}" for line in _placement_findings(a)]
         if p is None:
             table.add_row(a["format"], a["precision"], _fmt_bytes(a["bytes"]), "not checked", _fit_cell(a), "", "",
                           "", *tail)
@@ -367,6 +369,13 @@ def _print_result(result: Any, title: str) -> None:
     console.print(f"bundle: [bold]{_escape(str(result.out))}[/]  ({s['exported']} exported, {s['failed']} failed; "
                   f"parity: {s['parity']['pass']} pass, {s['parity']['fail']} fail, "
                   f"{s['parity']['unverified']} unverified{fit_text})")
+
+
+def _placement_findings(a: dict[str, Any]) -> list[str]:
+    """What the placement analysis found that an app build must act on (a Core ML file that needs a newer OS)."""
+    from mobilize.analysis.placement import findings
+
+    return findings(a.get("placement"))
 
 
 def _quant_cells(a: dict[str, Any], quantized: bool, with_acc: bool) -> list[str]:
@@ -405,10 +414,12 @@ def _quant_notes(a: dict[str, Any]) -> list[str]:
 
 def _register_optional_commands() -> None:
     """Commands that live in their own packages; importing them pulls in click only."""
+    from mobilize.analysis.cli import inspect
     from mobilize.bench.cli import bench
     from mobilize.check.cli import baseline, check
     from mobilize.diff.cli import diff
 
+    main.add_command(inspect)
     main.add_command(bench)
     main.add_command(check)
     main.add_command(baseline)

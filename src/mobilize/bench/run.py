@@ -230,6 +230,7 @@ def bench(
             row = _row(fmt, prec, art["path"], runner_cls.runtime if available else None, t, parameters, macs)
             row.update(sizes or {"bytes": None, "zipped_bytes": None, "floor_bytes": None, "floor_ratio": None})
             row["parity"] = parity
+            row["placement"] = placement_summary(art.get("placement"))
             if art["status"] != "ok":
                 message = (art.get("error") or {}).get("message", "")
                 row.update(status="failed", reason=f"export failed: {message}"[:300])
@@ -333,6 +334,13 @@ def bench(
         "exit_code": exit_code,
     }
     return BenchResult(bundle, data)
+
+
+def placement_summary(record: dict[str, Any] | None) -> str:
+    """Where the file's ops would run on a phone, in one line (static analysis at export; see mobilize inspect)."""
+    from mobilize.analysis.placement import summary_line
+
+    return summary_line(record)
 
 
 def _row(

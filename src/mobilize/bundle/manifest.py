@@ -170,4 +170,8 @@ def read(bundle: Path, *, check_files: bool = True) -> dict[str, Any]:
             if sha256(path) != art["sha256"]:
                 raise BundleError(f"{where}: {art['path']!r} sha256 does not match the manifest; the file changed "
                                   "after export")
+            for comp in art.get("companions") or []:  # files that ship with the artifact (ORT's operator config)
+                cpath = safe_member(bundle, comp["path"], where)
+                if not cpath.is_file() or sha256(cpath) != comp["sha256"]:
+                    raise BundleError(f"{where}: companion file {comp['path']!r} is missing or changed after export")
     return manifest

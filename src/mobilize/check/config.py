@@ -418,10 +418,11 @@ def _source(r: _Reader, text: str, root: Path) -> str | None:
 
 
 def _pairs(r: _Reader, data: Mapping[str, Any], formats: tuple[str, ...], precisions: tuple[str, ...]) -> None:
+    from mobilize import formats as registry
     from mobilize.quantize import recipes
 
     try:
-        recipes.check_pairs(formats, precisions)
+        recipes.check_pairs(formats, precisions, converted_from={f: registry.get(f).converts_from for f in formats})
     except MobilizeInputError as exc:
         r.problem("precisions" if "precisions" in data else "formats", f"{exc}; drop the pair or the format")
 
@@ -552,10 +553,11 @@ def _tolerances(r: _Reader, t: dict[str, Any], precisions: tuple[str, ...]) -> d
     return out
 
 
-def _budget_limits(r: _Reader, t: dict[str, Any], section: str) -> dict[str, float]:
+def _budget_limits(r: _Reader, t: dict[str, Any], section: str) -> dict[str, Any]:
     from mobilize.bench.budget import KEYS
+    from mobilize.check import placement
 
-    out: dict[str, float] = {}
+    out: dict[str, Any] = placement.parse(r, t, section)
     for key in (*KEYS, *ACCURACY_BUDGET_KEYS):
         if key not in t:
             continue
@@ -574,8 +576,9 @@ def _budget_limits(r: _Reader, t: dict[str, Any], section: str) -> dict[str, flo
 def _budgets(r: _Reader, t: dict[str, Any], precisions: tuple[str, ...]) -> Budgets:
     from mobilize import formats as registry
     from mobilize.bench.budget import KEYS
+    from mobilize.check.placement import KEYS as PLACEMENT_KEYS
 
-    limit_keys = (*KEYS, *ACCURACY_BUDGET_KEYS)
+    limit_keys = (*KEYS, *ACCURACY_BUDGET_KEYS, *PLACEMENT_KEYS)
     r.unknown(t, (*limit_keys, "threads", *registry.PRECISIONS), "budget.")
     threads = r.number(t, "threads", None, "budget.", example="threads = 1", lo=1, hi=_cores(), integer=True)
     default = _budget_limits(r, t, "budget.")
