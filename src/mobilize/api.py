@@ -174,6 +174,7 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
                 artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step,
                                              quant, Path(scratch), tolerances, info))
                 _inherit_quantization(plugin, artifacts)
+                step(_done_line(artifacts[-1], len(artifacts), len(fmts) * len(precs)))
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
@@ -245,6 +246,7 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
         art["companions"] = companions
     if verify:
         step(f"verifying {plugin.name} {prec}")
+    t1 = time.perf_counter()
     found = inspect_and_verify(plugin, dest, prec, tmp / mf.REFERENCE if verify else None, spec.input_names,
                                isolate=isolate, tolerance=_tolerance(plugin.name, prec, tolerances), analyze=True,
                                place=placement_options(options))
@@ -252,11 +254,25 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     art["outputs"] = _io_records(spec.output_names or [], found.get("outputs", []))
     _set_analysis(art, found)
     _set_placement(art, found)
+    art["verify_seconds"] = round(time.perf_counter() - t1, 3)  # reading, analysing and (if asked) verifying
     if verify:
         art["parity"] = found["parity"]
     elif "error" in found:
         art["notes"].append(f"could not read the file's I/O: {found['error']}")
     return art
+
+
+def _done_line(art: dict[str, Any], k: int, n: int) -> str:
+    """``onnx fp16 exported 3.10 MB, parity pass (3/12)``: the progress line of a finished artifact."""
+    from mobilize.bench.report import fmt_bytes
+    from mobilize.progress import Done
+
+    label = f"{art['format']} {art['precision']}"
+    if art["status"] != "ok":
+        why = " ".join(str((art.get("error") or {}).get("message") or "").split())[:120]
+        return Done(f"{label} failed: {why} ({k}/{n})")
+    parity = f", parity {art['parity']['status']}" if art.get("parity") else ""
+    return Done(f"{label} exported {fmt_bytes(art['bytes'])}{parity} ({k}/{n})")
 
 
 def _shipped_size_ratios(artifacts: list[dict[str, Any]]) -> None:

@@ -12,7 +12,9 @@ import click
 
 from mobilize import __version__
 
-_STATE: dict[str, Any] = {"verbose": False}
+_STATE: dict[str, Any] = {"verbose": 0, "quiet": False}
+#: options of the ``mobilize`` group that may stand anywhere on the command line (``mobilize zoo -v``)
+_GLOBAL_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")
 
 
 def _console(stderr: bool = False) -> Any:
@@ -64,6 +66,13 @@ def _escape(text: str) -> str:
 
 
 class _Group(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """-v / -vv / --quiet are accepted anywhere before ``--``: moved in front of the subcommand."""
+        end = args.index("--") if "--" in args else len(args)
+        flags = [a for a in args[:end] if a in _GLOBAL_FLAGS]
+        rest = [a for a in args[:end] if a not in _GLOBAL_FLAGS] + args[end:]
+        return super().parse_args(ctx, flags + rest)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -79,15 +88,24 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Show converter logs and tracebacks.")
+@click.option("-v", "--verbose", count=True,
+              help="-v: converter logs and tracebacks; -vv: also their debug logging. Accepted anywhere.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output (results and errors only). Accepted anywhere.")
 @click.version_option(__version__, prog_name="mobilize")
-def main(verbose: bool) -> None:
+def main(verbose: int, quiet: bool) -> None:
     """Turn a PyTorch model into verified ONNX, Core ML and TFLite files in an app-ready bundle."""
     from mobilize import _quiet
     from mobilize.guard import start_cli
 
+    if verbose and quiet:
+        raise click.UsageError("-v and --quiet contradict each other: pass one")
     _STATE["verbose"] = verbose
-    _quiet.set_verbose(verbose)
+    _STATE["quiet"] = quiet
+    _quiet.set_verbose(verbose > 0)
+    if verbose > 1:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
     start_cli()  # SIGTERM unwinds like Ctrl-C; MOBILIZE_* settings are checked before any work
 
 
@@ -271,15 +289,15 @@ def demo(out: Path) -> None:
 
 
 def _with_status(fn: Any) -> Any:
-    console = _console(True)
-    if _STATE["verbose"] or not console.is_terminal:
-        def step(msg: str) -> None:
-            if _STATE["verbose"]:
-                console.print(f"[dim]… {msg}[/]")
+    """Run ``fn(on_step)`` with progress on stderr (mobilize.progress): a live line in a terminal, one timestamped
+    line per step otherwise (CI logs), nothing with --quiet. With -v the converters' logs interleave with the
+    steps, so the steps are printed as lines there too."""
+    from mobilize.progress import Reporter
 
-        return fn(step)
-    with console.status("starting") as status:
-        return fn(lambda msg: status.update(f"{msg}…"))
+    console = _console(True)
+    live = console.is_terminal and not _STATE["verbose"]
+    with Reporter(console, live=live, quiet=_STATE["quiet"]) as report:
+        return fn(report)
 
 
 def _fmt_bytes(n: int | None) -> str:
