@@ -54,7 +54,7 @@ class Result:
         return 0
 
 
-def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] | str = registry.DEFAULT_FORMATS,
+def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] | str | None = None,
            precisions: Sequence[str] | str = registry.DEFAULT_PRECISIONS, options: ExportOptions | None = None,
            verify: bool = True, strict: bool = False, weights: str | Path | None = None,
            trust_pickle: bool = False, isolate: bool = True, on_step: StepCallback | None = None,
@@ -62,6 +62,10 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
            fitness: Thresholds | None = None, allow_unfit: bool = False, allow_below_target: bool = False,
            dynamic: Mapping[str, Mapping[int, Any]] | None = None, diagnose: bool = True) -> Result:
     """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
+
+    ``formats``: ``"onnx,tflite"`` or a list; None exports every default format (onnx, coreml, tflite) whose pip
+    extra is installed. A format asked for by name whose extra is missing raises
+    :class:`~mobilize.errors.MissingExtraError` naming the ``pip install`` to run.
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for bad input (nothing is written); conversion and parity
     failures are recorded in the manifest and reflected in ``Result.exit_code``. Each exported file is read and
@@ -93,7 +97,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     from mobilize.verify.tolerance import check_overrides
 
     step = on_step or (lambda _msg: None)
-    fmts = registry.parse_list(formats, what="formats", allowed=tuple(registry.REGISTRY))
+    fmts = _formats(formats, step)
     precs = registry.parse_list(precisions, what="precisions", allowed=registry.PRECISIONS)
     from mobilize.quantize import calibration as qcal
     from mobilize.quantize import recipes as qrec
@@ -151,6 +155,25 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
         result.diagnosis = find_divergence(out, manifest, spec, quant, isolate=isolate, step=step)
     return result
+
+
+def _formats(formats: Sequence[str] | str | None, step: StepCallback) -> list[str]:
+    """The formats to export: as asked (each one's extra installed), or every installed default format."""
+    from mobilize.errors import MissingExtraError
+    from mobilize.progress import Done
+
+    if formats is not None:
+        fmts = registry.parse_list(formats, what="formats", allowed=tuple(registry.REGISTRY))
+        registry.require_installed(fmts)
+        return fmts
+    fmts = registry.installed()
+    if not fmts:
+        raise MissingExtraError("no converter is installed: pip install 'mobilize[onnx]' (or [coreml], [tflite], "
+                                "[all])")
+    for f in registry.DEFAULT_FORMATS:
+        if f not in fmts:
+            step(Done(f"{f} skipped: {registry.missing_extra_message(f)}"))
+    return fmts
 
 
 def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: ModelSpec, options: ExportOptions,
@@ -449,6 +472,13 @@ def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str
            "precision": precision, "reference": str(ref_path) if ref_path else None,
            "input_names": list(input_names), "tolerance": tolerance.to_dict() if tolerance is not None else None,
            "analyze": analyze, **({"place": place} if place is not None else {})}
+    missing = registry.missing_extra_message(plugin.name)
+    if missing is not None:  # an ONNX-only install re-verifying a bundle that also holds Core ML files
+        from mobilize.verify.parity import ParityRecord
+        from mobilize.verify.tolerance import for_artifact
+
+        record = ParityRecord("unverified", None, missing, tolerance or for_artifact(plugin.name, precision or "fp32"))
+        return {"error": missing, "kind": "MissingExtraError", **({"parity": record.to_dict()} if ref_path else {})}
     if not isolate or not _needs_isolation(plugin):
         from mobilize._worker import handle
 

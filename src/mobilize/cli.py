@@ -134,7 +134,8 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
 @click.argument("source")
 @click.option("--out", "out", default=None, type=click.Path(path_type=Path),
               help="Bundle folder (default: ./<model-name>-bundle). Replaced atomically.")
-@click.option("--formats", default="onnx,coreml,tflite", show_default=True, help=_FORMATS_HELP)
+@click.option("--formats", default=None, help=_FORMATS_HELP + " Default: onnx, coreml and tflite, each whose extra is "
+              "installed (pip install 'mobilize[all]').")
 @click.option("--precisions", default="fp32,fp16", show_default=True, help=_PREC_HELP)
 @click.option("--coreml-target", default="iOS16", show_default=True,
               help="Core ML minimum deployment target (iOS15..iOS18, macOS12..macOS15).")
