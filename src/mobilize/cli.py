@@ -339,10 +339,10 @@ def _print_result(result: Any, title: str) -> None:
     quantized = any(a.get("quantization") for a in result.artifacts)
     with_acc = any(a.get("accuracy") for a in result.artifacts)
     cols = ["format", "precision", "size", "parity", "fit", "max abs err", "SNR dB", "runtime"]
-    cols += ["recipe", "held-out SNR / top-1", "latency vs fp32"] if quantized else []
+    cols += ["recipe", "held-out SNR / top-1", "latency ÷ fp32"] if quantized else []
     cols += ["test accuracy"] if with_acc else []
     for col in cols:
-        table.add_column(col, justify="right" if col in ("size", "max abs err", "SNR dB", "latency vs fp32",
+        table.add_column(col, justify="right" if col in ("size", "max abs err", "SNR dB", "latency ÷ fp32",
                                                          "test accuracy") else "left",
                          no_wrap=col in ("format", "precision", "runtime", "recipe"))
     extra = len(cols) - 8
