@@ -81,3 +81,17 @@ def test_terminal_keeps_finished_work_and_shows_the_step_count() -> None:
 def test_clock() -> None:
     assert [clock(s) for s in (0, 59.9, 61, 3599, 3600, 3725)] == ["[00:00]", "[00:59]", "[01:01]", "[59:59]",
                                                                  "[1:00:00]", "[1:02:05]"]
+
+
+def test_write_output_dash_is_stdout(capfdbinary: pytest.CaptureFixture[bytes], tmp_path, monkeypatch) -> None:
+    from mobilize.guard import check_outputs, write_output
+
+    monkeypatch.chdir(tmp_path)
+    check_outputs(("--json", "-"))  # not a file: nothing to refuse
+    write_output("-", '{"schema": "x/1"}\n', "--json")
+    assert capfdbinary.readouterr().out == b'{"schema": "x/1"}\n'
+    assert not (tmp_path / "-").exists()
+    cli.json_target("-")
+    assert cli._STATE["json_stdout"] is True
+    cli.json_target(tmp_path / "v.json")
+    assert cli._STATE["json_stdout"] is False

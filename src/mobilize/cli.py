@@ -21,6 +21,7 @@ def _console(stderr: bool = False) -> Any:
     """A rich console on a duplicate of the original stdout/stderr, so it survives fd redirection of converters."""
     from rich.console import Console
 
+    stderr = stderr or bool(_STATE.get("json_stdout"))  # `--json -`: stdout carries the JSON document only
     key = "err" if stderr else "out"
     if key not in _STATE:
         fd = os.dup(2 if stderr else 1)
@@ -53,6 +54,15 @@ def _fail(exc: BaseException) -> None:
     _console(True).print(f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(' '.join(str(exc).split()))}"
                          " (run with -v for the traceback)")
     raise SystemExit(2)
+
+
+def json_target(json_out: Path | str | None) -> None:
+    """Every ``--json`` takes a path or ``-`` (standard output; the human-readable output then goes to stderr)."""
+    _STATE["json_stdout"] = json_out is not None and str(json_out) == "-"
+
+
+VERIFY_SCHEMA = "mobilize-verify/1"
+JSON_HELP = "Write the results as JSON to FILE, or to standard output with `-` (the tables then go to stderr)."
 
 
 def _escape(text: str) -> str:
@@ -147,7 +157,8 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
               "that cannot keep it dynamic say so (a fitness finding).")
 @click.option("--no-verify", is_flag=True, help="Skip parity checks (artifacts get parity null).")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity (e.g. Core ML on Linux) as a failure.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the manifest to this file.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
+              help="Also write the manifest (schema_version 1, docs/manifest.md) to FILE, or to stdout with `-`.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Checkpoint loaded into the model (.safetensors preferred; torch.save files load weights-only).")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling arbitrary Python objects from --weights or a "
@@ -190,6 +201,7 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
     from mobilize.spec import parse_dynamic
     from mobilize.verify.fitness import parse_thresholds
 
+    json_target(json_out)
     check_outputs(("--json", json_out))  # an unwritable --json must fail before the bundle is replaced
     options = ExportOptions(onnx_opset=onnx_opset, coreml_target=coreml_target, fp16_io=fp16_io)
     target = AccuracyTarget(min_snr_db=min_snr, min_top1=min_top1, max_size_ratio=max_size_ratio, holdout=holdout,
@@ -227,7 +239,8 @@ def _print_diagnosis(result: Any, source: str) -> None:
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the verification results here.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
+              help="Write the verification results (schema mobilize-verify/1) to FILE, or to stdout with `-`.")
 @click.option("--source", default=None, help="Recompute the reference from this model source instead of the "
               "bundle's stored reference.npz.")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity as a failure.")
@@ -240,6 +253,7 @@ def verify(bundle: Path, json_out: Path | None, source: str | None, strict: bool
     from mobilize.guard import check_outputs, write_output
     from mobilize.verify.fitness import parse_thresholds
 
+    json_target(json_out)
     check_outputs(("--json", json_out))
     thresholds = parse_thresholds(fitness)
     result = _with_status(lambda step: api.verify(bundle, source=source, strict=strict, on_step=step,
@@ -247,7 +261,7 @@ def verify(bundle: Path, json_out: Path | None, source: str | None, strict: bool
                                                   allow_below_target=allow_below_target))
     _print_result(result, title=f"mobilize verify {bundle}")
     if json_out:
-        payload = {"bundle": str(bundle), "summary": result.manifest["summary"],
+        payload = {"schema": VERIFY_SCHEMA, "bundle": str(bundle), "summary": result.manifest["summary"],
                    "artifacts": [{k: a.get(k) for k in ("format", "precision", "path", "sha256", "parity", "fitness")}
                                  for a in result.artifacts]}
         write_output(json_out, json.dumps(payload, indent=2) + "\n", "--json")

@@ -40,7 +40,8 @@ class DiffResult:
         return 1 if any(r.get("error") or r.get("first_divergent") for r in self.reports) else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bundle": str(self.bundle), "source": self.source, "inputs": self.inputs, "artifacts": self.reports}
+        return {"schema": "mobilize-diff/1", "bundle": str(self.bundle), "source": self.source, "inputs": self.inputs,
+                "artifacts": self.reports}
 
     def write_html(self, folder: str | Path) -> Path:
         from mobilize.diff.report import write_html
