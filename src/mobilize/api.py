@@ -38,9 +38,14 @@ class Result:
     allow_below_target: bool = False
     diagnosis: Any = None  # mobilize.diff.DiffResult for files that fail parity or miss their target (export only)
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{"bundle", "exit_code", "manifest"}`` (the manifest as written, docs/manifest.md)."""
+        return {"bundle": str(self.out), "exit_code": self.exit_code, "manifest": self.manifest}
+
     @property
     def artifacts(self) -> list[dict[str, Any]]:
-        return self.manifest["artifacts"]
+        arts: list[dict[str, Any]] = self.manifest["artifacts"]
+        return arts
 
     @property
     def exit_code(self) -> int:
@@ -98,7 +103,8 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     step = on_step or (lambda _msg: None)
     fmts = _formats(formats, step)
-    precs = registry.parse_list(precisions, what="precisions", allowed=registry.PRECISIONS)
+    precs = registry.parse_list(precisions if isinstance(precisions, str) else list(precisions), what="precisions",
+                                allowed=registry.PRECISIONS)
     from mobilize.quantize import calibration as qcal
     from mobilize.quantize import recipes as qrec
 
@@ -163,7 +169,8 @@ def _formats(formats: Sequence[str] | str | None, step: StepCallback) -> list[st
     from mobilize.progress import Done
 
     if formats is not None:
-        fmts = registry.parse_list(formats, what="formats", allowed=tuple(registry.REGISTRY))
+        fmts = registry.parse_list(formats if isinstance(formats, str) else list(formats), what="formats",
+                                   allowed=tuple(registry.REGISTRY))
         registry.require_installed(fmts)
         return fmts
     fmts = registry.installed()
@@ -205,8 +212,8 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
         _placement_modules(artifacts, cap.program)
         floors = floor_bytes(cap.program)
         judge_fitness(tmp, artifacts, cap.graph, floors, ref_path=tmp / mf.REFERENCE,
-                      input_names=spec.input_names, isolate=isolate, thresholds=fitness, step=step,
-                      dynamic=dict(spec.dynamic_dims or {}))
+                      input_names=list(spec.input_names or ()), isolate=isolate, thresholds=fitness, step=step,
+                      dynamic={k: dict(v) for k, v in (spec.dynamic_dims or {}).items()})
         manifest = _manifest(spec, source_str, cap, ref, artifacts)
         manifest["model"]["floor_bytes"] = floors
         if dropped:
@@ -270,10 +277,10 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     if verify:
         step(f"verifying {plugin.name} {prec}")
     t1 = time.perf_counter()
-    found = inspect_and_verify(plugin, dest, prec, tmp / mf.REFERENCE if verify else None, spec.input_names,
+    found = inspect_and_verify(plugin, dest, prec, tmp / mf.REFERENCE if verify else None, list(spec.input_names or ()),
                                isolate=isolate, tolerance=_tolerance(plugin.name, prec, tolerances), analyze=True,
                                place=placement_options(options))
-    art["inputs"] = _io_records(spec.input_names, found.get("inputs", []))
+    art["inputs"] = _io_records(list(spec.input_names or ()), found.get("inputs", []))
     art["outputs"] = _io_records(spec.output_names or [], found.get("outputs", []))
     _set_analysis(art, found)
     _set_placement(art, found)

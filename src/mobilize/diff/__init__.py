@@ -125,8 +125,9 @@ def diff(bundle: str | Path, *, artifacts: str | Sequence[str] | None = None, in
     else:
         with captured_output():
             spec = load_source(source, weights=weights, trust_pickle=trust_pickle)
-    if list(spec.input_names) != input_names:
-        raise OptionError(f"--source {source}: the model's inputs {list(spec.input_names)} differ from the bundle's "
+    model_inputs = list(spec.input_names or ())
+    if model_inputs != input_names:
+        raise OptionError(f"--source {source}: the model's inputs {model_inputs} differ from the bundle's "
                           f"{input_names}; is this the model the bundle was exported from?")
     feeds, described = _inputs(bundle, manifest, spec, inputs, samples)
     return run(bundle, manifest, chosen, spec, feeds, described, source=source, threshold=threshold,
@@ -153,8 +154,9 @@ def run(bundle: Path, manifest: dict[str, Any], chosen: list[dict[str, Any]], sp
     reports = []
     with tempfile.TemporaryDirectory(prefix="mobilize-diff-") as tmp:
         samples_path = Path(tmp) / "samples.npz"
-        arrays = {f"s{n}/{k}": np.asarray(v) for n, i in enumerate(usable) for k, v in feeds[i].items()}
-        np.savez(samples_path, __count__=np.array(len(usable)), **arrays)
+        arrays: dict[str, Any] = {f"s{n}/{k}": np.asarray(v) for n, i in enumerate(usable) for k, v in feeds[i].items()}
+        arrays["__count__"] = np.array(len(usable))
+        np.savez(samples_path, **arrays)
         # PyTorch's values are indexed by usable sample: keep only those in the leaves (they already are)
         for art in chosen:
             path = mf.artifact_path(bundle, art)
