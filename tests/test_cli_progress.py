@@ -95,3 +95,10 @@ def test_write_output_dash_is_stdout(capfdbinary: pytest.CaptureFixture[bytes], 
     assert cli._STATE["json_stdout"] is True
     cli.json_target(tmp_path / "v.json")
     assert cli._STATE["json_stdout"] is False
+
+
+def test_a_nul_byte_in_a_path_is_a_one_line_input_error(capfd: pytest.CaptureFixture[str]) -> None:
+    result = CliRunner().invoke(cli.main, ["export", "zoo:digits", "--weights", "a\0b"])
+    assert result.exit_code == 2
+    err = capfd.readouterr().err
+    assert "NUL byte" in err and "internal error" not in err

@@ -46,6 +46,9 @@ def _fail(exc: BaseException) -> None:
     if isinstance(exc, MobilizeError):
         _console(True).print(f"[bold red]error:[/] {_escape(str(exc))}")
         raise SystemExit(1)
+    if isinstance(exc, ValueError) and "null byte" in str(exc):  # a path argument holding \0 (os.stat refuses it)
+        _console(True).print("[bold red]error:[/] a path argument contains a NUL byte (\\0); paths cannot hold one")
+        raise SystemExit(2)
     if isinstance(exc, OSError):  # a full disk, a vanished folder, a permission: the system's words, one line
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         _console(True).print(f"[bold red]error:[/] {_escape(exc.strerror or str(exc))}{_escape(where)}; "

@@ -46,6 +46,8 @@ ROW_FIELDS = {
     "peak_share": OPT_NUM,
     "speedup_vs_pytorch": OPT_NUM,
     "latency_vs_pytorch": OPT_NUM,
+    "samples_ms": (list, type(None)),
+    "samples_stride": (int, type(None)),
     "parity": OPT_STR,
     "budget": OPT_STR,
 }
@@ -97,6 +99,9 @@ def test_json_has_every_documented_field(bench_run) -> None:  # noqa: ANN001
         lat = row["latency_ms"]
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         assert row["runs"] >= 5 and row["load_ms"] > 0 and row["first_inference_ms"] > 0
+        # every timed run up to 1000, else every stride-th one (in timing order)
+        assert len(row["samples_ms"]) == -(-row["runs"] // row["samples_stride"]) <= 1000
+        assert lat["min"] <= min(row["samples_ms"]) and max(row["samples_ms"]) <= lat["max"]
         assert row["peak_rss_mb"] > 0 and row["gmacs_per_s"] > 0 and row["peak_share"] > 0
         assert row["speedup_vs_pytorch"] > 0
         assert row["latency_vs_pytorch"] == pytest.approx(1 / row["speedup_vs_pytorch"], rel=3e-3)

@@ -36,6 +36,14 @@ class BenchResult:
         return self.data["exit_code"]
 
 
+#: at most this many timed runs are kept per row (``samples_ms``); beyond it every ``samples_stride``-th one
+KEPT_SAMPLES = 1000
+
+
+def _stride(n: int) -> int:
+    return max(1, -(-n // KEPT_SAMPLES))
+
+
 def check_threads(n: int, where: str) -> int:
     """A thread count no larger than the cores this process may use: more cannot run in parallel, and runtimes
     asked for thousands of threads crash while creating them."""
@@ -270,6 +278,10 @@ def bench(
             status="ok",
             latency_ms={k: _r(v, 5) for k, v in stats.items()},
             runs=len(m.samples_ms),
+            # the timed runs in order (the report's distributions): all of them up to KEPT_SAMPLES, else every
+            # stride-th one, so a fast model timed 100 000 times does not make a 20 MB manifest
+            samples_stride=_stride(len(m.samples_ms)),
+            samples_ms=[_r(x, 5) for x in m.samples_ms[::_stride(len(m.samples_ms))]],
             measured_s=_r(m.measured_seconds, 3),
             load_ms=_r(m.load_ms, 3),
             first_inference_ms=_r(m.first_inference_ms, 3),
@@ -358,6 +370,8 @@ def _row(
         "reason": None,
         "latency_ms": None,
         "runs": None,
+        "samples_ms": None,
+        "samples_stride": None,
         "measured_s": None,
         "noisy": None,
         "remeasured": None,
