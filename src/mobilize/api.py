@@ -58,7 +58,8 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
            verify: bool = True, strict: bool = False, weights: str | Path | None = None,
            trust_pickle: bool = False, isolate: bool = True, on_step: StepCallback | None = None,
            calibration: Any = None, target: Any = None, tolerances: Overrides | None = None,
-           fitness: Thresholds | None = None, allow_unfit: bool = False, allow_below_target: bool = False) -> Result:
+           fitness: Thresholds | None = None, allow_unfit: bool = False, allow_below_target: bool = False,
+           repair: bool = True) -> Result:
     """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for bad input (nothing is written); conversion and parity
@@ -75,6 +76,10 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     Every exported file is also judged fit to ship or not (:mod:`mobilize.verify.fitness`: size against its parameter
     floor and its siblings, op count, single-thread latency, accuracy target) with ``fitness`` thresholds; the
     record is each artifact's ``fitness``.
+
+    ``repair``: when a converter fails, rewrite the ops it rejects into equivalents it accepts and retry
+    (:mod:`mobilize.repair`, docs/repairs.md); each artifact's ``repairs`` records which rewrites ran and why.
+    ``False`` (``--no-repair``) hands every converter the captured program as is.
     """
     from mobilize._quiet import captured_output
     from mobilize.bundle.writer import check_target
@@ -126,7 +131,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     try:
         manifest = _build_bundle(out, fmts, precs, cap, spec, options, verify, isolate, ref, source_str, weights,
-                                 trust_pickle, step, quant, tolerances, fitness)
+                                 trust_pickle, step, quant, tolerances, fitness, repair)
     except OSError as exc:  # full disk, permissions, a vanished folder: the previous bundle is still in place
         from mobilize.errors import BundleError
 
@@ -139,7 +144,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: ModelSpec, options: ExportOptions,
                   verify: bool, isolate: bool, ref: Any, source_str: str, weights: Any, trust_pickle: bool,
                   step: StepCallback, quant: Any = None, tolerances: Overrides | None = None,
-                  fitness: Thresholds | None = None) -> dict[str, Any]:
+                  fitness: Thresholds | None = None, repair: bool = True) -> dict[str, Any]:
     from mobilize.bundle.writer import staged
     from mobilize.capture import floor_bytes
 
@@ -151,8 +156,10 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
             plugin = registry.get(fmt)
             for prec in precs:
                 step(f"exporting {fmt} {prec}")
+                fp32 = next((a for a in artifacts if a["format"] == fmt and a["precision"] == "fp32"), None)
                 artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step,
-                                             quant, Path(scratch), tolerances))
+                                             quant, Path(scratch), tolerances, repair,
+                                             fp32["repairs"] if fp32 is not None else None))
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
@@ -180,25 +187,30 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
 
 def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path,
                 options: ExportOptions, verify: bool, isolate: bool, step: StepCallback, quant: Any = None,
-                scratch: Path | None = None, tolerances: Overrides | None = None) -> dict[str, Any]:
+                scratch: Path | None = None, tolerances: Overrides | None = None,
+                repair: bool = True, fp32_repairs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     from mobilize._quiet import captured_output
     from mobilize.quantize.recipes import QUANT_PRECISIONS
 
     rel = f"{spec.name}_{prec}{plugin.suffix}"
     dest = tmp / rel
     art: dict[str, Any] = {"format": plugin.name, "precision": prec, "status": "ok", "path": rel, "bytes": None,
-                           "sha256": None, "inputs": [], "outputs": [], "parity": None, "notes": [], "error": None}
+                           "sha256": None, "inputs": [], "outputs": [], "parity": None, "notes": [], "error": None,
+                           "repairs": []}
     t0 = time.perf_counter()
     log = None
     try:
         if prec in QUANT_PRECISIONS:  # the quantizer takes the exporter's fp32 file and writes the quantized one
-            exported = _quantize_one(plugin, prec, cap, spec, tmp, dest, options, quant, scratch, step)
+            exported = _quantize_one(plugin, prec, cap, spec, tmp, dest, options, quant, scratch, step, repair,
+                                     fp32_repairs)
             art["quantization"] = exported.quantization
         else:
             with captured_output() as log:
-                exported = plugin.load("exporter")(cap, spec, prec, dest, options)
+                exported = _convert(plugin, cap, spec, prec, dest, options, repair)
+        art["repairs"] = exported.repairs
     except Exception as exc:  # noqa: BLE001 - one format failing must not stop the others
         _remove(dest)
+        art["repairs"] = list(getattr(exc, "repairs", None) or [])
         art.update(status="failed", path=None,
                    error=_error_record(plugin.name, exc, cap.program, log.text if log is not None else ""))
         art["export_seconds"] = round(time.perf_counter() - t0, 3)
@@ -219,6 +231,20 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     elif "error" in found:
         art["notes"].append(f"could not read the file's I/O: {found['error']}")
     return art
+
+
+def _convert(plugin: registry.FormatPlugin, cap: Any, spec: ModelSpec, prec: str, dest: Path, options: ExportOptions,
+             repair: bool) -> Any:
+    """Run the format's exporter through :func:`mobilize.repair.convert` (as is; on a failure with the repairs it
+    implicates); the returned ExportedFile carries ``repairs`` (the records) and a note per repair."""
+    from mobilize import repair as rp
+
+    exported, records = rp.convert(plugin.name, cap, lambda c: plugin.load("exporter")(c, spec, prec, dest, options),
+                                   enabled=repair)
+    exported.repairs = records
+    exported.notes += [f"repaired: {r['name']} ({r['rewrites']} node(s)) — {r['why']}" for r in records
+                       if r.get("status") == "applied"]
+    return exported
 
 
 def remove_unlisted(plugin: registry.FormatPlugin, dest: Path) -> list[str]:
@@ -269,7 +295,8 @@ def judge_fitness(bundle: Path, artifacts: list[dict[str, Any]], graph: dict[str
 
 
 def _quantize_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path, dest: Path,
-                  options: ExportOptions, quant: Any, scratch: Path | None, step: StepCallback) -> Any:
+                  options: ExportOptions, quant: Any, scratch: Path | None, step: StepCallback,
+                  repair: bool = True, fp32_repairs: list[dict[str, Any]] | None = None) -> Any:
     """Quantize the format's fp32 file (the bundle's own when fp32 was exported, else one in ``scratch``)."""
     from mobilize._quiet import captured_output
     from mobilize.export import ExportedFile
@@ -277,17 +304,19 @@ def _quantize_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: Mode
 
     assert quant is not None and scratch is not None
     fp32 = tmp / f"{spec.name}_fp32{plugin.suffix}"
+    repairs = list(fp32_repairs or [])
     if not fp32.exists():
         fp32 = scratch / plugin.name / f"{spec.name}_fp32{plugin.suffix}"
         if not fp32.exists():
             fp32.parent.mkdir(parents=True, exist_ok=True)
             step(f"exporting {plugin.name} fp32 (input of the quantizer)")
             with captured_output():
-                plugin.load("exporter")(cap, spec, "fp32", fp32, options)
+                repairs = _convert(plugin, cap, spec, "fp32", fp32, options, repair).repairs
     work = scratch / plugin.name / prec
     work.mkdir(parents=True, exist_ok=True)
     notes, record = quantize_artifact(plugin.name, prec, fp32, dest, quant, work, step)
     exported = ExportedFile(dest, list(notes))
+    exported.repairs = list(repairs)  # the fp32 file's: the quantizer starts from it
     for why in (record.get("achieved") or {}).get("unjudged") or []:
         exported.notes.append(f"not judged on held-out data: {why}")
     exported.quantization = record  # type: ignore[attr-defined]
@@ -373,7 +402,9 @@ def _io_records(model_names: Sequence[str], file_io: list[dict[str, Any]]) -> li
 
 def _error_record(fmt: str, exc: BaseException, program: Any, log: str) -> dict[str, Any]:
     ops = list(getattr(exc, "ops", []) or [])
-    modules = modules_for_ops(program, ops) if ops else []
+    modules = list(getattr(exc, "modules", []) or [])  # the failing nodes' modules, when the converter named them
+    if ops and not modules:
+        modules = modules_for_ops(program, ops)
     if ops and not modules:  # Core ML and LiteRT convert the decomposed graph: look there too
         try:
             modules = modules_for_ops(program.run_decompositions(), ops)

@@ -110,6 +110,8 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
               help="ONNX opset (18..23); 20 has a native Gelu op, 18 runs on older onnxruntime builds.")
 @click.option("--fp16-io", is_flag=True, help="fp16 artifacts take and return float16 instead of float32.")
 @click.option("--no-verify", is_flag=True, help="Skip parity checks (artifacts get parity null).")
+@click.option("--no-repair", is_flag=True, help="Hand every converter the captured program as is: no rewrites of "
+              "the ops it rejects (see docs/repairs.md). Parity judges repaired files either way.")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity (e.g. Core ML on Linux) as a failure.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the manifest to this file.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
@@ -141,9 +143,9 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
               "sequence output); plain (N, C) outputs are judged without it.")
 @_fitness_options
 def export(source: str, out: Path | None, formats: str, precisions: str, coreml_target: str, onnx_opset: int,
-           fp16_io: bool, no_verify: bool, strict: bool, json_out: Path | None, weights: Path | None,
-           trust_pickle: bool, calibration: str | None, min_snr: float, min_top1: float, max_size_ratio: float,
-           holdout: float, snr_headroom: float, metric: str | None, min_metric: float | None,
+           fp16_io: bool, no_verify: bool, no_repair: bool, strict: bool, json_out: Path | None,
+           weights: Path | None, trust_pickle: bool, calibration: str | None, min_snr: float, min_top1: float,
+           max_size_ratio: float, holdout: float, snr_headroom: float, metric: str | None, min_metric: float | None,
            class_axis: str | None, fitness: str | None, allow_unfit: bool, allow_below_target: bool) -> None:
     """Export SOURCE (file.py:fn, package.module:fn, zoo:NAME or model.pt2) to a verified bundle."""
     from mobilize import api
@@ -163,7 +165,8 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
                                                   weights=weights, trust_pickle=trust_pickle, on_step=step,
                                                   calibration=calibration, target=target,
                                                   fitness=parse_thresholds(fitness), allow_unfit=allow_unfit,
-                                                  allow_below_target=allow_below_target))
+                                                  allow_below_target=allow_below_target,
+                                                  repair=not no_repair))
     _print_result(result, title=f"mobilize export {source}")
     if json_out:
         json_out.write_text(json.dumps(result.manifest, indent=2) + "\n")

@@ -34,7 +34,7 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
                       if _is_float_output(capture, i) else ct.TensorType(name=n)
                       for i, n in enumerate(spec.output_names or [])]
     try:
-        program = capture.program.run_decompositions()
+        program = decompose(capture.program)
         model = ct.convert(
             program, convert_to="mlprogram", inputs=inputs, outputs=with_float_out,
             minimum_deployment_target=getattr(ct.target, options.coreml_target),
@@ -50,6 +50,16 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
     if fp16:
         notes.append("fp16: compute in float16" + ("" if options.fp16_io else "; inputs/outputs stay float32"))
     return ExportedFile(dest, notes)
+
+
+def decompose(program: Any, extra: dict[Any, Any] | None = None) -> Any:
+    """The program as coremltools converts it: torch's default decompositions, with ``extra`` entries (mobilize.repair's
+    rewrites) replacing or adding to them. Idempotent: a program decomposed here converts the same way again."""
+    import torch
+
+    table = torch.export.default_decompositions()
+    table.update(extra or {})
+    return program.run_decompositions(table)
 
 
 def _ct_input_dtype(dtype: Any, fp16: bool, options: ExportOptions) -> Any:

@@ -6,5 +6,6 @@ from mobilize.runtime.coreml_ref.ops import (  # noqa: F401
     elementwise,
     nn,
     reduction,
+    resize,
     tensor,
 )

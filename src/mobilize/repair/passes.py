@@ -1,0 +1,530 @@
+"""The repairs. Each is registered with the formats it serves, the pattern it matches and the equivalent it writes;
+its docstring shows the graph before and after. tests/repair/test_passes.py proves each one numerically equivalent
+in PyTorch (and checks that each format's converter accepts the result).
+
+Decomposition functions run while torch re-traces the program: they see FakeTensors (shapes, dtypes, strides but
+no values) and return ``NotImplemented`` for a node they do not handle, which keeps that node as it was.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mobilize.repair.registry import register
+
+# --- arithmetic ---------------------------------------------------------------------------------------------------
+
+
+@register("fmod-remainder", formats=("coreml",), pattern="aten.fmod (C-style remainder, sign of the dividend)",
+          equivalent="remainder(a, b) corrected by b where its sign differs from a's",
+          ops=("aten.fmod.Scalar", "aten.fmod.Tensor"))
+def fmod_remainder() -> dict[Any, Any]:
+    """``torch.fmod`` → ``torch.remainder`` (Core ML's ``mod``, sign of the divisor) plus a sign correction.
+
+    Before::
+
+        %r = aten.fmod.Scalar(%a, 0.75)
+
+    After::
+
+        %m   = aten.remainder.Scalar(%a, 0.75)
+        %fix = (%m != 0) & ((%m < 0) != (%a < 0))
+        %r   = aten.where.self(%fix, %m - 0.75, %m)
+
+    Both are ``a - b·q`` with ``q`` the quotient rounded toward zero (fmod) or down (remainder): they differ by
+    exactly ``b`` where the result's sign differs from the dividend's. NaN and ±inf dividends and a zero float divisor
+    give NaN in both.
+    """
+    import torch
+
+    aten = torch.ops.aten
+
+    def fmod(a: Any, b: Any) -> Any:
+        m = torch.remainder(a, b)
+        fix = (m != 0) & ((m < 0) != (a < 0))
+        return torch.where(fix, m - b, m)
+
+    return {aten.fmod.Scalar: fmod, aten.fmod.Tensor: fmod}
+
+
+# --- layout -------------------------------------------------------------------------------------------------------
+
+
+@register("roll-slices", formats=("coreml",), pattern="aten.roll (torch's default decomposition: index_select "
+          "with fmod-computed indices, which Core ML rejects)", equivalent="cat of two slices per rolled dim",
+          ops=("aten.roll.default",), symptoms=("fmod",))
+def roll_slices() -> dict[Any, Any]:
+    """``torch.roll`` → two slices concatenated in the other order, per rolled dim (windowed attention shifts its
+    windows this way; Swin, Swin v2).
+
+    Before (after torch's default decomposition, as Core ML sees it)::
+
+        %i = aten.fmod.Scalar(aten.add.Tensor(aten.arange(0, 8), 5), 8)
+        %y = aten.index_select(%x, 1, %i)
+
+    After::
+
+        %y = aten.cat([aten.slice(%x, 1, 3, 8), aten.slice(%x, 1, 0, 3)], 1)
+
+    Exact: the same elements, moved. Dims of symbolic size keep the original op.
+    """
+    import torch
+
+    aten = torch.ops.aten
+
+    def roll(x: Any, shifts: Any, dims: Any = ()) -> Any:
+        shifts, dims = list(shifts), list(dims)
+        if not dims:  # roll of the flattened tensor
+            if len(shifts) != 1 or not isinstance(x.numel(), int):
+                return NotImplemented
+            return roll(x.reshape(-1), shifts, [0]).reshape(x.shape)
+        if len(shifts) != len(dims) or not all(isinstance(x.shape[d], int) for d in dims):
+            return NotImplemented
+        changed = False
+        for s, d in zip(shifts, dims):
+            n = x.shape[d]
+            if not isinstance(s, int):
+                return NotImplemented
+            s = s % n if n else 0
+            if s:
+                x = aten.cat.default([aten.slice.Tensor(x, d, n - s, n), aten.slice.Tensor(x, d, 0, n - s)], d)
+                changed = True
+        return x if changed else aten.clone.default(x)
+
+    return {aten.roll.default: roll}
+
+
+@register("alias-identity", formats=("coreml",), pattern="aten.alias (a no-op view, e.g. .to() of the same dtype)",
+          equivalent="aten.clone (Core ML: identity)", ops=("aten.alias.default",))
+def alias_identity() -> dict[Any, Any]:
+    """``aten.alias`` → ``aten.clone``: the functional program has no mutations, so a copy reads as the alias did.
+
+    Before::
+
+        %y = aten.alias.default(%x)
+
+    After::
+
+        %y = aten.clone.default(%x)
+    """
+    import torch
+
+    aten = torch.ops.aten
+    return {aten.alias.default: lambda x: aten.clone.default(x)}
+
+
+@register("as-strided-gather", formats=("coreml",), pattern="aten.as_strided on a contiguous tensor (adaptive "
+          "pooling to 1, unfold-style windows)", equivalent="reshape when the strides are contiguous, else a gather "
+          "of the flattened tensor at computed offsets", ops=("aten.as_strided.default",))
+def as_strided_gather() -> dict[Any, Any]:
+    """``aten.as_strided`` → ``reshape`` (strides that only relabel a contiguous layout, as torch's decomposition of
+    ``adaptive_avg_pool1d(x, 1)`` writes) or an ``index_select`` of the flattened input at
+    ``offset + Σ index_i·stride_i`` (any other window over a contiguous input).
+
+    Before::
+
+        %y = aten.as_strided.default(%mean, [1, 128, 1, 1], [128, 1, 128, 128])
+
+    After::
+
+        %y = aten.reshape.default(%mean, [1, 128, 1, 1])
+
+    Exact. Inputs that are not contiguous, or of symbolic size, keep the original op.
+    """
+    import torch
+
+    aten = torch.ops.aten
+
+    def as_strided(x: Any, size: Any, stride: Any, storage_offset: Any = None) -> Any:
+        size, stride, offset = list(size), list(stride), int(storage_offset or 0)
+        if not all(isinstance(v, int) for v in [*size, *stride, *x.shape]) or not x.is_contiguous() \
+                or x.storage_offset() != 0:
+            return NotImplemented
+        if offset == 0 and math.prod(size) == x.numel() and _contiguous(size, stride):
+            return aten.reshape.default(x, size)
+        index = None
+        for d, (n, s) in enumerate(zip(size, stride)):
+            shape = [1] * len(size)
+            shape[d] = n
+            term = torch.arange(n, dtype=torch.int64).mul(s).reshape(shape)
+            index = term if index is None else index + term
+        if index is None:  # a 0-d result
+            return aten.reshape.default(aten.slice.Tensor(x.reshape(-1), 0, offset, offset + 1), [])
+        flat = aten.index_select.default(x.reshape(-1), 0, (index + offset).reshape(-1))
+        return aten.reshape.default(flat, size)
+
+    return {aten.as_strided.default: as_strided}
+
+
+def _contiguous(size: list[int], stride: list[int]) -> bool:
+    """Whether ``stride`` is the row-major layout of ``size`` (strides of size-1 dims do not matter)."""
+    expect = 1
+    for n, s in reversed(list(zip(size, stride))):
+        if n != 1 and s != expect:
+            return False
+        expect *= n
+    return True
+
+
+@register("im2col-grouped-conv", formats=("coreml",), pattern="aten.im2col (nn.Unfold / F.unfold; torch's "
+          "decomposition gathers a rank-6 tensor, Core ML allows rank ≤ 5)", equivalent="a grouped convolution "
+          "with one-hot kernels (one group per input channel), reshaped to (N, C·kh·kw, L)",
+          ops=("aten.im2col.default",), messages=(r"supports tensors with rank <= 5",))
+def im2col_grouped_conv() -> dict[Any, Any]:
+    """``F.unfold`` (``aten.im2col``) → a grouped ``conv2d`` whose kernels are one-hot: output channel
+    ``c·kh·kw + i·kw + j`` of group ``c`` reads input channel ``c`` at kernel offset ``(i, j)`` (ConvBERT's span
+    convolution).
+
+    Before::
+
+        %cols = aten.im2col.default(%x, [9, 1], [1, 1], [4, 0], [1, 1])        # x: (N, C, H, W)
+
+    After::
+
+        %w    = one-hot (C·9, 1, 9, 1) kernel, built from arange/eq (constant-folded by the converter)
+        %y    = aten.convolution.default(%x, %w, None, [1, 1], [4, 0], [1, 1], False, [0, 0], C)
+        %cols = aten.reshape.default(%y, [N, C·9, L])
+
+    Exact (each output is one input value times 1, plus zeros), C·kh·kw weights instead of the C²·kh·kw of a dense
+    one-hot convolution.
+    """
+    import torch
+
+    aten = torch.ops.aten
+
+    def im2col(x: Any, kernel_size: Any, dilation: Any, padding: Any, stride: Any) -> Any:
+        if x.dim() != 4 or not all(isinstance(v, int) for v in x.shape):
+            return NotImplemented
+        n, c = x.shape[0], x.shape[1]
+        kh, kw = kernel_size
+        k = kh * kw
+        pick = torch.arange(c * k, dtype=torch.int64).remainder(k).reshape(c * k, 1, 1, 1)
+        where = torch.arange(k, dtype=torch.int64).reshape(1, 1, kh, kw)
+        weight = (pick == where).to(x.dtype)
+        y = aten.convolution.default(x, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], c)
+        return aten.reshape.default(y, [n, c * k, -1])
+
+    return {aten.im2col.default: im2col}
+
+
+@register("full-like-dtype", formats=("coreml",), pattern="aten.full_like of a float tensor with an integer fill "
+          "value (zeros_like, ones_like): coremltools types the result by the Python value (int32)",
+          equivalent="the same full_like with the fill value as a float", ops=("aten.full_like.default",),
+          messages=(r"must have the same data type",))
+def full_like_dtype() -> dict[Any, Any]:
+    """``torch.zeros_like(x)`` of a float ``x`` → a float fill value, so Core ML's ``fill_like`` is float too.
+
+    Before::
+
+        %z = aten.full_like.default(%x, 0)            # coremltools: fill_like(value=0) → int32
+
+    After::
+
+        %z = aten.full_like.default(%x, 0.0)          # fill_like(value=0.0) → fp32, as in PyTorch
+
+    Exact. Integer and bool results keep the original node.
+    """
+    import torch
+
+    aten = torch.ops.aten
+
+    def full_like(x: Any, fill_value: Any, **kwargs: Any) -> Any:
+        dtype = kwargs.get("dtype") or x.dtype
+        if not dtype.is_floating_point or isinstance(fill_value, float):
+            return NotImplemented
+        return aten.full_like.default(x, float(fill_value), **kwargs)
+
+    return {aten.full_like.default: full_like}
+
+
+@register("high-rank-reduce", formats=("coreml",), pattern="a reduction (max, min, sum, mean, argmax …) over one "
+          "dim of a tensor of rank > 5 (Core ML allows rank ≤ 5; Hiera's query pooling)", equivalent="the same "
+          "reduction on a rank-3 view (dims before | reduced dim | dims after), viewed back",
+          ops=("aten.max.dim", "aten.min.dim", "aten.amax.default", "aten.amin.default", "aten.sum.dim_IntList",
+               "aten.mean.dim", "aten.argmax.default", "aten.argmin.default"),
+          messages=(r"supports tensors with rank <= 5",))
+def high_rank_reduce() -> dict[Any, Any]:
+    """Reduce a rank > 5 tensor over one dim as a rank-3 tensor: ``(∏ dims before, reduced dim, ∏ dims after)``.
+
+    Before::
+
+        %q = aten.view.default(%x, [1, 2, 4, 4, 16, 8])                    # rank 6
+        %m = aten.max.dim(%q, 3)
+
+    After::
+
+        %q3 = aten.view.default(%q, [32, 4, 128])
+        %m3 = aten.max.dim(%q3, 1)
+        %m  = (aten.view.default(%m3[0], [1, 2, 4, 16, 8]), aten.view.default(%m3[1], [1, 2, 4, 16, 8]))
+
+    Exact (the same elements reduced in the same groups). The high-rank view that remains is folded into a single
+    reshape by ``high-rank-gather``.
+    """
+    import torch
+
+    aten = torch.ops.aten
+
+    def reshaped(x: Any, dims: Any, keepdim: bool) -> tuple[Any, list[int]] | None:
+        if x.dim() <= 5 or not all(isinstance(s, int) for s in x.shape):
+            return None
+        ds = sorted(d % x.dim() for d in ([dims] if isinstance(dims, int) else list(dims)))
+        if len(ds) != 1:
+            return None
+        d = ds[0]
+        shape = list(x.shape)
+        out = shape[:d] + ([1] if keepdim else []) + shape[d + 1:]
+        x3 = aten.view.default(aten.clone.default(x, memory_format=torch.contiguous_format),
+                               [math.prod(shape[:d]), shape[d], math.prod(shape[d + 1:])])
+        return x3, out
+
+    def pair(op: Any) -> Any:  # (values, indices) reductions
+        def fn(x: Any, dim: int, keepdim: bool = False) -> Any:
+            r = reshaped(x, dim, keepdim)
+            if r is None:
+                return NotImplemented
+            values, indices = op(r[0], 1)
+            return aten.view.default(values, r[1]), aten.view.default(indices, r[1])
+        return fn
+
+    def single(op: Any, **fixed: Any) -> Any:
+        def fn(x: Any, dim: Any = None, keepdim: bool = False, **kwargs: Any) -> Any:
+            r = None if dim is None else reshaped(x, dim, keepdim)
+            if r is None:
+                return NotImplemented
+            return aten.view.default(op(r[0], *fixed.get("dim_arg", ([1],)), False, **kwargs), r[1])
+        return fn
+
+    return {aten.max.dim: pair(aten.max.dim), aten.min.dim: pair(aten.min.dim),
+            aten.amax.default: single(aten.amax.default), aten.amin.default: single(aten.amin.default),
+            aten.sum.dim_IntList: single(aten.sum.dim_IntList), aten.mean.dim: single(aten.mean.dim),
+            aten.argmax.default: single(aten.argmax.default, dim_arg=(1,)),
+            aten.argmin.default: single(aten.argmin.default, dim_arg=(1,))}
+
+
+# --- indexing -----------------------------------------------------------------------------------------------------
+
+
+@register("index-put-leading", formats=("coreml",), pattern="aten.index_put with whole slices (x[:, idx] = v, "
+          "x[:, idx] += v): coremltools handles a ':' only with scalar indices and without accumulate",
+          equivalent="the indexed dims permuted to the front, index_put without slices, permuted back",
+          ops=("aten.index_put.default",), messages=(r"only torch\.index_put\(\.\.\., accumulate=False\) handled",))
+def index_put_leading() -> dict[Any, Any]:
+    """``x[:, idx] = v`` → permute the indexed dims to the front, scatter there (Core ML's ``scatter_nd``), permute
+    back.
+
+    Before::
+
+        %y = aten.index_put.default(%x, [None, %idx], %v, True)          # x: (2, 5, 4), idx: (3,), v: (2, 3, 4)
+
+    After::
+
+        %xp = aten.permute.default(%x, [1, 0, 2])                         # (5, 2, 4)
+        %vp = aten.permute.default(aten.expand.default(%v, [2, 3, 4]), [1, 0, 2])
+        %yp = aten.index_put.default(%xp, [%idx], %vp, True)
+        %y  = aten.permute.default(%yp, [1, 0, 2])
+
+    Exact (the same writes, or the same sums with ``accumulate``). Boolean masks keep the original op.
+    """
+    import torch
+
+    aten = torch.ops.aten
+
+    def index_put(x: Any, indices: Any, values: Any, accumulate: bool = False) -> Any:
+        indices = list(indices)
+        dims = [d for d, i in enumerate(indices) if i is not None]
+        if not dims or len(dims) == len(indices) == x.dim() or all(i is not None for i in indices):
+            return NotImplemented
+        if any(indices[d].dtype in (torch.bool, torch.uint8) for d in dims):
+            return NotImplemented
+        indices += [None] * (x.dim() - len(indices))
+        idx = [indices[d] for d in dims]
+        block = list(torch.broadcast_shapes(*[i.shape for i in idx]))
+        rest = [d for d in range(x.dim()) if d not in dims]
+        adjacent = dims == list(range(dims[0], dims[-1] + 1))
+        at = dims[0] if adjacent else 0  # where torch puts the index block in x[indices]
+        picked = [x.shape[d] for d in rest]
+        picked[at:at] = block
+        v = aten.expand.default(values, picked) if list(values.shape) != picked else values
+        nb = len(block)
+        v = aten.permute.default(v, list(range(at, at + nb)) + [i for i in range(len(picked)) if not at <= i < at + nb])
+        order = dims + rest
+        out = aten.index_put.default(aten.permute.default(x, order), idx, v, accumulate)
+        back = [order.index(d) for d in range(x.dim())]
+        return aten.permute.default(out, back)
+
+    return {aten.index_put.default: index_put}
+
+
+# --- graph passes -------------------------------------------------------------------------------------------------
+
+_STRIDE_CHANGING = ("aten.transpose.int", "aten.permute.default", "aten.t.default", "aten.expand.default",
+                    "aten.unsqueeze.default", "aten.slice.Tensor", "aten.select.int", "aten.diagonal.default")
+_VIEWS = ("aten.view.default", "aten._unsafe_view.default")
+
+
+@register("view-contiguous", formats=("onnx",), pattern="aten.view of a transposed/permuted tensor (torch.onnx's "
+          "decomposition changes that tensor's strides, then the view is invalid: windowed and relative-position "
+          "attention)", equivalent="aten.clone(contiguous) before the view (an ONNX Identity, removed by the "
+          "optimizer)", ops=_VIEWS, kind="graph",
+          messages=(r"Cannot view a tensor with shape", r"view size is not compatible with input tensor"))
+def view_contiguous(program: Any) -> list[Any]:
+    """Insert ``clone(memory_format=contiguous)`` between a stride-changing view op and a ``view`` that reads it.
+
+    torch.export records ``x.transpose(1, 2).reshape(...)`` as a plain ``view`` when the strides allow it at capture
+    time (a fused attention kernel's output does); torch.onnx then decomposes the attention into math ops whose
+    output has other strides, and re-running the graph fails with "Cannot view a tensor with shape …".
+
+    Before::
+
+        %t = aten.transpose.int(%attn, 1, 2)
+        %v = aten.view.default(%t, [16, 16, -1])
+
+    After::
+
+        %t = aten.transpose.int(%attn, 1, 2)
+        %c = aten.clone.default(%t, memory_format=torch.contiguous_format)
+        %v = aten.view.default(%c, [16, 16, -1])
+
+    Exact (a copy). The graph is functional (decomposed), so no mutation can go through the view.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    graph = program.graph_module.graph
+    changed = []
+    for node in list(graph.nodes):
+        if node.op != "call_function" or str(node.target) not in _VIEWS:
+            continue
+        src = node.args[0]
+        if getattr(src, "op", None) != "call_function" or str(src.target) not in _STRIDE_CHANGING:
+            continue
+        copy = insert_before(node, aten.clone.default, (src,), {"memory_format": torch.contiguous_format})
+        node.replace_input_with(src, copy)
+        changed.append(node)
+    return changed
+
+
+_RESHAPES = ("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default", "aten.clone.default",
+             "aten.alias.default")
+_MOVES = ("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default", "aten.permute.default",
+          "aten.transpose.int", "aten.clone.default", "aten.unsqueeze.default", "aten.squeeze.dim",
+          "aten.squeeze.dims", "aten.squeeze.default", "aten.expand.default", "aten.slice.Tensor", "aten.select.int",
+          "aten.alias.default")
+
+
+@register("high-rank-gather", formats=("coreml",), pattern="a chain of reshapes/permutes/slices passing through "
+          "tensors of rank > 5 (Core ML allows rank ≤ 5; Hiera's unroll/reroll)", equivalent="one gather of the "
+          "flattened rank ≤ 5 input at positions computed once at export", ops=_MOVES, kind="graph",
+          messages=(r"supports tensors with rank <= 5",))
+def high_rank_gather(program: Any) -> list[Any]:
+    """Replace a data-movement chain that goes through rank > 5 by a gather with a constant index.
+
+    Pure data movement (view, permute, slice, expand …) only moves elements, so the whole chain from a rank ≤ 5
+    tensor ``s`` to the first rank ≤ 5 result ``e`` is ``e = s.flatten()[idx].view(e.shape)``, where ``idx`` is the
+    same chain run on ``arange(s.numel()).view(s.shape)`` now, with real tensors.
+
+    Before::
+
+        %a = aten.view.default(%s, [1, 2, 2, 4, 4, 16])                    # rank 6
+        %b = aten.permute.default(%a, [0, 1, 3, 2, 4, 5])
+        %e = aten.view.default(%b, [1, 64, 16])
+
+    After::
+
+        %c   = aten.clone.default(%s, memory_format=torch.contiguous_format)
+        %f   = aten.view.default(%c, [-1])
+        %g   = aten.index_select.default(%f, 0, %_mobilize_gather_0)      # a lifted int64 constant
+        %e   = aten.view.default(%g, [1, 64, 16])
+
+    A chain of reshapes only becomes one reshape. Exact (the same elements). Chains with symbolic shapes or other ops
+    at rank > 5 are left alone.
+    """
+    import torch
+    from torch._export.passes.lift_constants_pass import ConstantAttrMap, lift_constants_pass
+    from torch._guards import detect_fake_mode
+
+    aten = torch.ops.aten
+    gm = program.graph_module
+    graph = gm.graph
+
+    def rank(n: Any) -> int | None:
+        v = n.meta.get("val") if isinstance(n, torch.fx.Node) else None
+        return v.dim() if isinstance(v, torch.Tensor) else None
+
+    def static(n: Any) -> bool:
+        return all(isinstance(d, int) for d in n.meta["val"].shape)
+
+    changed = []
+    for node in list(graph.nodes):
+        if node.op != "call_function" or str(node.target) not in _MOVES or (rank(node) or 0) > 5 \
+                or rank(node) is None or (rank(node.args[0]) or 0) <= 5:
+            continue
+        chain, cur = [node], node.args[0]
+        while chain and (rank(cur) or 0) > 5:
+            if cur.op != "call_function" or str(cur.target) not in _MOVES:
+                chain = []
+            else:
+                chain.append(cur)
+                cur = cur.args[0]
+        if not chain or rank(cur) is None or not all(static(n) for n in [cur, *chain]):
+            continue
+        dense = insert_before(node, aten.clone.default, (cur,), {"memory_format": torch.contiguous_format})
+        if all(str(n.target) in _RESHAPES for n in chain):  # only reshapes: one reshape does it
+            out = insert_before(node, aten.view.default, (dense, list(node.meta["val"].shape)), {})
+            node.replace_all_uses_with(out)
+            changed.append(node)
+            continue
+        pos = torch.arange(cur.meta["val"].numel(), dtype=torch.int64).reshape(cur.meta["val"].shape)
+        for n in reversed(chain):  # a view's element order is a reshape's (strides only decide if it is legal)
+            op = aten.reshape.default if str(n.target) in _VIEWS else n.target
+            pos = op(pos, *n.args[1:], **n.kwargs)
+        name = f"_mobilize_gather_{len(changed)}"
+        while hasattr(gm, name):
+            name += "_"
+        gm.register_buffer(name, pos.reshape(-1).contiguous(), persistent=False)
+        with graph.inserting_before(node):
+            index = graph.get_attr(name)
+        fake = detect_fake_mode([cur.meta["val"]])
+        index.meta["val"] = fake.from_tensor(getattr(gm, name)) if fake is not None else getattr(gm, name)
+        index.meta["nn_module_stack"] = node.meta.get("nn_module_stack") or {}
+        flat = insert_before(node, aten.view.default, (dense, [-1]), {})
+        picked = insert_before(node, aten.index_select.default, (flat, 0, index), {})
+        out = insert_before(node, aten.view.default, (picked, list(node.meta["val"].shape)), {})
+        node.replace_all_uses_with(out)
+        changed.append(node)
+    if changed:
+        graph.eliminate_dead_code()
+        program.constants.update(lift_constants_pass(gm, program.graph_signature, ConstantAttrMap()))
+        for name in list(dict(gm.named_buffers())):
+            if name.startswith("_mobilize_gather_"):
+                delattr(gm, name)
+    return changed
+
+
+def insert_before(anchor: Any, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A new ``call_function`` node before ``anchor`` with its ``val`` computed on FakeTensors and the anchor's
+    provenance (module stack, stack trace), so converters and error messages treat it like the original."""
+    import torch
+    from torch._guards import detect_fake_mode
+
+    graph = anchor.graph
+    with graph.inserting_before(anchor):
+        node = graph.call_function(target, args, kwargs)
+    vals = [a.meta.get("val") for a in args if isinstance(a, torch.fx.Node)]
+    fake = detect_fake_mode(vals)
+    real_args = [a.meta.get("val") if isinstance(a, torch.fx.Node) else a for a in args]
+    with fake if fake is not None else _nothing():
+        node.meta["val"] = target(*real_args, **kwargs)
+    for key in ("nn_module_stack", "stack_trace", "source_fn_stack", "from_node"):
+        if key in anchor.meta:
+            node.meta[key] = anchor.meta[key]
+    return node
+
+
+class _nothing:  # noqa: N801 - a no-op context manager
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
