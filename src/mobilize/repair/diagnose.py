@@ -13,8 +13,6 @@ from mobilize.capture import module_of
 #: how converters name the node they failed on
 _NODE_PATTERNS = (
     r"Unsupported fx node (\w+)",  # coremltools' torch.export frontend
-    r"While executing %(\w+)",  # torch.fx interpreters (torch.onnx's decomposition and type-promotion passes)
-    r"Error when translating node %(\w+)",  # torch.onnx's ONNX translation step
     r'Layer "(\w+)", with type',  # coremltools' MIL validation (the layer is named after the node, maybe suffixed)
     r"converting '\w+' op \(located at: '(\w+)'\)",  # coremltools' per-op error log
 )
@@ -46,15 +44,20 @@ def coreml_unsupported(program: Any) -> list[dict[str, Any]]:
 
 
 def failing_nodes(exc: BaseException, program: Any) -> list[Any]:
-    """The nodes of ``program`` the converter says it failed on: named in its message (coremltools, torch.onnx) or
-    held by the converter's own frame (coremltools' per-node conversion loop keeps ``node`` in its locals)."""
+    """The nodes the converter failed on: the torch.fx node an interpreter was running when it raised (torch.onnx
+    runs its own decomposed copy of the program: that node carries the module stack), else the nodes of ``program``
+    its message names (coremltools' node and MIL layer names, litert-torch's source lines) or its per-node
+    conversion loop held (coremltools keeps ``node`` in its locals)."""
+    running = _fx_nodes_in_traceback(exc)
+    if running:
+        return running
     names: list[str] = []
     text = _messages(exc)
     for rx in _NODE_PATTERNS:
         names += re.findall(rx, text)
     names += _nodes_in_traceback(exc)
+    out = _nodes_at_source_lines(text, program)
     by_name = {n.name: n for n in program.graph.nodes} if program is not None else {}
-    out = []
     for name in names:
         node = by_name.get(name)
         parts = name.split("_")
@@ -64,6 +67,26 @@ def failing_nodes(exc: BaseException, program: Any) -> list[Any]:
         if node is not None and node not in out:
             out.append(node)
     return out
+
+
+def _nodes_at_source_lines(text: str, program: Any) -> list[Any]:
+    """Nodes created at a source line an MLIR diagnostic points at (litert-torch: ``file.py:253:0: error: 'tfl.mul'
+    op …``), narrowed to the op the diagnostic names when some of them call it."""
+    if program is None:
+        return []
+    found: list[Any] = []
+    for path, line, op in re.findall(r"([^\s:'\"]+\.py):(\d+):\d+: error: '\w+\.(\w+)' op", text):
+        at = [n for n in program.graph.nodes if n.op == "call_function" and _innermost(n) == (path, int(line))]
+        named = [n for n in at if op in str(n.target).split(".")[-2:][0]]
+        for n in named or at:
+            if n not in found:
+                found.append(n)
+    return found
+
+
+def _innermost(node: Any) -> tuple[str, int] | None:
+    frames = re.findall(r'File "([^"]+)", line (\d+)', node.meta.get("stack_trace") or "")
+    return (frames[-1][0], int(frames[-1][1])) if frames else None
 
 
 def blame(node: Any) -> str:
@@ -86,6 +109,26 @@ def _messages(exc: BaseException) -> str:
         parts.append(str(cur))
         cur = cur.__cause__ or cur.__context__
     return "\n".join(parts)
+
+
+def _fx_nodes_in_traceback(exc: BaseException) -> list[Any]:
+    """The innermost ``torch.fx.Node`` a frame of the failing call was running (``Interpreter.run_node(n)``)."""
+    import torch
+
+    found: list[Any] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        tb = cur.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == "run_node":
+                node = tb.tb_frame.f_locals.get("n")
+                if isinstance(node, torch.fx.Node) and node.op == "call_function":
+                    found.append(node)
+            tb = tb.tb_next
+        cur = cur.__cause__ or cur.__context__
+    return found[-1:]
 
 
 def _nodes_in_traceback(exc: BaseException) -> list[str]:

@@ -75,7 +75,7 @@ def convert(fmt: str, capture: Capture, convert_fn: Callable[[Capture], Any], *,
             enabled: bool = True) -> tuple[Any, list[dict[str, Any]]]:
     """``convert_fn(capture)`` with repairs: returns ``(its result, repair records)``.
 
-    Repairs marked ``always`` are applied first when the program has their pattern; after a
+    Repairs ``always`` applied for ``fmt`` run first when the program has their pattern; after a
     :class:`~mobilize.errors.ConversionError` the repairs its symptoms implicate are added and the conversion
     retried. A failure no repair fixes is re-raised with every op the converter lacks and the modules of the nodes
     it failed on (``ops``, ``modules``) and the repairs tried (``repairs``). ``enabled=False`` (``--no-repair``)
@@ -85,7 +85,7 @@ def convert(fmt: str, capture: Capture, convert_fn: Callable[[Capture], Any], *,
     applied: list[Repair] = []
     cap = capture
     if enabled:
-        always = [r for r in for_format(fmt) if r.always and present(r, capture.program)]
+        always = [r for r in for_format(fmt) if r.always_for(fmt) and present(r, capture.program)]
         if always:
             try:
                 program, hits = apply(capture.program, fmt, always)
@@ -107,7 +107,7 @@ def convert(fmt: str, capture: Capture, convert_fn: Callable[[Capture], Any], *,
         ops, message = symptoms(fmt, err, cap.program)
         picked: list[tuple[Repair, str]] = []
         for r in for_format(fmt):
-            why = None if (r.name in tried or r.always) else r.implicated_by(ops, message)
+            why = None if (r.name in tried or r.always_for(fmt)) else r.implicated_by(ops, message)
             if why:
                 picked.append((r, why))
         if not picked:
@@ -132,7 +132,7 @@ def convert(fmt: str, capture: Capture, convert_fn: Callable[[Capture], Any], *,
             return convert_fn(cap), records
         except ConversionError as exc:
             err = exc
-    if applied and any(r.always for r in applied) and cap is not capture and enabled:
+    if any(r.always_for(fmt) for r in applied) and enabled:
         try:  # never worse than the converter alone: the unrepaired program, once
             return convert_fn(capture), [{**rec, "status": "reverted"} for rec in records]
         except ConversionError:

@@ -302,13 +302,67 @@ def high_rank_reduce() -> dict[Any, Any]:
             aten.argmin.default: single(aten.argmin.default, dim_arg=(1,))}
 
 
+@register("col2im-grouped-conv-transpose", formats=("coreml", "tflite"), always=("tflite",),
+          pattern="aten.col2im (nn.Fold / F.fold): Core ML gets torch's decomposition, an accumulating index_put it "
+          "rejects (its own col2im needs stride ≥ kernel and no padding); litert-torch writes a STABLEHLO_SCATTER "
+          "LiteRT cannot run (\"Only update, Add, … are currently supported for stablehlo.scatter\")",
+          equivalent="a grouped transposed convolution with one-hot kernels (the adjoint of im2col-grouped-conv)",
+          ops=("aten.col2im.default",), symptoms=("index_put",),
+          messages=(r"only torch\.index_put\(\.\.\., accumulate=False\) handled",))
+def col2im_grouped_conv_transpose() -> dict[Any, Any]:
+    """``F.fold`` (``aten.col2im``) → a grouped ``conv_transpose2d`` whose kernels are one-hot: input channel
+    ``c·kh·kw + i·kw + j`` adds its value at kernel offset ``(i, j)`` of output channel ``c`` (MobileViT v2 folds
+    its patches back this way).
+
+    Before::
+
+        %y = aten.col2im.default(%cols, [8, 8], [2, 2], [1, 1], [0, 0], [2, 2])     # cols: (N, C·4, 16)
+
+    After::
+
+        %c = aten.view.default(%cols, [N, C·4, 4, 4])
+        %y = aten.convolution.default(%c, %w, None, [2, 2], [0, 0], [1, 1], True, [0, 0], C)
+        # %w: one-hot (C·4, 1, 2, 2), built from arange/eq (constant-folded by the converter)
+
+    Exact where the windows do not overlap (each output is one input value); overlapping windows add the same
+    values in another order (float rounding only).
+    """
+    import torch
+
+    aten = torch.ops.aten
+
+    def col2im(x: Any, output_size: Any, kernel_size: Any, dilation: Any, padding: Any, stride: Any) -> Any:
+        if x.dim() != 3 or not all(isinstance(v, int) for v in x.shape):
+            return NotImplemented
+        (oh, ow), (kh, kw), (dh, dw), (ph, pw), (sh, sw) = (list(v) for v in (output_size, kernel_size, dilation,
+                                                                               padding, stride))
+        k = kh * kw
+        n, ck, length = x.shape
+        c = ck // k
+        lh = (oh + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        lw = (ow + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        if c * k != ck or lh * lw != length:
+            return NotImplemented
+        extra = [oh - ((lh - 1) * sh - 2 * ph + dh * (kh - 1) + 1), ow - ((lw - 1) * sw - 2 * pw + dw * (kw - 1) + 1)]
+        if not all(0 <= e < max(s, d) for e, s, d in zip(extra, (sh, sw), (dh, dw))):
+            return NotImplemented
+        pick = torch.arange(ck, dtype=torch.int64).remainder(k).reshape(ck, 1, 1, 1)
+        where = torch.arange(k, dtype=torch.int64).reshape(1, 1, kh, kw)
+        weight = (pick == where).to(x.dtype)
+        cols = aten.view.default(x, [n, ck, lh, lw])
+        return aten.convolution.default(cols, weight, None, [sh, sw], [ph, pw], [dh, dw], True, extra, c)
+
+    return {aten.col2im.default: col2im}
+
+
 # --- indexing -----------------------------------------------------------------------------------------------------
 
 
 @register("index-put-leading", formats=("coreml",), pattern="aten.index_put with whole slices (x[:, idx] = v, "
           "x[:, idx] += v): coremltools handles a ':' only with scalar indices and without accumulate",
           equivalent="the indexed dims permuted to the front, index_put without slices, permuted back",
-          ops=("aten.index_put.default",), messages=(r"only torch\.index_put\(\.\.\., accumulate=False\) handled",))
+          ops=("aten.index_put.default",), messages=(r"only torch\.index_put\(\.\.\., accumulate=False\) handled",
+                                                      r"Component tensor \w+ has shape"))
 def index_put_leading() -> dict[Any, Any]:
     """``x[:, idx] = v`` → permute the indexed dims to the front, scatter there (Core ML's ``scatter_nd``), permute
     back.
@@ -319,7 +373,8 @@ def index_put_leading() -> dict[Any, Any]:
 
     After::
 
-        %xp = aten.permute.default(%x, [1, 0, 2])                         # (5, 2, 4)
+        %xp = aten.permute.default(%x, [1, 0, 2])                         # (5, 2, 4); index tensors expanded
+                                                                          # to one shape (coremltools stacks them)
         %vp = aten.permute.default(aten.expand.default(%v, [2, 3, 4]), [1, 0, 2])
         %yp = aten.index_put.default(%xp, [%idx], %vp, True)
         %y  = aten.permute.default(%yp, [1, 0, 2])
@@ -340,6 +395,8 @@ def index_put_leading() -> dict[Any, Any]:
         indices += [None] * (x.dim() - len(indices))
         idx = [indices[d] for d in dims]
         block = list(torch.broadcast_shapes(*[i.shape for i in idx]))
+        # coremltools stacks the index tensors as they are: give them the common shape
+        idx = [aten.expand.default(i, block) if list(i.shape) != block else i for i in idx]
         rest = [d for d in range(x.dim()) if d not in dims]
         adjacent = dims == list(range(dims[0], dims[-1] + 1))
         at = dims[0] if adjacent else 0  # where torch puts the index block in x[indices]
@@ -354,6 +411,103 @@ def index_put_leading() -> dict[Any, Any]:
         return aten.permute.default(out, back)
 
     return {aten.index_put.default: index_put}
+
+
+# --- TFLite -------------------------------------------------------------------------------------------------------
+
+
+@register("prelu-min", formats=("tflite",), always=("tflite",), pattern="PReLU (aten.prelu / aten._prelu_kernel): "
+          "litert-torch writes relu(x) − w·relu(−x), and after a Linear or Conv the TFLite converter folds the "
+          "negation into a second, negated copy of that layer's weights", equivalent="x + (w − 1)·min(x, 0)",
+          ops=("aten.prelu.default", "aten._prelu_kernel.default"))
+def prelu_min() -> dict[Any, Any]:
+    """PReLU → ``x + (w − 1)·min(x, 0)``: no negation for the converter to fold into the layer before it, no ReLU for
+    it to fuse into a duplicated copy of that layer, one MINIMUM/MUL/ADD (XNNPACK and GPU-delegate ops).
+
+    Before (as litert-torch lowers it after a Linear; the file stores W and −W)::
+
+        %h = FULLY_CONNECTED(%x, W) ; %n = FULLY_CONNECTED(%x, −W, relu)
+        %y = SUB(RELU(%h), MUL(%w, %n))
+
+    After::
+
+        %h = FULLY_CONNECTED(%x, W)
+        %y = ADD(%h, MUL(%w − 1, MINIMUM(%h, 0)))
+
+    Equal to PyTorch's ``where(x > 0, x, w·x)`` for every x ≥ 0 and, for x < 0, up to one rounding of
+    ``(w − 1)·x`` (≤ 4 ulp of the result for 0 < w < 1); NaN stays NaN, ±inf stays ±inf (−inf·w for w > 0).
+    """
+    import torch
+
+    aten = torch.ops.aten
+
+    def kernel(x: Any, weight: Any) -> Any:
+        if not x.dtype.is_floating_point:
+            return NotImplemented
+        return aten.add.Tensor(x, aten.mul.Tensor(aten.sub.Tensor(weight, 1), aten.clamp_max.default(x, 0)))
+
+    def prelu(x: Any, weight: Any) -> Any:
+        if not x.dtype.is_floating_point:
+            return NotImplemented
+        if weight.numel() != 1 and x.dim() >= 2:  # one weight per channel (dim 1), as torch.prelu broadcasts it
+            weight = aten.view.default(weight, [1, weight.numel()] + [1] * (x.dim() - 2))
+        return kernel(x, weight)
+
+    return {aten.prelu.default: prelu, aten._prelu_kernel.default: kernel}
+
+
+_BINARY = ("aten.mul.Tensor", "aten.add.Tensor", "aten.sub.Tensor", "aten.div.Tensor", "aten.maximum.default",
+           "aten.minimum.default", "aten.pow.Tensor_Tensor")
+
+
+@register("implicit-broadcast", formats=("tflite",), pattern="a binary op (mul, add, sub, div …) with an explicitly "
+          "expanded operand (x * y.expand_as(x)): litert-torch's layout passes give the two operands "
+          "incompatible shapes (\"operands don't have broadcast-compatible shapes\"; MobileViT v2)",
+          equivalent="the same op on the unexpanded operand (numpy broadcasting does the expansion)", ops=_BINARY,
+          kind="graph", messages=(r"operands don't have broadcast-compatible shapes",))
+def implicit_broadcast(program: Any) -> list[Any]:
+    """``op(a, expand(b))`` → ``op(a, b)`` when broadcasting ``a`` with ``b`` gives the same shape.
+
+    Before::
+
+        %e = aten.expand.default(%ctx, [1, 8, 4, 16])                     # ctx: (1, 8, 4, 1)
+        %y = aten.mul.Tensor(%v, %e)                                      # v: (1, 8, 4, 16)
+
+    After::
+
+        %y = aten.mul.Tensor(%v, %ctx)
+
+    Exact: broadcasting reads the same values the expand would have repeated.
+    """
+    import torch
+
+    graph = program.graph_module.graph
+    changed = []
+    for node in list(graph.nodes):
+        if node.op != "call_function" or str(node.target) not in _BINARY or len(node.args) < 2:
+            continue
+        out = node.meta.get("val")
+        if not isinstance(out, torch.Tensor):
+            continue
+        args = list(node.args)
+        for i, arg in enumerate(args[:2]):
+            if getattr(arg, "op", None) != "call_function" or str(arg.target) != "aten.expand.default":
+                continue
+            src, other = arg.args[0], args[1 - i]
+            shapes = [getattr(v.meta.get("val"), "shape", None) if isinstance(v, torch.fx.Node) else ()
+                      for v in (src, other)]
+            if shapes[0] is None or shapes[1] is None:
+                continue
+            try:
+                same = list(torch.broadcast_shapes(shapes[0], shapes[1])) == list(out.shape)
+            except RuntimeError:
+                same = False
+            if same:
+                node.replace_input_with(arg, src)
+                args = list(node.args)
+                changed.append(node)
+    graph.eliminate_dead_code()
+    return changed
 
 
 # --- graph passes -------------------------------------------------------------------------------------------------

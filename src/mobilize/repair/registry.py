@@ -37,7 +37,8 @@ class Repair:
         symptoms: other op names a failing converter may name when this repair is the cure (e.g. torch's default
             decomposition of ``roll`` brings the ``fmod`` Core ML rejects).
         messages: regular expressions over the converter's message that implicate it.
-        always: applied before the first conversion (a strictly better file), not only after a failure.
+        always: the formats (a subset of ``formats``) where it is applied before the first conversion, not only after
+            a failure: the converter's own file is worse there (bigger, slower, or one its runtime cannot run).
         decompositions: builds the ``{OpOverload: fn}`` table (lazily: it imports torch).
         graph_pass: rewrites a functional program's graph in place; returns the rewritten nodes.
     """
@@ -50,12 +51,15 @@ class Repair:
     doc: str
     symptoms: tuple[str, ...] = ()
     messages: tuple[str, ...] = ()
-    always: bool = False
+    always: tuple[str, ...] = ()
     decompositions: Callable[[], dict[Any, Callable[..., Any]]] | None = None
     graph_pass: Callable[[Any], list[Any]] | None = None
 
     def serves(self, fmt: str) -> bool:
         return fmt in self.formats
+
+    def always_for(self, fmt: str) -> bool:
+        return fmt in self.always
 
     def op_names(self) -> set[str]:
         """Base names of the ops it rewrites and of its symptoms (``fmod`` for ``aten.fmod.Scalar``)."""
@@ -90,7 +94,7 @@ def base_name(op: str) -> str:
 
 
 def register(name: str, *, formats: tuple[str, ...], pattern: str, equivalent: str, ops: tuple[str, ...],
-             symptoms: tuple[str, ...] = (), messages: tuple[str, ...] = (), always: bool = False,
+             symptoms: tuple[str, ...] = (), messages: tuple[str, ...] = (), always: tuple[str, ...] = (),
              kind: str = "decomposition") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as repair ``name``.
 
@@ -100,6 +104,8 @@ def register(name: str, *, formats: tuple[str, ...], pattern: str, equivalent: s
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
         raise ValueError(f"repair {name!r}: unknown formats {sorted(unknown)}; use {FORMATS}")
+    if set(always) - set(formats):
+        raise ValueError(f"repair {name!r}: always={always} must be a subset of formats={formats}")
     if kind not in ("decomposition", "graph"):
         raise ValueError(f"repair {name!r}: kind must be 'decomposition' or 'graph', not {kind!r}")
 
@@ -110,7 +116,7 @@ def register(name: str, *, formats: tuple[str, ...], pattern: str, equivalent: s
         if not doc:
             raise ValueError(f"repair {name!r}: the function needs a docstring with the graph before and after")
         REPAIRS[name] = Repair(name, tuple(formats), pattern, equivalent, tuple(ops), doc, tuple(symptoms),
-                               tuple(messages), always,
+                               tuple(messages), tuple(always),
                                decompositions=fn if kind == "decomposition" else None,
                                graph_pass=fn if kind == "graph" else None)
         return fn
