@@ -7,6 +7,7 @@ failure implicates, recording which ran and why. :data:`REPAIRS` is the registry
 
 from __future__ import annotations
 
+from mobilize.repair import passes  # noqa: F401 - registers the repairs (no heavy imports at module level)
 from mobilize.repair.driver import apply, convert, explain, stage
 from mobilize.repair.registry import REPAIRS, Repair, for_format, get, register
 

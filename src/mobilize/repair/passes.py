@@ -416,44 +416,64 @@ def index_put_leading() -> dict[Any, Any]:
 # --- TFLite -------------------------------------------------------------------------------------------------------
 
 
-@register("prelu-min", formats=("tflite",), always=("tflite",), pattern="PReLU (aten.prelu / aten._prelu_kernel): "
-          "litert-torch writes relu(x) − w·relu(−x), and after a Linear or Conv the TFLite converter folds the "
-          "negation into a second, negated copy of that layer's weights", equivalent="x + (w − 1)·min(x, 0)",
-          ops=("aten.prelu.default", "aten._prelu_kernel.default"))
-def prelu_min() -> dict[Any, Any]:
-    """PReLU → ``x + (w − 1)·min(x, 0)``: no negation for the converter to fold into the layer before it, no ReLU for
-    it to fuse into a duplicated copy of that layer, one MINIMUM/MUL/ADD (XNNPACK and GPU-delegate ops).
+@register("prelu-maximum", formats=("tflite",), always=("tflite",), kind="graph",
+          pattern="PReLU (aten.prelu): litert-torch writes relu(x) − w·relu(−x), and after a Linear or Conv the TFLite "
+          "converter folds the negation into a second, negated copy of that layer's weights",
+          equivalent="maximum(x, w·x) when every slope is in (0, 1], else relu(x) + w·min(x, 0)",
+          ops=("aten.prelu.default",))
+def prelu_maximum(program: Any) -> list[Any]:
+    """PReLU → ``maximum(x, w·x)`` (slopes in (0, 1], as trained PReLUs have) or ``relu(x) + w·min(x, 0)``.
 
-    Before (as litert-torch lowers it after a Linear; the file stores W and −W)::
+    Neither gives the converter a negation to fold into the layer before: the file stores that layer's weights once.
+    ``maximum(x, w·x)`` also keeps one copy of the layer's *compute* (the converter fuses a ReLU into a duplicated
+    layer, so the ``relu`` form, like litert-torch's own lowering, computes the layer twice). MUL, MAXIMUM, MINIMUM,
+    ADD run in XNNPACK and on the GPU delegate.
 
-        %h = FULLY_CONNECTED(%x, W) ; %n = FULLY_CONNECTED(%x, −W, relu)
+    Before (after a Linear; the file stores W and −W)::
+
+        %h = FULLY_CONNECTED(%x, W) ; %n = FULLY_CONNECTED(%x, −W, fused relu)
         %y = SUB(RELU(%h), MUL(%w, %n))
 
     After::
 
         %h = FULLY_CONNECTED(%x, W)
-        %y = ADD(%h, MUL(%w − 1, MINIMUM(%h, 0)))
+        %y = MAXIMUM(%h, MUL(%w, %h))
 
-    Equal to PyTorch's ``where(x > 0, x, w·x)`` for every x ≥ 0 and, for x < 0, up to one rounding of
-    ``(w − 1)·x`` (≤ 4 ulp of the result for 0 < w < 1); NaN stays NaN, ±inf stays ±inf (−inf·w for w > 0).
+    Bit-identical to PyTorch's ``where(x > 0, x, w·x)``: for 0 < w ≤ 1, ``w·x ≤ x`` exactly when ``x ≥ 0``, and the
+    maximum returns one of the two values PyTorch would (the same single rounding of ``w·x``); NaN stays NaN, ±inf
+    stay ±inf. A zero slope (``0·inf`` is NaN), slopes above 1 or below 0, and slopes not known at export use
+    ``relu(x) + w·min(x, 0)``, also exact (one of the terms is always an exact zero).
     """
     import torch
 
     aten = torch.ops.aten
-
-    def kernel(x: Any, weight: Any) -> Any:
-        if not x.dtype.is_floating_point:
-            return NotImplemented
-        return aten.add.Tensor(x, aten.mul.Tensor(aten.sub.Tensor(weight, 1), aten.clamp_max.default(x, 0)))
-
-    def prelu(x: Any, weight: Any) -> Any:
-        if not x.dtype.is_floating_point:
-            return NotImplemented
-        if weight.numel() != 1 and x.dim() >= 2:  # one weight per channel (dim 1), as torch.prelu broadcasts it
-            weight = aten.view.default(weight, [1, weight.numel()] + [1] * (x.dim() - 2))
-        return kernel(x, weight)
-
-    return {aten.prelu.default: prelu, aten._prelu_kernel.default: kernel}
+    graph = program.graph_module.graph
+    sig = program.graph_signature
+    values = {**{k: program.state_dict.get(v) for k, v in sig.inputs_to_parameters.items()},
+              **{k: program.state_dict.get(v, program.constants.get(v)) for k, v in sig.inputs_to_buffers.items()},
+              **{k: program.constants.get(v) for k, v in sig.inputs_to_lifted_tensor_constants.items()}}
+    changed = []
+    for node in list(graph.nodes):
+        if node.op != "call_function" or str(node.target) != "aten.prelu.default":
+            continue
+        x, w = node.args[0], node.args[1]
+        xv, wv = x.meta.get("val"), w.meta.get("val") if isinstance(w, torch.fx.Node) else None
+        if xv is None or wv is None or not xv.dtype.is_floating_point:
+            continue
+        if wv.numel() != 1 and xv.dim() >= 2:  # one slope per channel (dim 1), as torch.prelu broadcasts it
+            w = insert_before(node, aten.view.default, (w, [1, wv.numel()] + [1] * (xv.dim() - 2)), {})
+        real = values.get(node.args[1].name) if node.args[1].op == "placeholder" else None
+        if real is not None and bool(((real > 0) & (real <= 1)).all()):
+            wx = insert_before(node, aten.mul.Tensor, (w, x), {})
+            out = insert_before(node, aten.maximum.default, (x, wx), {})
+        else:
+            low = insert_before(node, aten.mul.Tensor, (w, insert_before(node, aten.clamp_max.default, (x, 0), {})),
+                                {})
+            out = insert_before(node, aten.add.Tensor, (insert_before(node, aten.relu.default, (x,), {}), low), {})
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+        changed.append(out)
+    return changed
 
 
 _BINARY = ("aten.mul.Tensor", "aten.add.Tensor", "aten.sub.Tensor", "aten.div.Tensor", "aten.maximum.default",
