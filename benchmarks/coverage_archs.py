@@ -185,7 +185,8 @@ def _depth_anything() -> Any:
 
     _seeded()
     backbone = tf.Dinov2Config(image_size=IMAGE, patch_size=16, hidden_size=32, num_hidden_layers=4,
-                               num_attention_heads=2, mlp_ratio=2, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+                               num_attention_heads=2, mlp_ratio=2, out_indices=[1, 2, 3, 4],
+                               reshape_hidden_states=False)
     config = tf.DepthAnythingConfig(backbone_config=backbone, patch_size=16, reassemble_hidden_size=32,
                                     neck_hidden_sizes=[8, 16, 32, 64], fusion_hidden_size=16, head_hidden_size=8)
     model = tf.DepthAnythingForDepthEstimation(config)

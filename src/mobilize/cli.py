@@ -300,6 +300,8 @@ def _print_result(result: Any, title: str) -> None:
         tail = _quant_cells(a, quantized, with_acc)
         for line in _quant_notes(a):
             notes.append(f"[yellow]{label}[/]: {_escape(line)}")
+        for rec in a.get("repairs") or []:
+            notes.append(f"[cyan]{label}[/]: {_escape(_repair_line(rec))}")
         if a["status"] != "ok":
             err = a["error"] or {}
             where = "; ".join(err.get("modules") or err.get("ops") or [])
@@ -359,6 +361,13 @@ def _quant_cells(a: dict[str, Any], quantized: bool, with_acc: bool) -> list[str
         cells.append(f"{acc['top1_accuracy']:.1%}" if acc.get("top1_accuracy") is not None else
                      ("unverified" if acc else ""))
     return cells
+
+
+def _repair_line(rec: dict[str, Any]) -> str:
+    """One line per repair record: what ran, where, why (docs/repairs.md)."""
+    verb = "repaired:" if rec.get("status") == "applied" else f"repair {rec.get('status', '')}:"
+    where = " in " + ", ".join(rec["modules"]) if rec.get("modules") else ""
+    return f"{verb} {rec['name']} ({rec.get('rewrites', 0)} node(s){where}) — {rec.get('why')}"
 
 
 def _quant_notes(a: dict[str, Any]) -> list[str]:

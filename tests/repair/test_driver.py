@@ -7,14 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.fixtures.models import repair_gaps
+from tests.fixtures.models.unsupported_ops import fmod_model
 
 from mobilize.capture import capture
 from mobilize.errors import ConversionError
 from mobilize.export import ExportOptions
 from mobilize.repair import convert
 from mobilize.spec import ModelSpec
-from tests.fixtures.models import repair_gaps
-from tests.fixtures.models.unsupported_ops import fmod_model
 
 
 def _capture(build) -> tuple[ModelSpec, object]:  # noqa: ANN001
