@@ -494,7 +494,9 @@ def summarize(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
         if status in fitness:
             fitness[status] += 1
     return {"exported": sum(a["status"] == "ok" for a in artifacts),
-            "failed": sum(a["status"] != "ok" for a in artifacts), "parity": parity, "fitness": fitness}
+            "failed": sum(a["status"] != "ok" for a in artifacts), "parity": parity, "fitness": fitness,
+            "repaired": sum(a["status"] == "ok" and any(r.get("status") == "applied" for r in a.get("repairs") or [])
+                            for a in artifacts)}
 
 
 def verify(bundle: str | Path, *, source: str | None = None, strict: bool = False, isolate: bool = True,
