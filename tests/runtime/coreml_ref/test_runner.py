@@ -93,7 +93,7 @@ def test_unsupported_ops_make_parity_unverified_never_pass(unsupported: Path) ->
     rec = verify_file(CoreMLRunner, unsupported, "coreml", "fp32", _reference(x, np.zeros((1, 4, 2, 2))), ["x"])
     assert rec.status == "unverified"
     assert rec.runtime == "reference"
-    assert "space_to_depth" in rec.reason and "upsample_bilinear" in rec.reason
+    assert "space_to_depth" in rec.reason and "depth_to_space" in rec.reason
     assert REFERENCE_NOTE in rec.warnings
 
 
