@@ -49,8 +49,11 @@ def run_one(name: str, formats: tuple[str, ...]) -> dict[str, Any]:
     set_verbose(False)
     t0 = time.perf_counter()
     result: dict[str, Any] = {"arch": name, "category": coverage_archs.ARCHITECTURES[name][0], "formats": {}}
+    from mobilize.source import _run_once
+
     with captured_output():
         spec = coverage_archs.build(name)
+        _run_once(spec, spec.name)  # fills the output names, as mobilize.export does for a ModelSpec
     result["parameters"] = sum(p.numel() for p in spec.module.parameters())
     with tempfile.TemporaryDirectory(prefix=f"mobilize-coverage-{name}-") as tmp:
         work = Path(tmp)
