@@ -67,3 +67,11 @@ def test_a_failure_implicates_repairs_by_op_symptom_and_message() -> None:
 def _documented() -> dict:
     """Before: x. After: x."""
     return {}
+
+
+def test_every_repair_is_documented() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "repairs.md").read_text()
+    missing = [name for name in REPAIRS if f"`{name}`" not in doc]
+    assert not missing, f"docs/repairs.md lacks {missing}"

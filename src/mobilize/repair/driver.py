@@ -186,7 +186,7 @@ def explain(fmt: str, err: ConversionError, program: Any) -> None:
             line = f"{where} calls {entry['op']}"
             if line not in modules:
                 modules.append(line)
-    err.ops = ops
+    err.ops = [o for o in ops if not any(p != o and p.startswith(o + ".") for p in ops)]  # aten.view ⊂ .default
     if modules:
         err.modules = modules
     err.unsupported = unsupported  # type: ignore[attr-defined]

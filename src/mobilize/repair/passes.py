@@ -95,7 +95,8 @@ def roll_slices() -> dict[Any, Any]:
     return {aten.roll.default: roll}
 
 
-@register("alias-identity", formats=("coreml",), pattern="aten.alias (a no-op view, e.g. .to() of the same dtype)",
+@register("alias-identity", formats=("coreml",), pattern="aten.alias (a no-op view: torch.export records a full-length "
+          "slice such as CLIP's and BERT's position_ids[:, :n] this way)",
           equivalent="aten.clone (Core ML: identity)", ops=("aten.alias.default",))
 def alias_identity() -> dict[Any, Any]:
     """``aten.alias`` → ``aten.clone``: the functional program has no mutations, so a copy reads as the alias did.
