@@ -170,19 +170,22 @@ def test_view_of_transposed_attention_gets_a_contiguous_copy() -> None:
 # --- TFLite --------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("slopes", ["in_unit_interval", "outside", "single"])
+@pytest.mark.parametrize("slopes", ["in_unit_interval", "outside", "zero", "single"])
 def test_prelu_is_bit_identical(slopes: str) -> None:
     act = nn.PReLU(1 if slopes == "single" else 6)
+    weights = {"outside": [-0.5, 0.1, 0.25, 1.0, 1.5, 3.0], "zero": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]}
     with torch.no_grad():
-        act.weight.copy_(torch.linspace(0.05, 1, act.weight.numel()) if slopes != "outside"
-                         else torch.tensor([-0.5, 0.0, 0.25, 1.0, 1.5, 3.0]))
+        act.weight.copy_(torch.tensor(weights[slopes]) if slopes in weights
+                         else torch.linspace(0.05, 1, act.weight.numel()))
     model = nn.Sequential(nn.Conv2d(3, 6, 1), act)
     x = torch.randn(2, 3, 4, 4)
     x[0, 0, 0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0])
+    with torch.no_grad():  # the first channel sees +inf and -inf (0·inf is NaN: a zero slope cannot use w·x)
+        model[0].weight.fill_(0.0).add_(torch.eye(6, 3).view(6, 3, 1, 1))
     repaired = check("prelu-maximum", "tflite", model, (x,), (torch.randn(2, 3, 4, 4) * 1e3,))
     ops = {str(n.target) for n in repaired.graph.nodes}
     assert "aten.prelu.default" not in ops
-    assert ("aten.maximum.default" in ops) == (slopes != "outside"), ops  # maximum(x, w·x) needs 0 < w ≤ 1
+    assert ("aten.maximum.default" in ops) == (slopes in ("in_unit_interval", "single")), ops  # needs 0 < w ≤ 1
 
 
 def test_explicit_expand_becomes_implicit_broadcast() -> None:
