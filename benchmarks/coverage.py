@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -199,27 +198,115 @@ class _Msg(Exception):
 # --- the matrix ---------------------------------------------------------------------------------------------------
 
 
-def run_all(archs: list[str], formats: tuple[str, ...], jobs: int, timeout: float) -> list[dict[str, Any]]:
-    def child(name: str) -> dict[str, Any]:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--formats", ",".join(formats)]
-        t0 = time.perf_counter()
+_RESULT = "@@coverage-result@@ "  # marks the worker's answer among anything a converter prints
+
+
+class _Worker:
+    """A child process that converts architectures one at a time (``--serve``): the converters are imported once
+    per worker, not once per architecture; a crash or a hang costs one architecture and a fresh worker."""
+
+    def __init__(self, formats: tuple[str, ...]) -> None:
+        self.formats = formats
+        self.proc: subprocess.Popen[str] | None = None
+
+    def _start(self) -> subprocess.Popen[str]:
+        import tempfile as _tf
+
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", "--formats", ",".join(self.formats)]
         env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+        # converters' chatter; read back only to explain a crash (lives as long as the worker)
+        self._err = _tf.TemporaryFile(mode="w+")  # noqa: SIM115
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True,
+                                env=env, bufsize=1)
+
+    def run(self, name: str, timeout: float) -> dict[str, Any]:
+        import queue
+        import threading
+
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = self._start()
+        proc = self.proc
+        assert proc.stdin is not None and proc.stdout is not None
+        t0 = time.perf_counter()
+        proc.stdin.write(name + "\n")
+        proc.stdin.flush()
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(_RESULT):
+                    lines.put(line[len(_RESULT):])
+                    return
+            lines.put("")
+
+        threading.Thread(target=read, daemon=True).start()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            proc.kill()
+            self.proc = None
             return {"arch": name, "crash": f"timed out after {timeout:.0f} s", "seconds": timeout}
-        line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
-        if proc.returncode != 0 or line is None:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            return {"arch": name, "crash": f"exit {proc.returncode}: {' | '.join(tail)[-400:]}",
+        if not line:
+            self._err.seek(0)
+            tail = [ln for ln in self._err.read().splitlines() if ln.strip()][-3:]
+            self.proc = None
+            return {"arch": name, "crash": f"worker died (exit {proc.wait()}): {' | '.join(tail)[-400:]}",
                     "seconds": round(time.perf_counter() - t0, 1)}
         out = json.loads(line)
         out["wall_seconds"] = round(time.perf_counter() - t0, 1)
-        print(f"  {name}: {out['wall_seconds']} s", file=sys.stderr, flush=True)
         return out
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(child, archs))
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def run_all(archs: list[str], formats: tuple[str, ...], jobs: int, timeout: float) -> list[dict[str, Any]]:
+    """Every architecture, ``jobs`` at a time, each in a long-lived worker process; results in ``archs`` order."""
+    import queue
+    import threading
+
+    todo: queue.Queue[str] = queue.Queue()
+    for a in archs:
+        todo.put(a)
+    results: dict[str, dict[str, Any]] = {}
+
+    def drive() -> None:
+        worker = _Worker(formats)
+        try:
+            while True:
+                try:
+                    name = todo.get_nowait()
+                except queue.Empty:
+                    return
+                results[name] = worker.run(name, timeout)
+                print(f"  {name}: {results[name].get('wall_seconds', results[name].get('seconds'))} s"
+                      + (f" — {results[name]['crash']}" if "crash" in results[name] else ""), file=sys.stderr,
+                      flush=True)
+        finally:
+            worker.close()
+
+    threads = [threading.Thread(target=drive) for _ in range(max(1, jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [results[a] for a in archs]
+
+
+def serve(formats: tuple[str, ...]) -> int:
+    """Worker loop: one architecture name per stdin line → one JSON line on stdout."""
+    for line in sys.stdin:
+        name = line.strip()
+        if name:
+            print(_RESULT + json.dumps(run_one(name, formats)), flush=True)
+    return 0
 
 
 def cell_raw(r: dict[str, Any]) -> str:
@@ -365,11 +452,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "coverage.md")
     ap.add_argument("--json", type=Path, default=None, help="default: --out with .json")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     formats = tuple(f for f in args.formats.split(",") if f)
     if args.one:
         print(json.dumps(run_one(args.one, formats)), flush=True)
         return 0
+    if args.serve:
+        return serve(formats)
     sys.path.insert(0, str(HERE))
     import coverage_archs
 
