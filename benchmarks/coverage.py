@@ -178,21 +178,12 @@ def _ops_named(fmt: str, exc: BaseException) -> list[str]:
 
 
 def _short(exc: BaseException, limit: int = 400) -> str:
-    from mobilize.errors import describe
+    from mobilize.errors import one_line
 
     text = str(exc)
     if "## Exception summary" in text:  # torch.onnx: the summary names the failing op
         text = text.split("## Exception summary", 1)[1]
-    return describe(type(exc)(text) if not isinstance(exc, Exception) else _Msg(type(exc).__name__, text), limit)
-
-
-class _Msg(Exception):
-    def __init__(self, kind: str, text: str) -> None:
-        super().__init__(text)
-        self.kind = kind
-
-    def __str__(self) -> str:
-        return " ".join(self.args[0].split())
+    return one_line(f"{type(exc).__name__}: {one_line(text, limit)}", limit)
 
 
 # --- the matrix ---------------------------------------------------------------------------------------------------
@@ -311,7 +302,7 @@ def serve(formats: tuple[str, ...]) -> int:
 
 def cell_raw(r: dict[str, Any]) -> str:
     if r["status"] != "ok":
-        ops = ", ".join(_short_op(o) for o in r.get("ops") or [])
+        ops = ", ".join(dict.fromkeys(_short_op(o) for o in r.get("ops") or []))
         return f"✗ {ops or _first_words(r.get('error', ''))}"
     return {"pass": "✓", "unverified": "✓ (unverified)", "fail": "✓ converts, parity ✗"}.get(
         r.get("parity"), f"✓ ({r.get('parity')})")
@@ -324,7 +315,7 @@ def cell_mobilize(m: dict[str, Any]) -> str:
         return f"✓{rep}"
     if status == "fail" and "error" in m:
         where = (m.get("modules") or [""])[0]
-        ops = ", ".join(_short_op(o) for o in (m.get("ops") or [])[:3]) or _first_words(m.get("error", ""))
+        ops = ", ".join(dict.fromkeys(_short_op(o) for o in m.get("ops") or [])) or _first_words(m.get("error", ""))
         return f"✗ {ops}{f' ({where})' if where else ''}{rep}"
     if status == "unverified":
         return f"? unverified: {_first_words(m.get('reason') or '', 12)}{rep}"
@@ -332,7 +323,7 @@ def cell_mobilize(m: dict[str, Any]) -> str:
 
 
 def _short_op(op: str) -> str:
-    return op.replace("torch.ops.", "").replace("aten.", "").replace(".default", "")
+    return op.replace("torch.ops.", "").replace("aten.", "").replace(".default", "").replace("aten::", "")
 
 
 def _first_words(text: str, n: int = 10) -> str:

@@ -188,7 +188,8 @@ def _depth_anything() -> Any:
                                num_attention_heads=2, mlp_ratio=2, out_indices=[1, 2, 3, 4],
                                reshape_hidden_states=False)
     config = tf.DepthAnythingConfig(backbone_config=backbone, patch_size=16, reassemble_hidden_size=32,
-                                    neck_hidden_sizes=[8, 16, 32, 64], fusion_hidden_size=16, head_hidden_size=8)
+                                    neck_hidden_sizes=[8, 16, 32, 64], fusion_hidden_size=16, head_hidden_size=8,
+                                    depth_estimation_type="metric")  # sigmoid head: random weights keep it alive
     model = tf.DepthAnythingForDepthEstimation(config)
     return _spec("depth_anything", model, (_image(),), ["pixel_values"], ("predicted_depth",))
 

@@ -112,6 +112,14 @@ def test_prelu_tflite_stores_the_linear_weights_once() -> None:
     assert repaired["parity"]["max_abs_error"] == 0.0 or repaired["parity"]["max_abs_error"] < 1e-5
 
 
+def test_tanh_gelu_core_ml_file_computes_the_tanh_approximation() -> None:
+    repaired, raw = export("tanh_gelu_mlp", "coreml"), export("tanh_gelu_mlp", "coreml", repair=False)
+    assert raw["status"] == "ok" and raw["parity"]["status"] == "fail", raw["parity"]  # exact GELU instead
+    assert repaired["parity"]["status"] == "pass", repaired["parity"]
+    assert [r["name"] for r in repaired["repairs"]] == ["gelu-tanh-formula"]
+    assert repaired["repairs"][0]["why"].startswith("applied to every coreml export")
+
+
 def test_resize_ops_are_verified_by_the_reference_interpreter() -> None:
     art = export("resize_head", "coreml")
     assert art["parity"]["status"] == "pass", art["parity"]

@@ -167,6 +167,15 @@ def test_view_of_transposed_attention_gets_a_contiguous_copy() -> None:
     assert all(str(v.args[0].target) not in ("aten.transpose.int", "aten.permute.default") for v in views)
 
 
+def test_tanh_gelu_is_written_out_and_exact_gelu_kept() -> None:
+    x = torch.cat([torch.linspace(-8, 8, 201), EDGES])
+    repaired = check("gelu-tanh-formula", "coreml",
+                     Fn(lambda t: (F.gelu(t, approximate="tanh"), F.gelu(t))), (x,), atol=1e-6, rtol=1e-6)
+    gelus = [n for n in repaired.graph.nodes if str(n.target) == "aten.gelu.default"]
+    assert len(gelus) == 1 and "tanh" not in (*gelus[0].args[1:], *gelus[0].kwargs.values())
+    assert REPAIRS["gelu-tanh-formula"].applies is not None
+
+
 # --- TFLite --------------------------------------------------------------------------------------------------------
 
 

@@ -68,7 +68,8 @@ def apply(program: Any, fmt: str, repairs: list[Repair]) -> tuple[Any, dict[str,
 def present(repair: Repair, program: Any) -> bool:
     """Whether ``program`` has a node the repair rewrites."""
     targets = set(repair.ops)
-    return any(n.op == "call_function" and str(n.target) in targets for n in program.graph.nodes)
+    return any(n.op == "call_function" and str(n.target) in targets and (repair.applies is None or repair.applies(n))
+               for n in program.graph.nodes)
 
 
 def convert(fmt: str, capture: Capture, convert_fn: Callable[[Capture], Any], *,

@@ -533,6 +533,44 @@ def implicit_broadcast(program: Any) -> list[Any]:
 
 # --- graph passes -------------------------------------------------------------------------------------------------
 
+@register("gelu-tanh-formula", formats=("coreml",), always=("coreml",),
+          pattern="aten.gelu(x, approximate='tanh') (gelu_pytorch_tanh: SigLIP, GPT-2 style): coremltools' gelu "
+          "converter reads approximate only as a positional MIL value, which the torch.export frontend never gives "
+          "it, and silently writes an exact (erf) GELU", equivalent="0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), "
+          "PyTorch's own formula", ops=("aten.gelu.default",),
+          applies=lambda node: "tanh" in (*node.args[1:], *node.kwargs.values()))
+def gelu_tanh_formula() -> dict[Any, Any]:
+    """The tanh-approximate GELU written out, so Core ML computes what PyTorch computes.
+
+    Not a conversion failure: the file converts, but computes the erf GELU where the model uses the tanh
+    approximation — up to ~5e-4 off per activation, which fp32 parity catches and fp16 tolerances hide (SigLIP's
+    towers failed fp32 parity in benchmarks/coverage.md). Applied to every Core ML export that has such a node.
+
+    Before::
+
+        %g = aten.gelu.default(%x, approximate="tanh")          # → MIL gelu(mode=EXACT)
+
+    After::
+
+        %c = aten.mul(aten.add(%x, aten.mul(aten.pow(%x, 3), 0.044715)), 0.7978845608)
+        %g = aten.mul(aten.mul(%x, 0.5), aten.add(aten.tanh(%c), 1))
+
+    Equal to PyTorch's kernel (the same formula) up to float rounding; exact-mode GELUs keep the native op.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    k = math.sqrt(2 / math.pi)
+
+    def gelu(x: Any, approximate: str = "none") -> Any:
+        if approximate != "tanh":
+            return NotImplemented
+        inner = aten.mul.Tensor(aten.add.Tensor(x, aten.mul.Tensor(aten.pow.Tensor_Scalar(x, 3), 0.044715)), k)
+        return aten.mul.Tensor(aten.mul.Tensor(x, 0.5), aten.add.Tensor(aten.tanh.default(inner), 1))
+
+    return {aten.gelu.default: gelu}
+
+
 _STRIDE_CHANGING = ("aten.transpose.int", "aten.permute.default", "aten.t.default", "aten.expand.default",
                     "aten.unsqueeze.default", "aten.slice.Tensor", "aten.select.int", "aten.diagonal.default")
 _VIEWS = ("aten.view.default", "aten._unsafe_view.default")

@@ -41,6 +41,8 @@ class Repair:
             a failure: the converter's own file is worse there (bigger, slower, or one its runtime cannot run).
         decompositions: builds the ``{OpOverload: fn}`` table (lazily: it imports torch).
         graph_pass: rewrites a functional program's graph in place; returns the rewritten nodes.
+        applies: narrows the pattern beyond the op (``aten.gelu`` only with ``approximate="tanh"``): decides whether
+            an ``always`` repair has anything to do in a program.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Repair:
     always: tuple[str, ...] = ()
     decompositions: Callable[[], dict[Any, Callable[..., Any]]] | None = None
     graph_pass: Callable[[Any], list[Any]] | None = None
+    applies: Callable[[Any], bool] | None = None
 
     def serves(self, fmt: str) -> bool:
         return fmt in self.formats
@@ -95,7 +98,8 @@ def base_name(op: str) -> str:
 
 def register(name: str, *, formats: tuple[str, ...], pattern: str, equivalent: str, ops: tuple[str, ...],
              symptoms: tuple[str, ...] = (), messages: tuple[str, ...] = (), always: tuple[str, ...] = (),
-             kind: str = "decomposition") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             kind: str = "decomposition",
+             applies: Callable[[Any], bool] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as repair ``name``.
 
     ``kind="decomposition"``: the function returns the ``{OpOverload: fn}`` table. ``kind="graph"``: the function
@@ -118,7 +122,7 @@ def register(name: str, *, formats: tuple[str, ...], pattern: str, equivalent: s
         REPAIRS[name] = Repair(name, tuple(formats), pattern, equivalent, tuple(ops), doc, tuple(symptoms),
                                tuple(messages), tuple(always),
                                decompositions=fn if kind == "decomposition" else None,
-                               graph_pass=fn if kind == "graph" else None)
+                               graph_pass=fn if kind == "graph" else None, applies=applies)
         return fn
 
     return deco
