@@ -360,7 +360,9 @@ def write_md(results: list[dict[str, Any]], formats: tuple[str, ...], path: Path
     lines = ["# Coverage: architectures × formats, raw converters vs mobilize", "",
              f"Machine: {meta['machine']}; {meta['versions']}.",
              f"Run: {meta['started']}, {meta['archs']} architectures, {meta['jobs']} at a time, "
-             f"**{meta['wall_seconds'] / 60:.1f} min** wall time. Reproduce: `{meta['command']}`", "",
+             f"**{meta['wall_seconds'] / 60:.1f} min** wall time, {meta['cpu_seconds'] / 60:.1f} min of CPU "
+             f"(≈ {meta['cpu_seconds'] / 60 / max(1, meta['jobs']):.1f} min on {meta['jobs']} idle cores). "
+             f"Reproduce: `{meta['command']}`", "",
              "Every architecture is built from a `transformers` config with random weights and small sizes "
              "(benchmarks/coverage_archs.py; nothing downloaded). **raw**: the converter's documented default call "
              "on the eager model, then mobilize's parity check of the file it wrote (Core ML's default is an fp16 "
@@ -415,6 +417,14 @@ def write_md(results: list[dict[str, Any]], formats: tuple[str, ...], path: Path
     path.write_text("\n".join(lines) + "\n")
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of every finished worker: what the run costs on idle cores, whatever the load."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round(ru.ru_utime + ru.ru_stime, 1)
+
+
 def _meta(archs: list[str], jobs: int, started: str, wall: float, argv: list[str]) -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -436,7 +446,7 @@ def _meta(archs: list[str], jobs: int, started: str, wall: float, argv: list[str
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--archs", default="", help="comma-separated names (default: all in coverage_archs.py)")
+    ap.add_argument("--archs", default="", help="comma-separated names, or 'all' (default: coverage_archs.DEFAULT)")
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--jobs", type=int, default=2, help="architectures converted at the same time")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per architecture")
@@ -454,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     import coverage_archs
 
-    archs = [a for a in args.archs.split(",") if a] or list(coverage_archs.ARCHITECTURES)
+    archs = [a for a in args.archs.split(",") if a] or list(coverage_archs.DEFAULT)
+    if archs == ["all"]:
+        archs = list(coverage_archs.ARCHITECTURES)
     unknown = set(archs) - set(coverage_archs.ARCHITECTURES)
     if unknown:
         ap.error(f"unknown architectures {sorted(unknown)}; choose from {', '.join(coverage_archs.ARCHITECTURES)}")
@@ -463,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(archs, formats, args.jobs, args.timeout)
     wall = time.perf_counter() - t0
     meta = _meta(archs, args.jobs, started, wall, [a for a in (argv if argv is not None else sys.argv[1:])])
+    meta["cpu_seconds"] = _children_cpu()
     write_md(results, formats, args.out, meta)
     json_path = args.json or args.out.with_suffix(".json")
     json_path.write_text(json.dumps({"meta": meta, "totals": totals(results, formats), "results": results},

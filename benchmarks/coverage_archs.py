@@ -314,6 +314,14 @@ ARCHITECTURES: dict[str, tuple[str, Callable[[], Any]]] = {
 }
 
 
+#: the default matrix (``benchmarks/coverage.py`` without ``--archs``): every category and every repair, sized to
+#: run in under 15 minutes on 2 idle cores; ``--archs all`` runs every architecture above
+DEFAULT = ("resnet", "convnext", "mobilenet_v2", "efficientnet", "mobilevit", "mobilevitv2", "levit", "vit", "beit",
+           "dinov2", "swin", "swinv2", "hiera", "focalnet", "vitdet", "sam_vision", "bert", "distilbert",
+           "deberta_v2", "convbert", "wav2vec2", "sew", "whisper_encoder", "ast", "segformer", "upernet_convnext",
+           "clip_vision", "clip_text", "siglip_vision", "siglip_text")
+
+
 def build(name: str) -> Any:
     """The :class:`mobilize.ModelSpec` of architecture ``name``."""
     return ARCHITECTURES[name][1]()
