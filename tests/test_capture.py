@@ -125,14 +125,29 @@ def test_dynamic_dims_kept(linear_spec: ModelSpec) -> None:
 
 
 def test_dynamic_capture_falls_back_to_static_shapes(models) -> None:
+    """A model that fixes its batch: the named Dim fails, Dim.AUTO keeps what it can (nothing) and says so."""
     spec = ModelSpec(module=models.FixedBatch(), example_inputs=(torch.randn(2, 6),), input_names=["x"],
                      dynamic_dims={"x": {0: "batch"}})
     cap = capture(spec)
-    assert cap.strategy == "torch.export(strict=False, static shapes)"
+    assert cap.strategy == "torch.export(strict=False, Dim.AUTO: keep what can stay dynamic)"
     assert cap.dynamic is False
     assert [a.ok for a in cap.attempts] == [False, False, True]
     assert all(a.error for a in cap.attempts[:2])
     assert _placeholder_shapes(cap.program) == [(2, 6)]
+    assert cap.dims == {"batch": {"dynamic": False, "symbol": None, "min": None, "max": None, "axes": ["x:0"]}}
+
+
+def test_a_batch_of_one_is_captured_dynamic_with_its_bounds() -> None:
+    """torch.export specialises size-1 dims: the capture enlarges them, so a batch-1 example still gives a dynamic
+    batch (the README's example), with the bounds asked for."""
+    spec = ModelSpec(module=torch.nn.Linear(6, 3), example_inputs=(torch.randn(1, 6),), input_names=["x"],
+                     dynamic_dims={"x": {0: ("batch", 1, 64)}})
+    cap = capture(spec)
+    assert cap.strategy == "torch.export(strict=False)" and cap.dynamic is True
+    assert cap.dims["batch"]["dynamic"] and (cap.dims["batch"]["min"], cap.dims["batch"]["max"]) == (1, 64)
+    assert cap.example_inputs[0].shape == (2, 6) and spec.example_inputs[0].shape == (1, 6)
+    for n in (1, 4, 64):
+        torch.testing.assert_close(cap.program.module()(torch.ones(n, 6)), spec.module(torch.ones(n, 6)))
 
 
 def test_dynamic_shapes_for_shares_dims_by_name() -> None:

@@ -28,7 +28,7 @@ def test_plugin_metadata(name: str) -> None:
     assert plugin.suffix.startswith(".") and len(plugin.suffix) > 1
     assert plugin.precisions and set(plugin.precisions) <= set(formats.PRECISIONS)
     assert plugin.summary.strip()
-    for attr in ("exporter", "runner", "io_reader", "analyzer"):
+    for attr in ("exporter", "runner", "io_reader", "analyzer", "finalizer", "placement"):
         mod, sep, obj = getattr(plugin, attr).partition(":")
         assert sep and mod.startswith("mobilize.") and obj.isidentifier(), f"{name}.{attr} is not 'module:object'"
 
@@ -141,3 +141,34 @@ def test_parse_list_ignores_case() -> None:
 def test_analyzer_imports_and_takes_a_path(name: str) -> None:
     fn = formats.REGISTRY[name].load("analyzer")
     assert callable(fn) and list(inspect.signature(fn).parameters) == ["path"]
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_placement_reader_imports_and_takes_path_and_options(name: str) -> None:
+    fn = formats.REGISTRY[name].load("placement")
+    assert callable(fn) and list(inspect.signature(fn).parameters) == ["path", "options"]
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_converted_formats_name_a_registered_source_and_companions_are_suffixes(name: str) -> None:
+    plugin = formats.REGISTRY[name]
+    if plugin.converts_from:
+        assert plugin.converts_from in formats.REGISTRY and plugin.converts_from != name
+        assert set(plugin.precisions) == set(formats.REGISTRY[plugin.converts_from].precisions)
+    assert all(c.startswith(".") and c != plugin.suffix for c in plugin.companions)
+
+
+def test_converted_formats_come_after_their_source() -> None:
+    assert formats.in_dependency_order(["ort", "tflite", "onnx"]) == ["tflite", "onnx", "ort"]
+    assert formats.in_dependency_order(["onnx", "ort"]) == ["onnx", "ort"]
+    assert formats.in_dependency_order(["ort"]) == ["ort"]
+
+
+def test_quantized_converted_files_need_their_source_in_the_run() -> None:
+    from mobilize.quantize.recipes import check_pairs
+
+    src = {"ort": "onnx"}
+    check_pairs(["onnx", "ort"], ["fp32", "int8"], converted_from=src)
+    check_pairs(["ort"], ["fp32", "fp16"], converted_from=src)
+    with pytest.raises(OptionError, match=r"ort int8 is converted from the onnx int8 file: add onnx"):
+        check_pairs(["ort"], ["int8"], converted_from=src)

@@ -53,7 +53,7 @@ def test_file_fn_module_and_tuple(write_py) -> None:
     spec = load_source(f"{p}:build")
     assert isinstance(spec, ModelSpec)
     assert spec.name == "Net"
-    assert spec.input_names == ["input_0"]
+    assert spec.input_names == ["x"]  # forward(self, x) names the input
     assert spec.output_names == ["output_0"]  # filled by running the model once
     assert spec.example_inputs[0].shape == (2, 4)
     assert not spec.module.training  # put in eval mode
@@ -455,3 +455,54 @@ def test_file_module_name_depends_on_name_and_content_only(tmp_path: Path) -> No
     assert _module_name(a).startswith("_mobilize_user_my_model_") and _module_name(a).isidentifier()
     b.write_text("X = 2\n")
     assert _module_name(a) != _module_name(b)
+
+
+def test_input_names_come_from_forward_and_output_names_from_a_namedtuple(write_py) -> None:
+    p = write_py("named.py", """
+import typing
+import torch
+
+class Out(typing.NamedTuple):
+    boxes: torch.Tensor
+    scores: torch.Tensor
+
+class Det(torch.nn.Module):
+    def forward(self, image, threshold):
+        return Out(image * 2, image.sum(-1) > threshold)
+
+def build():
+    return Det(), (torch.randn(1, 4), torch.tensor(0.5))
+""")
+    spec = load_source(f"{p}:build")
+    assert spec.input_names == ["image", "threshold"]
+    assert spec.output_names == ["boxes", "scores"]
+
+
+def test_forward_with_varargs_keeps_positional_names(write_py) -> None:
+    p = write_py("va.py", """
+import torch
+
+class V(torch.nn.Module):
+    def forward(self, *xs):
+        return xs[0] + xs[1]
+
+def build():
+    return V(), (torch.randn(2), torch.randn(2))
+""")
+    assert load_source(f"{p}:build").input_names == ["input_0", "input_1"]
+
+
+def test_labels_must_match_a_classifier_output(write_py) -> None:
+    p = write_py("lab.py", MODEL_PY + """
+from mobilize import ModelSpec
+
+def build():
+    return ModelSpec(Net(), (torch.randn(1, 4),), labels=["a", "b", "c", "d", "e"])
+
+def ok():
+    return ModelSpec(Net(), (torch.randn(1, 4),), labels=["a", "b", "c"])
+""")
+    with pytest.raises(SourceError, match=r"labels has 5 class names but no output has 5 classes on its last axis "
+                                          r"\(output_0 \[1, 3\]\)"):
+        load_source(f"{p}:build")
+    assert load_source(f"{p}:ok").labels == ["a", "b", "c"]

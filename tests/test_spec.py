@@ -23,11 +23,11 @@ def test_spec_error_is_a_user_input_error() -> None:
 def test_defaults_fill_names_and_normalise_inputs() -> None:
     s = _spec(example_inputs=torch.zeros(2, 3))  # a bare tensor becomes a 1-tuple
     assert isinstance(s.example_inputs, tuple) and len(s.example_inputs) == 1
-    assert s.input_names == ["input_0"]
+    assert s.input_names == ["input"]  # nn.Linear.forward(self, input)
     assert s.output_names is None
     s2 = _spec(example_inputs=[torch.zeros(1), torch.zeros(2)])  # a list becomes a tuple
     assert isinstance(s2.example_inputs, tuple)
-    assert s2.input_names == ["input_0", "input_1"]
+    assert s2.input_names == ["input_0", "input_1"]  # forward takes one input: positions name them
 
 
 @pytest.mark.parametrize("module", [lambda x: x, "model", None, torch.zeros(1)])
@@ -165,3 +165,11 @@ def test_to_dict_carries_normalization_and_labels() -> None:
                                          (torch.float16, "float16")])
 def test_torch_dtype_name(dtype, name) -> None:
     assert torch_dtype_name(dtype) == name
+
+
+@pytest.mark.parametrize("labels", [..., "cat", [], [None], [1.5], {"a": 1}])
+def test_labels_that_are_not_class_names_are_refused(labels) -> None:
+    from mobilize.errors import SpecError
+
+    with pytest.raises(SpecError, match="labels"):
+        ModelSpec(torch.nn.Linear(2, 2), (torch.randn(1, 2),), labels=labels)

@@ -8,7 +8,7 @@ import datetime as _dt
 import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class Result:
     strict: bool = False
     allow_unfit: bool = False
     allow_below_target: bool = False
+    diagnosis: Any = None  # mobilize.diff.DiffResult for files that fail parity or miss their target (export only)
 
     @property
     def artifacts(self) -> list[dict[str, Any]]:
@@ -59,6 +60,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
            trust_pickle: bool = False, isolate: bool = True, on_step: StepCallback | None = None,
            calibration: Any = None, target: Any = None, tolerances: Overrides | None = None,
            fitness: Thresholds | None = None, allow_unfit: bool = False, allow_below_target: bool = False,
+           dynamic: Mapping[str, Mapping[int, Any]] | None = None, diagnose: bool = True,
            repair: bool = True) -> Result:
     """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
 
@@ -76,6 +78,12 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     Every exported file is also judged fit to ship or not (:mod:`mobilize.verify.fitness`: size against its parameter
     floor and its siblings, op count, single-thread latency, accuracy target) with ``fitness`` thresholds; the
     record is each artifact's ``fitness``.
+
+    ``dynamic`` adds dynamic dims to the source's spec (``{input: {axis: name | (name, min, max)}}``, the
+    ``--dynamic`` flag); a dim asked dynamic but fixed in a file is a fitness finding on that file.
+
+    A file that fails parity or misses its accuracy target is analysed layer by layer (``diagnose``;
+    :func:`mobilize.diff.diagnose`): ``Result.diagnosis`` names the first layer that diverges.
 
     ``repair``: when a converter fails, rewrite the ops it rejects into equivalents it accepts and retry
     (:mod:`mobilize.repair`, docs/repairs.md); each artifact's ``repairs`` records which rewrites ran and why.
@@ -95,7 +103,8 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     from mobilize.quantize import calibration as qcal
     from mobilize.quantize import recipes as qrec
 
-    qrec.check_pairs(fmts, precs)
+    fmts = registry.in_dependency_order(fmts)
+    qrec.check_pairs(fmts, precs, converted_from={f: registry.get(f).converts_from for f in fmts})
     check_overrides(tolerances, registry.PRECISIONS)
     if calibration is None:
         qcal.require(None, precs)  # static int8 without real data: refuse before any work
@@ -111,6 +120,8 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
         from mobilize.source import _run_once
 
         _run_once(spec, spec.name)
+    if dynamic:
+        spec.add_dynamic(dynamic)
     source_str = source if isinstance(source, str) else f"ModelSpec:{spec.name}"
     quant = None
     if any(p in qrec.QUANT_PRECISIONS for p in precs) or calibration is not None:
@@ -127,24 +138,31 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     step("computing the PyTorch reference")
     sets = make_input_sets(spec)
-    ref = compute_reference(spec, sets)
+    dropped: list[dict[str, Any]] = []
+    ref = compute_reference(spec, sets, dropped)
 
     try:
         manifest = _build_bundle(out, fmts, precs, cap, spec, options, verify, isolate, ref, source_str, weights,
-                                 trust_pickle, step, quant, tolerances, fitness, repair)
+                                 trust_pickle, step, quant, tolerances, fitness, dropped, repair)
     except OSError as exc:  # full disk, permissions, a vanished folder: the previous bundle is still in place
         from mobilize.errors import BundleError
 
         raise BundleError(f"could not write the bundle {out}: {exc.strerror or exc}"
                           f"{f' ({exc.filename})' if getattr(exc, 'filename', None) else ''}; "
                           "the previous bundle, if any, is untouched") from exc
-    return Result(out, manifest, strict, allow_unfit, allow_below_target)
+    result = Result(out, manifest, strict, allow_unfit, allow_below_target)
+    if verify and diagnose:  # where does a failing file diverge? (docs/diff.md)
+        from mobilize.diff import diagnose as find_divergence
+
+        result.diagnosis = find_divergence(out, manifest, spec, quant, isolate=isolate, step=step)
+    return result
 
 
 def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: ModelSpec, options: ExportOptions,
                   verify: bool, isolate: bool, ref: Any, source_str: str, weights: Any, trust_pickle: bool,
                   step: StepCallback, quant: Any = None, tolerances: Overrides | None = None,
-                  fitness: Thresholds | None = None, repair: bool = True) -> dict[str, Any]:
+                  fitness: Thresholds | None = None, dropped: list[dict[str, Any]] | None = None,
+                  repair: bool = True) -> dict[str, Any]:
     from mobilize.bundle.writer import staged
     from mobilize.capture import floor_bytes
 
@@ -152,22 +170,30 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
     with staged(out) as tmp, tempfile.TemporaryDirectory(prefix="mobilize-quantize-") as scratch:
         ref.save(tmp / mf.REFERENCE)
         eval_set = _eval_set(source_str, spec)
+        from mobilize.export.metadata import file_info
+
+        info = file_info(spec, source_str, "fp32")
         for fmt in fmts:
             plugin = registry.get(fmt)
             for prec in precs:
                 step(f"exporting {fmt} {prec}")
                 fp32 = next((a for a in artifacts if a["format"] == fmt and a["precision"] == "fp32"), None)
                 artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step,
-                                             quant, Path(scratch), tolerances, repair,
+                                             quant, Path(scratch), tolerances, info, repair,
                                              fp32["repairs"] if fp32 is not None else None))
+                _inherit_quantization(plugin, artifacts)
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
+        _placement_modules(artifacts, cap.program)
         floors = floor_bytes(cap.program)
         judge_fitness(tmp, artifacts, cap.graph, floors, ref_path=tmp / mf.REFERENCE,
-                      input_names=spec.input_names, isolate=isolate, thresholds=fitness, step=step)
+                      input_names=spec.input_names, isolate=isolate, thresholds=fitness, step=step,
+                      dynamic=dict(spec.dynamic_dims or {}))
         manifest = _manifest(spec, source_str, cap, ref, artifacts)
         manifest["model"]["floor_bytes"] = floors
+        if dropped:
+            manifest["reference"]["input_sets_dropped"] = dropped
         if eval_set is not None:
             manifest["model"]["accuracy"] = eval_set["pytorch"]
         if quant is not None and quant.calibration is not None:
@@ -187,9 +213,11 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
 
 def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path,
                 options: ExportOptions, verify: bool, isolate: bool, step: StepCallback, quant: Any = None,
-                scratch: Path | None = None, tolerances: Overrides | None = None,
+                scratch: Path | None = None, tolerances: Overrides | None = None, info: Any = None,
                 repair: bool = True, fp32_repairs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     from mobilize._quiet import captured_output
+    from mobilize.bundle.writer import raise_if_disk_full
+    from mobilize.isolate import in_child
     from mobilize.quantize.recipes import QUANT_PRECISIONS
 
     rel = f"{spec.name}_{prec}{plugin.suffix}"
@@ -199,16 +227,21 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
                            "repairs": []}
     t0 = time.perf_counter()
     log = None
-    try:
-        if prec in QUANT_PRECISIONS:  # the quantizer takes the exporter's fp32 file and writes the quantized one
-            exported = _quantize_one(plugin, prec, cap, spec, tmp, dest, options, quant, scratch, step, repair,
-                                     fp32_repairs)
-            art["quantization"] = exported.quantization
-        else:
-            with captured_output() as log:
-                exported = _convert(plugin, cap, spec, prec, dest, options, repair)
-        art["repairs"] = exported.repairs
+    label = f"{plugin.name} {prec}"
+    try:  # converters and quantizers run in a child process: a crash or abort there costs this artifact only
+        with captured_output() as log:
+            if prec in QUANT_PRECISIONS and not plugin.converts_from:  # the quantizer takes the fp32 file
+                exported = in_child(lambda s: _finalized(_quantize_one(plugin, prec, cap, spec, tmp, dest, options,
+                                                                       quant, scratch, s, repair, fp32_repairs),
+                                                         plugin, info, prec),
+                                    label=label, on_step=step)
+                art["quantization"] = exported.quantization
+            else:  # repairs run in the child too: the rewrites and every retry cost this artifact only
+                exported = in_child(lambda _s: _finalized(_convert(plugin, cap, spec, prec, dest, options, repair),
+                                                          plugin, info, prec), label=label)
+        art["repairs"] = list(exported.repairs)
     except Exception as exc:  # noqa: BLE001 - one format failing must not stop the others
+        raise_if_disk_full(exc, log.text if log is not None else "", where=f"{label} into {tmp}", folders=(tmp,))
         _remove(dest)
         art["repairs"] = list(getattr(exc, "repairs", None) or [])
         art.update(status="failed", path=None,
@@ -216,16 +249,21 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
         art["export_seconds"] = round(time.perf_counter() - t0, 3)
         return art
     art["export_seconds"] = round(time.perf_counter() - t0, 3)
-    art["notes"] = exported.notes + remove_unlisted(plugin, dest)
+    art["notes"] = exported.notes
     art["bytes"] = size(dest)
     art["sha256"] = sha256(dest)
+    companions = companion_records(plugin, dest, tmp)
+    if companions:
+        art["companions"] = companions
     if verify:
         step(f"verifying {plugin.name} {prec}")
     found = inspect_and_verify(plugin, dest, prec, tmp / mf.REFERENCE if verify else None, spec.input_names,
-                               isolate=isolate, tolerance=_tolerance(plugin.name, prec, tolerances), analyze=True)
+                               isolate=isolate, tolerance=_tolerance(plugin.name, prec, tolerances), analyze=True,
+                               place=placement_options(options))
     art["inputs"] = _io_records(spec.input_names, found.get("inputs", []))
     art["outputs"] = _io_records(spec.output_names or [], found.get("outputs", []))
     _set_analysis(art, found)
+    _set_placement(art, found)
     if verify:
         art["parity"] = found["parity"]
     elif "error" in found:
@@ -236,35 +274,32 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
 def _convert(plugin: registry.FormatPlugin, cap: Any, spec: ModelSpec, prec: str, dest: Path, options: ExportOptions,
              repair: bool) -> Any:
     """Run the format's exporter through :func:`mobilize.repair.convert` (as is; on a failure with the repairs it
-    implicates); the returned ExportedFile carries ``repairs`` (the records) and a note per repair."""
+    implicates); the returned ExportedFile carries ``repairs`` (the records) and a note per repair. A format converted
+    from another one's file (ORT from ONNX) is repaired as that format: its fresh exports go through that converter."""
     from mobilize import repair as rp
 
-    exported, records = rp.convert(plugin.name, cap, lambda c: plugin.load("exporter")(c, spec, prec, dest, options),
-                                   enabled=repair)
+    exported, records = rp.convert(plugin.converts_from or plugin.name, cap,
+                                   lambda c: plugin.load("exporter")(c, spec, prec, dest, options), enabled=repair)
     exported.repairs = records
     exported.notes += [f"repaired: {r['name']} ({r['rewrites']} node(s)) — {r['why']}" for r in records
                        if r.get("status") == "applied"]
     return exported
 
 
-def remove_unlisted(plugin: registry.FormatPlugin, dest: Path) -> list[str]:
-    """Delete what a package's own manifest does not list (converter side files); one note per removal."""
-    if not plugin.unlisted or not dest.is_dir():
-        return []
-    from mobilize.bench.report import fmt_bytes
-
-    notes = []
-    for member in plugin.load("unlisted")(dest):
-        n = size(member)
-        _remove(member)
-        notes.append(f"removed {member.relative_to(dest).as_posix()} ({fmt_bytes(n)}): a converter side file the "
-                     "package's own manifest does not list")
-    return notes
+def _finalized(exported: Any, plugin: registry.FormatPlugin, info: Any, precision: str) -> Any:
+    """The format's finalizer on a fresh file (in the converter's child process): metadata inside the file,
+    reproducible bytes, side files removed; its notes join the exporter's."""
+    if info is not None and plugin.finalizer:
+        exported.notes = list(exported.notes) + list(plugin.load("finalizer")(exported.path, info.with_precision(
+            precision)))
+    return exported
 
 
 def _prune_bundle(tmp: Path, artifacts: list[dict[str, Any]]) -> None:
     """A bundle holds only what its manifest lists: drop anything else a converter left in the staging folder."""
     listed = {mf.MANIFEST, mf.REFERENCE} | {a["path"] for a in artifacts if a.get("path")}
+    listed |= {c["path"] for a in artifacts for c in a.get("companions") or []}
+    listed |= {c["path"] for a in artifacts for c in a.get("companions") or []}
     for entry in tmp.iterdir():
         if entry.name not in listed:
             _remove(entry)
@@ -276,9 +311,61 @@ def _set_analysis(art: dict[str, Any], found: dict[str, Any]) -> None:
         art["notes"].append(f"could not analyse the file's ops and constants: {found['analysis_error']}")
 
 
+def companion_records(plugin: registry.FormatPlugin, dest: Path, bundle: Path) -> list[dict[str, Any]]:
+    """The files the exporter wrote beside the artifact that ship with it (path, bytes, sha256)."""
+    return [{"path": p.relative_to(bundle).as_posix(), "bytes": size(p), "sha256": sha256(p)}
+            for p in registry.companion_paths(plugin, dest) if p.is_file()]
+
+
+def placement_options(options: ExportOptions | None) -> dict[str, Any]:
+    """What the placement readers need from the export options (the Core ML target the files were made for)."""
+    return {"coreml_target": options.coreml_target if options is not None else None}
+
+
+def _set_placement(art: dict[str, Any], found: dict[str, Any]) -> None:
+    if "placement" in found:
+        art["placement"] = found["placement"]
+    if found.get("placement_error"):
+        art["placement"] = {"error": found["placement_error"]}
+        art["notes"].append(f"could not inspect where the file's ops would run: {found['placement_error']}")
+
+
+def _placement_modules(artifacts: list[dict[str, Any]], program: Any) -> None:
+    """Core ML op names in placement records → the PyTorch modules they came from (needs the captured program)."""
+    from mobilize.analysis import placement
+    from mobilize.analysis.bundle import target_message
+
+    names = {n for a in artifacts for n in placement.coreml_op_names(a.get("placement"))}
+    if names:
+        found = placement.coreml_modules(program, names)
+        for a in artifacts:
+            placement.attach_modules(a.get("placement"), found)
+    for a in artifacts:
+        dep = (a.get("placement") or {}).get("deployment") or {}
+        if dep.get("exceeds_requested"):
+            a["notes"].append(target_message(dep))
+
+
+def _inherit_quantization(plugin: registry.FormatPlugin, artifacts: list[dict[str, Any]]) -> None:
+    """A converted file (ORT from ONNX) shares its source's quantization record (same recipe, same weights) and, when
+    it was converted from the bundle's file, that file's repairs."""
+    art = artifacts[-1]
+    if not plugin.converts_from or art["status"] != "ok":
+        return
+    made_from = next((a for a in artifacts if a["format"] == plugin.converts_from
+                      and a["precision"] == art["precision"] and a["status"] == "ok"), None)
+    if made_from is not None and not art.get("repairs"):
+        art["repairs"] = list(made_from.get("repairs") or [])
+    source = next((a for a in artifacts if a["format"] == plugin.converts_from and a["precision"] == art["precision"]
+                   and a.get("quantization")), None)
+    if source is not None:
+        art["quantization"] = {**source["quantization"], "measured_on": f"the {plugin.converts_from} file"}
+
+
 def judge_fitness(bundle: Path, artifacts: list[dict[str, Any]], graph: dict[str, Any], floors: dict[str, int], *,
                   ref_path: Path, input_names: Sequence[str], isolate: bool = True,
-                  thresholds: Thresholds | None = None, step: StepCallback | None = None) -> None:
+                  thresholds: Thresholds | None = None, step: StepCallback | None = None,
+                  dynamic: dict[str, dict[int, str]] | None = None) -> None:
     """Time every exported file (one thread, all interleaved in one worker) and set each artifact's ``latency`` and
     ``fitness`` records (:mod:`mobilize.verify.fitness`)."""
     from mobilize.verify import fitness, timing
@@ -291,7 +378,7 @@ def judge_fitness(bundle: Path, artifacts: list[dict[str, Any]], graph: dict[str
         timed = timing.measure(items, ref_path, list(input_names), isolate=isolate)
         for a, it in zip(ok, items):
             a["latency"] = timed.get(it["key"])
-    fitness.judge(artifacts, graph, floors, thresholds)
+    fitness.judge(artifacts, graph, floors, thresholds, dynamic)
 
 
 def _quantize_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path, dest: Path,
@@ -357,17 +444,19 @@ def verify_in_process(plugin: registry.FormatPlugin, path: Path, precision: str,
 
 def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str | None, ref_path: Path | None,
                        input_names: Sequence[str], *, isolate: bool = True, tolerance: Any = None,
-                       analyze: bool = False) -> dict[str, Any]:
+                       analyze: bool = False, place: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read the file's declared I/O and (when ``ref_path`` is given) verify it — in a child process by default, so
     a runtime that crashes on the file costs one artifact, not the run. Returns ``{"inputs", "outputs",
     "parity"?}`` with I/O as dicts; ``{"error": ...}`` when the file cannot be read. ``tolerance`` (a
-    :class:`~mobilize.verify.tolerance.Tolerance`) replaces the default for the format × precision."""
+    :class:`~mobilize.verify.tolerance.Tolerance`) replaces the default for the format × precision. ``analyze`` adds
+    the static ``analysis`` record; ``place`` (options such as ``coreml_target``) adds the ``placement`` record
+    (:mod:`mobilize.analysis.placement`)."""
     from mobilize import isolate as iso
 
     job = {"op": "verify" if ref_path is not None else "inspect", "format": plugin.name, "path": str(path),
            "precision": precision, "reference": str(ref_path) if ref_path else None,
            "input_names": list(input_names), "tolerance": tolerance.to_dict() if tolerance is not None else None,
-           "analyze": analyze}
+           "analyze": analyze, **({"place": place} if place is not None else {})}
     if not isolate or not _needs_isolation(plugin):
         from mobilize._worker import handle
 
@@ -513,6 +602,7 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
 
     check_overrides(tolerances, registry.PRECISIONS)
     from mobilize.errors import BundleError
+    from mobilize.verify import fitness as fitness_mod
     from mobilize.verify.parity import Reference, compute_reference
 
     step = on_step or (lambda _msg: None)
@@ -539,6 +629,11 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
         except Exception as exc:  # noqa: BLE001 - any decoding problem is a bad bundle
             raise BundleError(f"{ref_path}: unreadable reference data ({type(exc).__name__}: {exc})") from None
     input_names = [t["name"] for t in manifest["model"]["inputs"]]
+    for s_ in ref.sets:  # the manifest and reference.npz must describe the same inputs
+        if set(s_.arrays) != set(input_names):
+            raise BundleError(f"{bundle / mf.MANIFEST}: model inputs {input_names} do not match the inputs stored in "
+                              f"{manifest['reference']['path']} ({sorted(s_.arrays)}); the bundle was edited or is "
+                              "not from one export")
     with tempfile.TemporaryDirectory(prefix="mobilize-verify-") as scratch:
         if source is not None:
             ref_path = Path(scratch) / mf.REFERENCE
@@ -565,7 +660,8 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
             art["parity"] = record
         judge_fitness(bundle, manifest["artifacts"], manifest["capture"].get("graph") or {},
                       manifest["model"].get("floor_bytes") or {}, ref_path=ref_path, input_names=input_names,
-                      isolate=isolate, thresholds=fitness, step=step)
+                      isolate=isolate, thresholds=fitness, step=step,
+                      dynamic=fitness_mod.requested_dynamic(manifest["model"]["inputs"]))
     manifest["summary"] = summarize(manifest["artifacts"])
     return Result(bundle, manifest, strict, allow_unfit, allow_below_target)
 
@@ -579,7 +675,7 @@ def _needs_isolation(plugin: registry.FormatPlugin) -> bool:
     return bool(plugin.fallback_runner) and bool(plugin.load("fallback_runner").available()[0])
 
 
-_KIND_OF_FORMAT = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage"}
+_KIND_OF_FORMAT = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage", "ort": "ort"}
 
 
 def _check_kind(fmt: str, path: Path, where: str) -> None:

@@ -32,7 +32,12 @@ class Capture:
     program: Any  # torch.export.ExportedProgram
     strategy: str
     attempts: list[Attempt]
-    dynamic: bool  # whether the program kept the spec's dynamic dims
+    dynamic: bool  # whether the program kept any of the spec's dynamic dims
+    #: the inputs the program was captured with (dynamic size-1 axes enlarged, see capture_inputs); converters
+    #: that re-trace use these
+    example_inputs: tuple[Any, ...] | None = None
+    #: per requested dynamic dim: kept dynamic?, symbol, bounds (see dim_report)
+    dims: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     _graph: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
 
@@ -44,8 +49,11 @@ class Capture:
         return self._graph
 
     def to_dict(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "dynamic": self.dynamic, "attempts": [a.to_dict() for a in self.attempts],
-                "graph": self.graph}
+        d = {"strategy": self.strategy, "dynamic": self.dynamic, "attempts": [a.to_dict() for a in self.attempts],
+             "graph": self.graph}
+        if self.dims:
+            d["dims"] = self.dims
+        return d
 
 
 #: ATen ops (name before the overload) that a format may run natively or lower into many small ops; the fitness
@@ -125,8 +133,10 @@ def floor_bytes(program: Any) -> dict[str, int]:
     return {k: int(round(v)) for k, v in by_precision.items()}
 
 
-def dynamic_shapes_for(spec: ModelSpec) -> tuple[Any, ...] | None:
-    """``spec.dynamic_dims`` as torch.export ``dynamic_shapes`` (one ``torch.export.Dim`` per distinct name)."""
+def dynamic_shapes_for(spec: ModelSpec, *, auto: bool = False) -> tuple[Any, ...] | None:
+    """``spec.dynamic_dims`` as torch.export ``dynamic_shapes``: one named ``torch.export.Dim`` per distinct name
+    with the spec's bounds (``auto``: ``Dim.AUTO`` hints instead, which let torch.export keep what it can and
+    specialise the rest instead of failing)."""
     if not spec.dynamic_dims:
         return None
     import torch
@@ -137,16 +147,86 @@ def dynamic_shapes_for(spec: ModelSpec) -> tuple[Any, ...] | None:
         axes = spec.dynamic_dims.get(name, {})
         entry = {}
         for ax, dname in axes.items():
+            lo, hi = spec.dynamic_bounds.get(dname, (1, None))
             if dname not in dims:
-                dims[dname] = torch.export.Dim(_dim_ident(dname), min=1, max=65536)
+                dims[dname] = (torch.export.Dim.AUTO(min=lo, max=hi) if auto else
+                               torch.export.Dim(_dim_ident(dname), min=lo, max=hi))
             entry[ax % t.dim()] = dims[dname]
         out.append(entry or None)
     return tuple(out)
 
 
+def _finite(bound: Any) -> int | None:
+    """A sympy/torch bound as an int, None for ±infinity (torch's ``int_oo``)."""
+    try:
+        value = int(bound)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
+    return value if abs(value) < 2**62 else None
+
+
 def _dim_ident(name: str) -> str:
     ident = "".join(c if c.isalnum() else "_" for c in str(name))
     return ident if ident and not ident[0].isdigit() else f"d_{ident}"
+
+
+def capture_inputs(spec: ModelSpec) -> tuple[Any, ...]:
+    """The example inputs to capture with: a dynamic axis whose example size is 1 is repeated to 2 (or to its
+    minimum), because torch.export specialises size-1 dimensions ("0/1 specialisation") — a batch-1 example would
+    otherwise give static files whatever ``dynamic_dims`` says."""
+    out = []
+    for name, t in zip(spec.input_names, spec.example_inputs):
+        for ax, dname in (spec.dynamic_dims or {}).get(name, {}).items():
+            lo, hi = spec.dynamic_bounds.get(dname, (1, None))
+            size = t.shape[ax]
+            want = max(2, lo)
+            if size < 2 and (hi is None or want <= hi):
+                reps = [1] * t.dim()
+                reps[ax] = want
+                t = t.repeat(*reps)
+        out.append(t)
+    return tuple(out)
+
+
+def _specialised_enlarged(dims: dict[str, dict[str, Any]], spec: ModelSpec) -> bool:
+    """Whether a dim that :func:`capture_inputs` enlarged came out static (fixed at the enlarged size)."""
+    for d in dims.values():
+        if d["dynamic"]:
+            continue
+        for where in d["axes"]:
+            name, _, ax = where.rpartition(":")
+            if int(spec.example_inputs[list(spec.input_names).index(name)].shape[int(ax)]) < 2:
+                return True
+    return False
+
+
+def dim_report(program: Any, spec: ModelSpec) -> dict[str, dict[str, Any]]:
+    """Per requested dynamic dim name: whether the captured program kept it dynamic, its symbol there (``s77``:
+    the name converters see) and the bounds torch.export proved."""
+    if not spec.dynamic_dims or program is None:
+        return {}
+    import torch
+
+    user = list(program.graph_signature.user_inputs)
+    shapes = {n.name: n.meta.get("val").shape for n in program.graph.nodes
+              if n.op == "placeholder" and n.name in user and hasattr(n.meta.get("val"), "shape")}
+    report: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(spec.input_names):
+        shape = shapes.get(user[i]) if i < len(user) else None
+        for ax, dname in spec.dynamic_dims.get(name, {}).items():
+            entry = report.setdefault(dname, {"dynamic": True, "symbol": None, "min": None, "max": None,
+                                              "axes": []})
+            entry["axes"].append(f"{name}:{ax}")
+            d = shape[ax] if shape is not None and ax < len(shape) else None
+            if not isinstance(d, torch.SymInt) or not getattr(d.node.expr, "free_symbols", None):
+                entry["dynamic"] = False
+                continue
+            entry["symbol"] = str(d)
+            rng = program.range_constraints.get(d.node.expr)
+            if rng is not None:
+                entry["min"] = _finite(rng.lower)
+                entry["max"] = _finite(rng.upper)
+    return report
 
 
 def capture(spec: ModelSpec) -> Capture:
@@ -158,22 +238,37 @@ def capture(spec: ModelSpec) -> Capture:
                        False)
     spec.module.eval()
     dyn = dynamic_shapes_for(spec)
-    strategies: list[tuple[str, dict[str, Any], bool]] = [
-        ("torch.export(strict=False)", {"strict": False, "dynamic_shapes": dyn}, dyn is not None),
-        ("torch.export(strict=True)", {"strict": True, "dynamic_shapes": dyn}, dyn is not None),
+    inputs = capture_inputs(spec) if dyn is not None else spec.example_inputs
+    strategies: list[tuple[str, dict[str, Any], tuple[Any, ...]]] = [
+        ("torch.export(strict=False)", {"strict": False, "dynamic_shapes": dyn}, inputs),
+        ("torch.export(strict=True)", {"strict": True, "dynamic_shapes": dyn}, inputs),
     ]
     if dyn is not None:
-        strategies.append(("torch.export(strict=False, static shapes)", {"strict": False, "dynamic_shapes": None},
-                           False))
+        auto = dynamic_shapes_for(spec, auto=True)
+        strategies += [("torch.export(strict=False, Dim.AUTO: keep what can stay dynamic)",
+                        {"strict": False, "dynamic_shapes": auto}, inputs)]
+        if inputs is not spec.example_inputs:
+            strategies += [("torch.export(strict=False, Dim.AUTO, the example's own sizes)",
+                            {"strict": False, "dynamic_shapes": auto}, spec.example_inputs)]
+        strategies += [("torch.export(strict=False, static shapes)", {"strict": False, "dynamic_shapes": None},
+                        spec.example_inputs)]
     attempts: list[Attempt] = []
-    for name, kwargs, is_dynamic in strategies:
+    for name, kwargs, args in strategies:
         try:
             with torch.no_grad():
-                program = torch.export.export(spec.module, spec.example_inputs, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded, then the next strategy runs
+                program = torch.export.export(spec.module, args, **kwargs)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure (sys.exit() in forward too) is recorded
             attempts.append(Attempt(name, False, describe(exc)))
             continue
+        dims = dim_report(program, spec)
+        if args is not spec.example_inputs and _specialised_enlarged(dims, spec):
+            attempts.append(Attempt(name, False, "it fixed a dim at the enlarged capture size, which the example "
+                                                 "does not have"))
+            continue
         attempts.append(Attempt(name, True))
-        return Capture(program, name, attempts, is_dynamic)
+        return Capture(program, name, attempts, any(d["dynamic"] for d in dims.values()), example_inputs=args,
+                       dims=dims)
     reasons = "; ".join(f"{a.strategy}: {a.error}" for a in attempts)
     raise CaptureError(f"could not capture the model with torch.export ({reasons})")

@@ -69,7 +69,8 @@ class ModelSpec:
         module: the ``torch.nn.Module`` (put in eval mode by mobilize).
         example_inputs: a tuple of tensors the module accepts positionally.
         input_names / output_names: names the exported files use; default ``input_0``… / ``output_0``….
-        dynamic_dims: ``{input_name: {axis: dim_name}}`` for dimensions that may vary at run time.
+        dynamic_dims: ``{input_name: {axis: dim_name}}`` for dimensions that may vary at run time; a value may also
+            be ``(dim_name, min, max)`` (``max`` None: unbounded). The same name on several inputs is one dimension.
         normalization: image preprocessing (recorded in the manifest, used for image calibration data).
         labels: class labels of a classifier output (recorded in the manifest).
         input_ranges: ``{input_name: (low, high)}`` for the random verification inputs; integer ranges are inclusive.
@@ -87,6 +88,8 @@ class ModelSpec:
     name: str = "model"
     description: str = ""
     exported_program: Any = dataclasses.field(default=None, repr=False, compare=False)  # set for .pt2 sources
+    #: per dynamic dim name: (min, max or None), from ``dynamic_dims`` values given as (name, min, max)
+    dynamic_bounds: dict[str, tuple[int, int | None]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         import torch
@@ -108,7 +111,7 @@ class ModelSpec:
                                 "cannot take as input; use float32, float16, int32, int64 or bool")
         n = len(self.example_inputs)
         if self.input_names is None:
-            self.input_names = [f"input_{i}" for i in range(n)]
+            self.input_names = forward_names(self.module, n) or [f"input_{i}" for i in range(n)]
         self.input_names = list(self.input_names)
         if len(self.input_names) != n:
             raise SpecError(f"ModelSpec has {n} example inputs but {len(self.input_names)} input_names")
@@ -120,17 +123,64 @@ class ModelSpec:
         if len(set(names)) != len(names):
             raise SpecError(f"ModelSpec input/output names must be unique, got {names}")
         if self.dynamic_dims:
-            for nm, axes in self.dynamic_dims.items():
-                if nm not in self.input_names:
-                    raise SpecError(f"dynamic_dims names input {nm!r}, which is not one of {self.input_names}")
-                rank = self.example_inputs[self.input_names.index(nm)].dim()
-                for ax in axes:
-                    if isinstance(ax, bool) or not isinstance(ax, int) or not -rank <= ax < rank:
-                        raise SpecError(f"dynamic_dims[{nm!r}] axis {ax!r} is out of range for a rank-{rank} input")
+            self.dynamic_dims = self._normalized_dynamic_dims()
         if self.labels is not None:
+            if isinstance(self.labels, str | bytes) or not isinstance(self.labels, Sequence) or not all(
+                    isinstance(x, str | int) and not isinstance(x, bool) for x in self.labels):
+                raise SpecError(f"ModelSpec.labels must be a list of class names (strings), one per class, got "
+                                f"{_describe(self.labels)}")
             self.labels = [str(x) for x in self.labels]
+            if not self.labels:
+                raise SpecError("ModelSpec.labels is empty; give one class name per class or leave it out")
         if not _NAME_RE.match(self.name.replace("-", "_")):
             raise SpecError(f"model name {self.name!r} must be letters, digits, '_' or '-'")
+
+    def _normalized_dynamic_dims(self) -> dict[str, dict[int, str]]:
+        """``dynamic_dims`` checked and with every value a dim name (axes made non-negative); bounds given as
+        ``(name, min, max)`` go to :attr:`dynamic_bounds`."""
+        if not isinstance(self.dynamic_dims, Mapping):
+            raise SpecError("dynamic_dims must be {input_name: {axis: dim_name}}, got "
+                            f"{_describe(self.dynamic_dims)}")
+        out: dict[str, dict[int, str]] = {}
+        bounds = dict(self.dynamic_bounds or {})
+        for nm, axes in self.dynamic_dims.items():
+            if nm not in self.input_names:
+                raise SpecError(f"dynamic_dims names input {nm!r}, which is not one of {self.input_names}")
+            if not isinstance(axes, Mapping):
+                raise SpecError(f"dynamic_dims[{nm!r}] must map axis → dim name, e.g. {{0: 'batch'}}")
+            t = self.example_inputs[self.input_names.index(nm)]
+            rank = t.dim()
+            out[nm] = {}
+            for ax, value in axes.items():
+                if isinstance(ax, bool) or not isinstance(ax, int) or not -rank <= ax < rank:
+                    raise SpecError(f"dynamic_dims[{nm!r}] axis {ax!r} is out of range for a rank-{rank} input")
+                name, lo, hi = _dim_value(nm, ax, value)
+                size = int(t.shape[ax % rank])
+                if size < lo or (hi is not None and size > hi):
+                    raise SpecError(f"dynamic_dims[{nm!r}] axis {ax}: the example's size {size} is outside "
+                                    f"[{lo}, {hi if hi is not None else '∞'}]; widen the bounds or change the example")
+                if name in bounds and (lo, hi) != (1, None) and bounds[name] != (lo, hi):
+                    raise SpecError(f"dynamic dim {name!r} has two different bounds, {bounds[name]} and {(lo, hi)}")
+                if (lo, hi) != (1, None) or name not in bounds:
+                    bounds[name] = (lo, hi)
+                out[nm][ax % rank] = name
+        self.dynamic_bounds = bounds
+        return out
+
+    def add_dynamic(self, extra: Mapping[str, Mapping[int, Any]]) -> None:
+        """Declare more dynamic dims (``--dynamic``), replacing the same input axis; validated like the constructor."""
+        merged: dict[str, dict[int, Any]] = {k: dict(v) for k, v in (self.dynamic_dims or {}).items()}
+        for name, axes in extra.items():
+            if name not in self.input_names:
+                raise SpecError(f"--dynamic names input {name!r}; the model's inputs are {', '.join(self.input_names)}")
+            rank = self.example_inputs[self.input_names.index(name)].dim()
+            for ax, value in axes.items():
+                if not -rank <= ax < rank:
+                    raise SpecError(f"--dynamic {name}:{ax}: axis out of range for a rank-{rank} input")
+                merged.setdefault(name, {})[ax % rank] = value
+        self.dynamic_dims = merged
+        self.dynamic_bounds = {}
+        self.dynamic_dims = self._normalized_dynamic_dims()
 
     def input_specs(self) -> list[TensorSpec]:
         """The inputs as TensorSpecs, dynamic dims shown as their names."""
@@ -149,6 +199,72 @@ class ModelSpec:
         if self.labels is not None:
             d["labels"] = list(self.labels)
         return d
+
+
+def parse_dynamic(items: Sequence[str]) -> dict[str, dict[int, Any]]:
+    """``["image:0=batch", "tokens:1=seq:1:512"]`` → ``{"image": {0: "batch"}, "tokens": {1: ("seq", 1, 512)}}``
+    (``--dynamic INPUT:AXIS=NAME[:MIN[:MAX]]``)."""
+    out: dict[str, dict[int, Any]] = {}
+    for item in items:
+        head, sep, tail = item.partition("=")
+        name, colon, axis = head.rpartition(":")
+        parts = tail.split(":")
+        try:
+            ax = int(axis)
+            bounds = [int(p) if p else None for p in parts[1:]]
+        except ValueError:
+            ax, bounds = None, []
+        if not sep or not colon or not name or ax is None or not parts[0] or len(parts) > 3:
+            raise SpecError(f"--dynamic {item!r}: write INPUT:AXIS=NAME or INPUT:AXIS=NAME:MIN:MAX, e.g. "
+                            "image:0=batch or tokens:1=seq:1:512")
+        lo = bounds[0] if bounds and bounds[0] is not None else 1
+        hi = bounds[1] if len(bounds) > 1 else None
+        out.setdefault(name, {})[ax] = (parts[0], lo, hi)
+    return out
+
+
+def _dim_value(input_name: str, axis: int, value: Any) -> tuple[str, int, int | None]:
+    """``"batch"`` or ``("batch", 1, 64)`` → (name, min, max)."""
+    where = f"dynamic_dims[{input_name!r}][{axis}]"
+    if isinstance(value, str):
+        name, lo, hi = value, 1, None
+    elif isinstance(value, tuple | list) and 1 <= len(value) <= 3:
+        name, lo, hi = (list(value) + [1, None])[:3]
+    else:
+        raise SpecError(f"{where} must be a dim name or (name, min, max), got {_describe(value)}")
+    if not isinstance(name, str) or not name.strip() or len(name) > 64 or not name.isprintable():
+        raise SpecError(f"{where}: dim name {name!r} must be a short printable name, e.g. 'batch'")
+    for bound in (lo, hi):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 1):
+            raise SpecError(f"{where}: bounds must be integers ≥ 1 (max may be None), got {bound!r}")
+    if lo is None:
+        lo = 1
+    if hi is not None and hi < lo:
+        raise SpecError(f"{where}: max {hi} < min {lo}")
+    return name, int(lo), None if hi is None else int(hi)
+
+
+def forward_names(module: Any, n: int) -> list[str] | None:
+    """The first ``n`` positional parameter names of ``module.forward`` (``forward(self, image)`` → ``["image"]``),
+    or None when they cannot name the inputs (``*args``, too few, not identifiers, duplicates)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < n:
+        return None
+    names = [p.name for p in positional[:n]]
+    if any(not _NAME_RE.match(x) or keyword.iskeyword(x) for x in names) or len(set(names)) != n:
+        return None
+    return names
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '…' if len(text) > 60 else text}"
 
 
 def _check_name(name: str) -> None:

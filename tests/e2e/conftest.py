@@ -37,6 +37,8 @@ JOBS: dict[str, list[str]] = {
         "fp32",
     ],
     "verbose": ["-v", "export", "zoo:digits", "--formats", "coreml,tflite", "--precisions", "fp32"],
+    "placement": ["export", f"{FIXTURES / 'placement_models.py'}:accelerator_model", "--formats",
+                  "onnx,ort,tflite,coreml", "--precisions", "fp32,int8-weights", "--coreml-target", "iOS15"],
 }
 # longest first, so the pool finishes early
 ORDER = [
@@ -44,6 +46,7 @@ ORDER = [
     "zoo_gru_classifier",
     "zoo_text_encoder",
     "zoo_digits",
+    "placement",
     "bert",
     "fmod",
     "fmod_repaired",
@@ -61,6 +64,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "fmod_repaired_run": ("fmod_repaired",),
     "spectral_run": ("spectral",),
     "verbose_run": ("verbose",),
+    "placement_run": ("placement",),
 }
 
 
@@ -142,6 +146,11 @@ def zoo_runs(export_pool: ExportPool) -> _Lazy:
 @pytest.fixture(scope="session")
 def digits_run(export_pool: ExportPool) -> ExportRun:
     return export_pool.get("zoo_digits")
+
+
+@pytest.fixture(scope="session")
+def placement_run(export_pool: ExportPool) -> ExportRun:
+    return export_pool.get("placement")
 
 
 @pytest.fixture(scope="session")

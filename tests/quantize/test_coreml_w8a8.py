@@ -34,8 +34,12 @@ def test_w8a8_quantizes_activations_and_keeps_accuracy(digits_fp32: Path, tmp_pa
     from mobilize.runtime.coreml_ref import CoreMLReferenceRunner
 
     original_hook = ptq._get_activation_calibration_stats
+    from mobilize.runtime.coreml_ref import CoreMLReferenceRunner as _Ref
+    from mobilize.verify.parity import adapt_feed
+
     xtr, _ = digits_train_set()
-    calib = [{"image": xtr[i : i + 1]} for i in range(32)]
+    with _Ref(digits_fp32) as r:  # the image input takes pixels (the driver's file_feeds does the same)
+        calib = [{"image": adapt_feed(xtr[i : i + 1], r.inputs[0])} for i in range(32)]
     dest = tmp_path / "w8a8.mlpackage"
     notes = cq.quantize(digits_fp32, dest, recipe("coreml", "int8", "w8a8"), calib, [], tmp_path / "work")
     assert ptq._get_activation_calibration_stats is original_hook  # the calibration hook is put back
@@ -45,9 +49,14 @@ def test_w8a8_quantizes_activations_and_keeps_accuracy(digits_fp32: Path, tmp_pa
     x, y = digits_test_set()
     agree = correct = 0
     with CoreMLReferenceRunner(dest) as q, CoreMLReferenceRunner(digits_fp32) as f:
+        # the zoo's digits model has labels: its Core ML file is a classifier (classLabel + classLabel_probs)
+        scores = next(o.name for o in f.outputs if o.dtype != "string")
+        assert [o.name for o in q.outputs] == [o.name for o in f.outputs]
+        from mobilize.verify.parity import adapt_feed  # the image input takes pixels: map normalised inputs there
+
         for i in range(100):
-            a = q.infer({"image": x[i : i + 1]})["logits"]
-            b = f.infer({"image": x[i : i + 1]})["logits"]
+            a = q.infer({"image": adapt_feed(x[i : i + 1], q.inputs[0])})[scores]
+            b = f.infer({"image": adapt_feed(x[i : i + 1], f.inputs[0])})[scores]
             agree += int(a.argmax() == b.argmax())
             correct += int(a.argmax() == y[i])
     assert agree >= 95 and correct >= 93, (agree, correct)
@@ -111,6 +120,46 @@ def test_ranges_before_a_relu6_are_narrowed_to_the_clip(tmp_path: Path) -> None:
               if op.type == "quantize" and op.inputs["input"].arguments[0].name in fp16_bounds]
     assert len(scales) == 2 and max(scales) <= 6.0 / 127 * 1.01, scales
 
+    with torch.no_grad():
+        ref = np.concatenate([net(torch.from_numpy(c["x"])).numpy() for c in calib])
+    with CoreMLReferenceRunner(dest) as r:
+        got = np.concatenate([r.infer(c)["y"] for c in calib])
+    snr = 10 * np.log10((ref ** 2).sum() / ((got - ref) ** 2).sum())
+    assert snr > 25, snr
+
+
+@pytest.mark.slow
+def test_w8a8_reaches_into_the_loop_of_a_gru(tmp_path: Path) -> None:
+    """PyTorch's GRU becomes a while_loop in Core ML: activation quantization must work inside its body (coremltools'
+    pass recursed into nested blocks without its arguments) and leave the integer step counter alone."""
+    import numpy as np
+    import torch
+
+    from mobilize import api
+    from mobilize.runtime.coreml_ref import CoreMLReferenceRunner, load_program
+    from mobilize.spec import ModelSpec
+
+    class Gru(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = torch.nn.GRU(16, 64, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.gru(x)[0]
+
+    torch.manual_seed(0)
+    net = Gru().eval()
+    spec = ModelSpec(net, (torch.randn(1, 12, 16),), input_names=["x"], output_names=["y"], name="gru")
+    api.export(spec, tmp_path / "b", formats="coreml", precisions="fp32", verify=False, isolate=False)
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.standard_normal((1, 12, 16)).astype(np.float32)} for _ in range(8)]
+    dest = tmp_path / "w8a8.mlpackage"
+    cq.quantize(tmp_path / "b" / "gru_fp32.mlpackage", dest, recipe("coreml", "int8", "w8a8"), calib, [],
+                tmp_path / "work")
+    program = load_program(dest)
+    loop = next(op for op in program.block.operations if op.type == "while_loop")
+    body = [op.type for op in loop.blocks[1].operations]
+    assert "quantize" in body and "linear" in body, body
     with torch.no_grad():
         ref = np.concatenate([net(torch.from_numpy(c["x"])).numpy() for c in calib])
     with CoreMLReferenceRunner(dest) as r:

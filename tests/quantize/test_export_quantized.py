@@ -41,8 +41,13 @@ def test_every_format_and_recipe_is_exported_and_recorded(digits: dict) -> None:
             a = arts[(fmt, prec)]
             q = a["quantization"]
             assert q["precision"] == prec and q["recipe"] and q["tool"]
-            assert a["bytes"] < fp32["bytes"] and q["size_ratio"] == pytest.approx(a["bytes"] / fp32["bytes"],
-                                                                                   abs=1e-3)
+            assert q["size_ratio"] == pytest.approx(a["bytes"] / fp32["bytes"], abs=1e-3)
+            if (fmt, prec) == ("onnx", "int4-weights"):  # MatMulNBits covers MatMul only: this CNN stays float
+                assert q["float_weights"] == {"Conv": 2} or "Conv" in (q["float_weights"] or {})
+                assert a["fitness"]["status"] == "unfit", a["fitness"]
+                assert "weights left in float" in " ".join(a["fitness"]["findings"][0]["reasons"])
+            else:
+                assert a["bytes"] < fp32["bytes"]
             assert q["calibration"]["held_out_samples"] == 16 and q["calibration"]["calibration_samples"] == 48
             assert q["achieved"]["samples"] == 16 and q["achieved"]["outputs"]["logits"]["snr_db"] > 0
             assert any(c["chosen"] for c in q["candidates"])
@@ -65,15 +70,17 @@ def test_speed_is_measured_against_fp32(digits: dict) -> None:
             q = digits["arts"][(fmt, prec)]["quantization"]
             lat = q["latency"]
             assert lat["threads"] == 1 and lat["ms"] > 0 and lat["fp32_ms"] > 0
-            assert q["slower_than_fp32"] == (lat["ratio"] > 1.05)
+            if q["slower_than_fp32"]:  # decided on confidence intervals: a slower verdict needs a clear gap
+                assert lat["ratio"] > 1.05
     # ONNX int8 tries QDQ and QOperator, each with two range estimators, and keeps the fastest that meets target
     q = digits["arts"][("onnx", "int8")]["quantization"]
     tried = {(c["recipe"], c["range_estimator"]) for c in q["candidates"]}
     assert {("qdq-per-channel", "minmax"), ("qdq-per-channel", "percentile"),
             ("qoperator-per-channel", "minmax")} <= tried
-    finals = [c for c in q["candidates"] if c["latency_ratio"] is not None and c["meets_target"]]
+    finals = [c for c in q["candidates"] if c["latency_ratio_ci"] is not None and c["meets_target"]]
     chosen = next(c for c in q["candidates"] if c["chosen"])
-    assert chosen["latency_ratio"] == min(c["latency_ratio"] for c in finals)
+    # no candidate that meets the target is faster than the chosen one beyond measurement noise
+    assert not any(c["latency_ratio_ci"][1] * 1.05 < chosen["latency_ratio_ci"][0] for c in finals), finals
 
 
 @pytest.mark.slow  # shares a ~30 s module export

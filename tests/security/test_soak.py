@@ -27,7 +27,7 @@ _SCRIPT = textwrap.dedent("""
             # verification runs in child processes; what could leak here is converter state
             res = api.export(f"zoo:{name}", out, formats="onnx,coreml,tflite", precisions="fp32",
                              verify=False)
-            assert res.exit_code == 0, name
+            assert res.manifest["summary"]["failed"] == 0, name  # (gru_classifier's TFLite file is unfit: unrolled)
         gc.collect()
         rounds.append(rss_mb())
     print(json.dumps(rounds))

@@ -44,7 +44,8 @@ def usable_cores() -> int:
 
 def cpu_flags() -> list[str]:
     """SIMD features that decide kernel choice (AVX2, AVX-512, NEON...)."""
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "fma", "neon", "asimd")
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_fp16", "fma", "neon",
+              "asimd", "asimdhp", "fphp")
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -54,6 +55,12 @@ def cpu_flags() -> list[str]:
     except OSError:
         pass
     return []
+
+
+def native_fp16() -> bool:
+    """Whether this CPU does float16 arithmetic in hardware (x86 AVX512-FP16 / AMX-FP16, Arm FP16). Without it,
+    runtimes emulate fp16 compute and its latency here says little about a phone, whose CPU, GPU and NPU do."""
+    return bool({"avx512_fp16", "amx_fp16", "asimdhp", "fphp"} & set(cpu_flags()))
 
 
 def _load_avg() -> list[float] | None:

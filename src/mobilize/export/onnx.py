@@ -24,13 +24,14 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
     notes: list[str] = []
     try:
         program = torch.onnx.export(
-            capture.program, spec.example_inputs, dynamo=True, external_data=False,
+            capture.program, capture.example_inputs or spec.example_inputs, dynamo=True, external_data=False,
             opset_version=options.onnx_opset, input_names=list(spec.input_names),
             output_names=list(spec.output_names or []), verbose=False, optimize=True,
         )
     except Exception as exc:  # noqa: BLE001 - converter failures become a ConversionError with the ops named
         raise ConversionError(str(exc), format="onnx", ops=_unsupported_ops(str(exc))) from exc
     model = program.model_proto
+    name_dims(model, {d["symbol"]: name for name, d in capture.dims.items() if d.get("symbol")})
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -40,11 +41,63 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
                      + ("" if options.fp16_io else "; inputs/outputs stay float32"))
     elif precision != "fp32":
         raise ConversionError(f"onnx exporter has no precision {precision!r}", format="onnx")
+    lean_metadata(model)
     if model.ByteSize() >= _TWO_GB:
         raise ConversionError("model is ≥ 2 GB, larger than a single-file ONNX protobuf can hold", format="onnx")
     onnx.checker.check_model(model, full_check=True)
     dest.write_bytes(model.SerializeToString())
     return ExportedFile(dest, notes)
+
+
+def name_dims(model, names: dict[str, str]) -> None:  # noqa: ANN001 - onnx ModelProto
+    """Rename torch.export's dim symbols (``s77``) to the user's dim names (``batch``) in every shape of the graph —
+    inputs, outputs, value_info — including derived expressions such as ``2*s77``."""
+    import re
+
+    if not names:
+        return
+    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(names, key=len, reverse=True)) + r")\b")
+
+    def fix(values) -> None:  # noqa: ANN001
+        for v in values:
+            if not v.type.HasField("tensor_type"):
+                continue
+            for d in v.type.tensor_type.shape.dim:
+                if d.HasField("dim_param"):
+                    d.dim_param = pattern.sub(lambda m: names[m.group(1)], d.dim_param)
+
+    g = model.graph
+    fix(g.input)
+    fix(g.output)
+    fix(g.value_info)
+
+
+#: the per-node metadata torch.onnx writes that a bundled file keeps: the PyTorch module path of each node (what
+#: `mobilize diff` maps layers by). Stack traces (absolute paths of the machine that exported: different bytes in
+#: every checkout), FX node dumps and class hierarchies cost ~800 bytes per node — more than the weights of a small
+#: model — and an app never reads them.
+KEEP_NODE_METADATA = ("pkg.torch.onnx.name_scopes",)
+
+
+def lean_metadata(model) -> None:  # noqa: ANN001 - onnx ModelProto
+    """Drop per-node debug metadata except :data:`KEEP_NODE_METADATA` (subgraphs included), in place."""
+    from onnx import AttributeProto
+
+    def graph(g) -> None:  # noqa: ANN001
+        for node in g.node:
+            keep = [(p.key, p.value) for p in node.metadata_props if p.key in KEEP_NODE_METADATA]
+            del node.metadata_props[:]
+            for k, v in keep:
+                node.metadata_props.add(key=k, value=v)
+            node.doc_string = ""
+            for attr in node.attribute:
+                if attr.type == AttributeProto.GRAPH:
+                    graph(attr.g)
+                elif attr.type == AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        graph(sub)
+
+    graph(model.graph)
 
 
 def _toposort(graph) -> None:  # noqa: ANN001 - onnx GraphProto
@@ -80,3 +133,19 @@ def _unsupported_ops(message: str) -> list[str]:
     ops += re.findall(r"target=torch\.ops\.([\w.]+)", message)
     ops += re.findall(r"\b((?:aten|prims|torchvision)(?:::|\.)[A-Za-z_]\w*)", message)
     return sorted(set(ops))
+
+
+def finalize(path: Path, info) -> list[str]:  # noqa: ANN001 - mobilize.export.metadata.FileInfo
+    """Write ``info`` into the model's ``metadata_props`` (and its description into ``doc_string``), keeping other
+    producers' keys, sorted; serialized deterministically."""
+    import onnx
+
+    model = onnx.ModelProto.FromString(path.read_bytes())
+    entries = info.entries()
+    kept = {p.key: p.value for p in model.metadata_props if p.key not in entries}
+    del model.metadata_props[:]
+    for key, value in sorted({**kept, **entries}.items()):
+        model.metadata_props.add(key=key, value=value)
+    model.doc_string = info.description
+    path.write_bytes(model.SerializeToString(deterministic=True))
+    return []

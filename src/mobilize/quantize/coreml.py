@@ -14,8 +14,9 @@ Layers kept in float are passed with ``op_name_configs`` set to ``None``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +25,28 @@ import numpy as np
 from mobilize.errors import ConversionError, one_line
 from mobilize.quantize.recipes import Recipe
 
+#: ops whose constant weights the recipes compress (recurrent ops: lstm / gru / rnn; PyTorch's GRU is a while_loop
+#: whose body holds linear ops)
+WEIGHT_OPS = ("conv", "linear", "matmul", "conv_transpose", "lstm", "gru", "rnn")
+
 
 def layers(fp32: Path) -> list[dict[str, str]]:
-    """Ops with a constant weight (conv, linear, matmul) in the main function."""
+    """Ops with a constant weight in the main function, those inside control-flow blocks included."""
     import coremltools as ct
 
     model = ct.models.MLModel(str(fp32), skip_model_load=True)
     prog = model.get_spec().mlProgram
     out = []
-    for fn in prog.functions.values():
-        block = next(iter(fn.block_specializations.values()))
+
+    def walk(block: Any) -> None:
         for op in block.operations:
-            if op.type in ("conv", "linear", "matmul", "conv_transpose") and op.outputs:
+            if op.type in WEIGHT_OPS and op.outputs:
                 out.append({"name": op.outputs[0].name, "op": op.type, "module": ""})
+            for nested in op.blocks:
+                walk(nested)
+
+    for fn in prog.functions.values():
+        walk(next(iter(fn.block_specializations.values())))
     return out
 
 
@@ -49,12 +59,14 @@ def _w8a8(model: Any, calib: list[dict[str, np.ndarray]], exclude: Sequence[str]
     """
     import coremltools.optimize.coreml as cto
     from coremltools.converters.mil.frontend.milproto import load as milproto_load
-    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
-    from coremltools.models.utils import _apply_graph_pass
 
     # activation scales are fp16: the program must compute in fp16 (inputs/outputs stay fp32)
-    fp16 = _apply_graph_pass(model, [PASS_REGISTRY["common::add_fp16_cast"]], skip_model_load=True,
-                             pymil_load_func=milproto_load.load)
+    from coremltools.converters.mil.mil.passes.defs.quantization import FP16ComputePrecision
+    from coremltools.models.utils import _apply_graph_pass
+
+    # the classifier's classify op (a list of class names) is not an fp16 candidate: the pass would crash on it
+    to_fp16 = FP16ComputePrecision(op_selector=lambda op: op.op_type not in _NOT_ACTIVATIONS)
+    fp16 = _apply_graph_pass(model, [to_fp16], skip_model_load=True, pymil_load_func=milproto_load.load)
     work.mkdir(parents=True, exist_ok=True)
     fp16_path = work / "w8a8-fp16-base.mlpackage"
     if fp16_path.exists():
@@ -65,12 +77,95 @@ def _w8a8(model: Any, calib: list[dict[str, np.ndarray]], exclude: Sequence[str]
     fp16 = type(model)(str(fp16_path), skip_model_load=True)
     keep = dict.fromkeys(exclude)
     a_cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"),
-                                   op_name_configs=keep)
-    with _interpreter_calibration(fp16_path):
+                                   op_name_configs={**keep, **dict.fromkeys(_integer_ops(fp16))})
+    with _interpreter_calibration(fp16_path), _nested_blocks_fix():
         a8 = cto.linear_quantize_activations(fp16, a_cfg, [dict(s) for s in calib])
     w_cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
         mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=2048), op_name_configs=keep)
     return cto.linear_quantize_weights(a8, config=w_cfg)
+
+
+@contextlib.contextmanager
+def _nested_blocks_fix() -> Iterator[None]:
+    """coremltools 9's ``insert_suffix_quantize_dequantize_pair`` pass recurses into control-flow blocks without
+    its config and visited-op set (``TypeError: … missing 2 required positional arguments``) on any program with a
+    ``while_loop`` — e.g. a converted nn.GRU. While the block runs, the recursion gets them passed along."""
+    from coremltools.converters.mil.mil.passes.defs import optimize_activation_quantization as oaq
+
+    cls = oaq.insert_suffix_quantize_dequantize_pair
+    saved = cls.__dict__["_insert_quantize_dequantize"]
+
+    def insert(self: Any, block: Any, config: Any = None, visited_ops: set[Any] | None = None) -> Any:
+        return saved(self, block, self._config if config is None else config,
+                     set() if visited_ops is None else visited_ops)
+
+    cls._insert_quantize_dequantize = insert
+    try:
+        yield
+    finally:
+        cls._insert_quantize_dequantize = saved
+
+
+#: ops whose outputs are not tensors an activation quantizer can touch (a classifier's label and label → score dict)
+_NOT_ACTIVATIONS = ("classify",)
+
+
+def _integer_ops(model: Any) -> list[str]:
+    """Names of ops with a computed integer input, a list parameter or a non-tensor output: coremltools' activation
+    quantization would put a quantize op (float only) on them — e.g. the step counter ``add`` in the while_loop of a
+    converted nn.GRU, or the ``classify`` op a ClassifierConfig adds (its class list)."""
+    from coremltools.proto import MIL_pb2
+
+    floats = {MIL_pb2.DataType.FLOAT16, MIL_pb2.DataType.FLOAT32}
+    dtypes: dict[str, int] = {}
+    names = []
+
+    def walk(block: Any) -> None:
+        for v in block.inputs:
+            dtypes[v.name] = v.type.tensorType.dataType
+        for op in block.operations:
+            used = [a.name for arg in op.inputs.values() for a in arg.arguments if a.name]
+            lists = any(a.WhichOneof("binding") == "value" and a.value.type.WhichOneof("type") == "listType"
+                        for arg in op.inputs.values() for a in arg.arguments)
+            if op.type != "const" and (lists or op.type in _NOT_ACTIVATIONS
+                                       or any(n in dtypes and dtypes[n] not in floats for n in used)):
+                names.append(op.attributes["name"].immediateValue.tensor.strings.values[0]
+                             if "name" in op.attributes else op.outputs[0].name)
+            if op.type != "const":  # constants (strings, axes, flags) are parameters, not activations
+                for o in op.outputs:
+                    dtypes[o.name] = o.type.tensorType.dataType
+            for nested in op.blocks:
+                walk(nested)
+
+    spec = model.get_spec()
+    for fn in spec.mlProgram.functions.values():
+        for v in fn.inputs:
+            dtypes[v.name] = v.type.tensorType.dataType
+        block = next(iter(fn.block_specializations.values()))
+        walk(block)
+        names += _image_preprocessing(block, {f.name for f in spec.description.input
+                                              if f.type.WhichOneof("Type") == "imageType"})
+    return names
+
+
+#: elementwise ops an image input's normalisation is made of (pixels / scale − mean) / std
+_PREPROCESSING = ("mul", "sub", "add", "real_div", "cast")
+
+
+def _image_preprocessing(block: Any, images: set[str]) -> list[str]:
+    """Names of the ops that normalise an image input (the chain mobilize's Vision-ready export puts in front of the
+    model): they stay float in W8A8 — quantizing the raw pixels and each normalisation step only adds rounding."""
+    out: list[str] = []
+    frontier = set(images)
+    for op in block.operations:
+        if op.type not in _PREPROCESSING:
+            continue
+        used = {a.name for arg in op.inputs.values() for a in arg.arguments if a.name}
+        if used & frontier:
+            out.append(op.attributes["name"].immediateValue.tensor.strings.values[0] if "name" in op.attributes
+                       else op.outputs[0].name)
+            frontier.update(o.name for o in op.outputs)
+    return out
 
 
 class _interpreter_calibration:  # noqa: N801 - used as a context manager

@@ -83,13 +83,13 @@ class Context:
 def torch_outputs(spec: Any, data: CalibrationData) -> list[dict[str, np.ndarray]]:
     import torch
 
-    from mobilize.source import flatten_outputs
+    from mobilize.source import flatten_outputs, model_call
 
     outs = []
     with torch.no_grad():
-        for feed in data.feeds():
+        for i, feed in enumerate(data.feeds()):
             args = tuple(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in spec.input_names)
-            _, flat = flatten_outputs(spec.module(*args))
+            _, flat = flatten_outputs(model_call(spec, args, f"calibration sample {i}"))
             outs.append({n: t.detach().cpu().numpy() for n, t in zip(spec.output_names, flat)})
     return outs
 
@@ -257,6 +257,8 @@ def _trial_dict(t: Trial, fp32_bytes: int, fp32_ms: float | None, ctx: Context, 
             "top1_agreement": None if t.figures is None else t.figures["top1_agreement"],
             "metric": None if t.figures is None else (t.figures.get("metric") or {}).get("value"),
             "latency_ratio": round(t.latency_ms / fp32_ms, 3) if (t.latency_ms and fp32_ms) else None,
+            "latency_ratio_ci": [round(t.timing["ci_low_ms"] / fp32_ms, 3), round(t.timing["ci_high_ms"] / fp32_ms, 3)]
+            if (t.timing and fp32_ms) else None,
             "meets_target": t.meets(ctx.target), "chosen": chosen}
 
 
@@ -287,14 +289,14 @@ def _suffix(p: Path) -> str:
 
 
 def _strip_onnx_metadata(path: Path) -> None:
-    """Drop per-node debug metadata (PyTorch stack traces with local paths) from a quantized ONNX file: the
-    quantizers copy it onto every inserted node, which costs more bytes than the int8 weights save on small models."""
+    """Keep only the module path of each node in a quantized ONNX file (:func:`mobilize.export.onnx.lean_metadata`):
+    the quantizers copy a node's metadata onto every node they insert."""
     import onnx
 
+    from mobilize.export.onnx import lean_metadata
+
     model = onnx.load(str(path))
-    for node in model.graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
+    lean_metadata(model)
     path.write_bytes(model.SerializeToString())
 
 

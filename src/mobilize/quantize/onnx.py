@@ -104,6 +104,10 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
 
     work.mkdir(parents=True, exist_ok=True)
     try:
+        if recipe.name == "weight-only":
+            from mobilize.quantize.onnx_weights import quantize_weights
+
+            return [*quantize_weights(fp32, dest, exclude), *_float_note(dest, exclude)]
         if recipe.name == "dynamic":
             quantize_dynamic(str(fp32), str(dest), weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=list(QUANTIZABLE), nodes_to_exclude=list(exclude),

@@ -22,11 +22,19 @@ class IOTensor:
     shape: tuple[int | str | None, ...]
     dtype: str
     quantization: dict[str, Any] | None = None
+    #: an image input (Core ML ImageType): ``{"color", "normalization"?}`` — it takes pixels, not normalised values
+    image: dict[str, Any] | None = None
+    #: a classifier's label → score output, read back as a vector in this label order
+    classes: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
         if self.quantization:
             d["quantization"] = self.quantization
+        if self.image:
+            d["image"] = self.image
+        if self.classes is not None:
+            d["classes"] = list(self.classes)
         return d
 
 

@@ -24,7 +24,8 @@ class TFLiteRunner(Runner):
 
         resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self._interp = Interpreter(model_content=self.path.read_bytes(), num_threads=self.threads,
+            data = self.path.read_bytes()
+            self._interp = Interpreter(model_content=data, num_threads=self.threads,
                                        experimental_op_resolver_type=resolver)
             sigs = self._interp.get_signature_list()
             self._sig = "serving_default" if "serving_default" in sigs else next(iter(sigs), None)
@@ -35,8 +36,9 @@ class TFLiteRunner(Runner):
             raise RuntimeFailure(f"{self.path.name}: LiteRT could not load the file: {one_line(exc)}") from exc
         ins = self._runner.get_input_details()
         outs = self._runner.get_output_details()
-        self._inputs = [_io(n, ins[n]) for n in sorted(ins, key=natural_key)]
-        self._outputs = [_io(n, outs[n]) for n in sorted(outs, key=natural_key)]
+        order_in, order_out = signature_order(data, self._sig)
+        self._inputs = [_io(n, ins[n]) for n in _ordered(ins, order_in)]
+        self._outputs = [_io(n, outs[n]) for n in _ordered(outs, order_out)]
 
     def _unload(self) -> None:
         self._runner = None
@@ -58,6 +60,31 @@ class TFLiteRunner(Runner):
                 raise RuntimeFailure(f"{self.path.name}: LiteRT failed with and without XNNPACK: {one_line(exc2)}") \
                     from exc2
         return {o.name: np.array(out[o.name]) for o in self._outputs}
+
+
+def signature_order(data: bytes, key: str) -> tuple[list[str], list[str]]:
+    """The input and output names of signature ``key`` in the order the file lists them (positional: the model's
+    argument order; LiteRT's Python API hands them out as dicts)."""
+    from mobilize.runtime.tflite_flatbuffer import schema
+
+    try:
+        model = schema().Model.GetRootAs(data, 0)
+        for i in range(model.SignatureDefsLength()):
+            sig = model.SignatureDefs(i)
+            if (sig.SignatureKey() or b"").decode(errors="replace") != key:
+                continue
+            ins = [sig.Inputs(j).Name().decode(errors="replace") for j in range(sig.InputsLength())]
+            outs = [sig.Outputs(j).Name().decode(errors="replace") for j in range(sig.OutputsLength())]
+            return ins, outs
+    except Exception:  # noqa: BLE001 - a file the interpreter accepted but this reader cannot: fall back to names
+        pass
+    return [], []
+
+
+def _ordered(details: dict, order: list[str]) -> list[str]:
+    """``details``' names in the file's order (names it does not list: after, in natural order)."""
+    known = [n for n in order if n in details]
+    return known + sorted((n for n in details if n not in known), key=natural_key)
 
 
 def _io(name: str, d: dict) -> IOTensor:

@@ -15,7 +15,8 @@ Checks (thresholds in :class:`Thresholds`, documented with their reasons in docs
 - ``ops``            op count > max_op_ratio × the captured graph's op count + op_slack;
 - ``latency.siblings`` single-thread latency > max_latency_vs_sibling × the fastest sibling of the same precision;
 - ``latency.fp32``   a quantized file slower than its own fp32 file by more than max_latency_vs_fp32;
-- ``accuracy``       the quantization record's ``meets_target`` is false (held-out SNR / top-1 / user metric).
+- ``accuracy``       the quantization record's ``meets_target`` is false (held-out SNR / top-1 / user metric);
+- ``dynamic``        a dim the user asked to be dynamic is fixed in the file (its declared input shape).
 
 Latency findings are raised only when the difference survives the measurement noise (the 95 % confidence intervals
 of the two medians do not reach the threshold) and is at least ``min_latency_gap_ms``; a timing that cannot decide
@@ -125,6 +126,8 @@ def _tensor_label(name: str) -> str:
     import re
 
     tail = re.sub(r";\d+$", "", name.rsplit("/", 1)[-1]) or name
+    if tail.startswith("torch.nn.modules."):  # litert-torch: <module path>/torch.nn.modules.linear.Linear_fc;1
+        tail = tail.rsplit(".", 1)[-1]
     return tail if len(tail) <= 48 else tail[:47] + "…"
 
 
@@ -162,8 +165,9 @@ def size_reasons(analysis: dict[str, Any] | None, graph: dict[str, Any], fmt_ops
 
 
 def judge(artifacts: Sequence[dict[str, Any]], graph: dict[str, Any], floors: dict[str, int],
-          thresholds: Thresholds | None = None) -> None:
-    """Set ``art["fitness"]`` on every exported artifact (in place), judging each against its siblings."""
+          thresholds: Thresholds | None = None, dynamic: dict[str, dict[int, str]] | None = None) -> None:
+    """Set ``art["fitness"]`` on every exported artifact (in place), judging each against its siblings.
+    ``dynamic``: the dims the user asked to be dynamic (``{input: {axis: name}}``)."""
     th = thresholds or Thresholds()
     ok = [a for a in artifacts if a.get("status") == "ok"]
     for a in artifacts:
@@ -171,6 +175,30 @@ def judge(artifacts: Sequence[dict[str, Any]], graph: dict[str, Any], floors: di
             a["fitness"] = None
     for art in ok:
         art["fitness"] = _judge_one(art, ok, graph, floors, th)
+        fixed = fixed_dims(art, dynamic or {})
+        if fixed:
+            art["fitness"]["findings"].append(_finding(
+                "dynamic", "fixed where dynamic was asked: " + "; ".join(fixed), value=len(fixed), limit=0))
+            if art["fitness"]["status"] == FIT:
+                art["fitness"]["status"] = UNFIT
+
+
+def requested_dynamic(model_inputs: Sequence[dict[str, Any]]) -> dict[str, dict[int, str]]:
+    """``{input: {axis: dim name}}`` from the manifest's model inputs (a dynamic dim's shape entry is its name)."""
+    return {t["name"]: {i: d for i, d in enumerate(t.get("shape") or []) if isinstance(d, str)}
+            for t in model_inputs if any(isinstance(d, str) for d in t.get("shape") or [])}
+
+
+def fixed_dims(art: dict[str, Any], dynamic: dict[str, dict[int, str]]) -> list[str]:
+    """The requested dynamic dims this file fixes: its declared input has a number there."""
+    out = []
+    for t in art.get("inputs") or []:
+        axes = dynamic.get(t.get("model_name") or t["name"], {})
+        shape = t.get("shape") or []
+        for ax, name in sorted(axes.items()):
+            if ax < len(shape) and isinstance(shape[ax], int):
+                out.append(f"{name} ({t['name']} axis {ax}) is {shape[ax]} in the file")
+    return out
 
 
 def _latency(art: dict[str, Any]) -> dict[str, Any] | None:
@@ -267,10 +295,14 @@ def _latency_findings(art: dict[str, Any], ok: Sequence[dict[str, Any]], th: Thr
                                                                                  other["median_ms"], 3)}
         lim = th.max_latency_vs_sibling
         if lim is not None and _surely_slower(mine, other, lim, th.min_latency_gap_ms):
+            emulated = prec == "fp16" and not _native_fp16()
             findings.append(_finding(
                 "latency.siblings", f"{mine['median_ms']:.3g} ms is {mine['median_ms'] / other['median_ms']:.2f}× the "
-                f"{fastest['format']} {prec} file ({other['median_ms']:.3g} ms, single thread; allowed {lim:g}×)",
-                value=round(mine["median_ms"] / other["median_ms"], 3), limit=lim))
+                f"{fastest['format']} {prec} file ({other['median_ms']:.3g} ms, single thread; allowed {lim:g}×)"
+                + ("; not judged: this CPU has no fp16 arithmetic, so fp16 compute is emulated here and its latency "
+                   "says little about a phone" if emulated else ""),
+                severity=INFO if emulated else FAIL, value=round(mine["median_ms"] / other["median_ms"], 3),
+                limit=lim))
     if prec in QUANTIZED:
         base = next((s for s in ok if s["format"] == fmt and s["precision"] == "fp32" and _latency(s)), None)
         if base is not None:
@@ -283,6 +315,12 @@ def _latency_findings(art: dict[str, Any], ok: Sequence[dict[str, Any]], th: Thr
                     f"{other['median_ms']:.3g} ms ({mine['median_ms'] / other['median_ms']:.2f}×, single thread; "
                     f"allowed {lim:g}×)", value=round(mine["median_ms"] / other["median_ms"], 3), limit=lim))
     return rec
+
+
+def _native_fp16() -> bool:
+    from mobilize.bench.machine import native_fp16
+
+    return native_fp16()
 
 
 def _surely_slower(a: dict[str, Any], b: dict[str, Any], ratio: float, min_gap_ms: float) -> bool:

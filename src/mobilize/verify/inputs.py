@@ -49,12 +49,19 @@ def make_input_sets(spec: ModelSpec, n_random: int = 2, seed: int = 0, *, vary_d
 
 
 def _dynamic_dim_sizes(spec: ModelSpec) -> dict[str, int]:
+    """Per dynamic dim, a second size to verify at: 4 for a size-1 example (a batch of one and a batch of four),
+    else 1.5× the example (halved above 4096), kept inside the dim's bounds."""
     sizes: dict[str, int] = {}
     for name, axes in (spec.dynamic_dims or {}).items():
         t = spec.example_inputs[list(spec.input_names).index(name)]
         for ax, dname in axes.items():
             s = int(t.shape[ax % t.dim()])
-            sizes.setdefault(dname, s + max(1, s // 2) if s < 4096 else max(1, s // 2))
+            want = 4 if s == 1 else (s + max(1, s // 2) if s < 4096 else max(1, s // 2))
+            lo, hi = (getattr(spec, "dynamic_bounds", None) or {}).get(dname, (1, None))
+            want = min(max(want, lo), hi) if hi is not None else max(want, lo)
+            if want == s:  # the bounds leave no other size above: try below
+                want = max(lo, s - 1)
+            sizes.setdefault(dname, want)
     return sizes
 
 

@@ -40,6 +40,12 @@ class Reference:
 
     @classmethod
     def load(cls, path: Path) -> Reference:
+        """Read a saved reference; sizes and headers of every array are checked before anything is decompressed
+        (a one-line :class:`~mobilize.errors.MobilizeInputError` for a special file, a zip bomb or a corrupted
+        archive)."""
+        from mobilize.safeio import check_npz
+
+        check_npz(path, str(path))
         with np.load(path, allow_pickle=False) as z:
             labels = [str(x) for x in z["__labels__"]]
             names = [str(x) for x in z["__outputs__"]]
@@ -51,20 +57,32 @@ class Reference:
         return cls(sets, outs, names, det)
 
 
-def compute_reference(spec: Any, sets: list[InputSet]) -> Reference:
-    """Run PyTorch eager on every set; run the example twice to detect a non-deterministic model."""
+def compute_reference(spec: Any, sets: list[InputSet], skipped: list[dict[str, Any]] | None = None) -> Reference:
+    """Run PyTorch eager on every set; run the example twice to detect a non-deterministic model. A set at other
+    dynamic sizes that the model itself cannot run is dropped and described in ``skipped``."""
+    skipped = skipped if skipped is not None else []
     import torch
 
-    from mobilize.source import flatten_outputs
+    from mobilize.errors import SourceError
+    from mobilize.source import flatten_outputs, model_call
 
     outs = []
+    kept = []
     for s in sets:
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(s.arrays[n])) for n in spec.input_names)
-        with torch.no_grad():
-            _, flat = flatten_outputs(spec.module(*tensors))
+        try:
+            with torch.no_grad():
+                _, flat = flatten_outputs(model_call(spec, tensors, f"the {s.label} input set"))
+        except SourceError as exc:
+            if "other dynamic sizes" in s.label:  # the model itself does not take the other size: no such set
+                skipped.append({**s.describe(), "why": f"PyTorch itself fails at these sizes: {exc}"})
+                continue
+            raise
+        kept.append(s)
         outs.append({n: t.detach().cpu().numpy() for n, t in zip(spec.output_names, flat)})
+    sets = kept
     with torch.no_grad():
-        _, again = flatten_outputs(spec.module(*spec.example_inputs))
+        _, again = flatten_outputs(model_call(spec, spec.example_inputs, "its example inputs (second run)"))
     det = all(np.array_equal(a.detach().cpu().numpy(), outs[0][n], equal_nan=True)
               for n, a in zip(spec.output_names, again))
     return Reference(sets, outs, list(spec.output_names), det)
@@ -105,7 +123,10 @@ class ParityRecord:
 
 
 def io_map(model_names: Sequence[str], file_io: Sequence[IOTensor]) -> dict[str, str]:
-    """Model name → file name: by name where the file kept the names, else by position."""
+    """Model name → file name: by name where the file kept the names, else by position (string outputs a file
+    adds, such as a Core ML classifier's top label, have no PyTorch counterpart and are left out)."""
+    if len(file_io) != len(model_names):
+        file_io = [t for t in file_io if t.dtype != "string"]
     file_names = [t.name for t in file_io]
     if set(model_names) == set(file_names):
         return {n: n for n in model_names}
@@ -118,6 +139,8 @@ def io_map(model_names: Sequence[str], file_io: Sequence[IOTensor]) -> dict[str,
 def adapt_feed(arr: np.ndarray, want: IOTensor) -> np.ndarray:
     """Cast a model-dtype array to what the file declares (int64→int32 with a range check; float→int8 via the
     file's own scale/zero-point)."""
+    if want.image and (want.image.get("normalization") or {}).get("mean") is not None:
+        arr = to_pixels(arr, want.image["normalization"])
     target = np.dtype(want.dtype)
     if arr.dtype == target:
         return arr
@@ -131,6 +154,16 @@ def adapt_feed(arr: np.ndarray, want: IOTensor) -> np.ndarray:
         if arr.size and (arr.min() < info.min or arr.max() > info.max):
             raise FeedError(f"{want.name}: values [{arr.min()}, {arr.max()}] do not fit the file's {want.dtype}")
     return arr.astype(target)
+
+
+def to_pixels(arr: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
+    """Normalised model input → the pixels an image input takes: ``(x · std + mean) · scale`` per channel."""
+    axis = 1 if norm.get("layout", "NCHW") == "NCHW" else -1
+    shape = [1] * arr.ndim
+    shape[axis] = -1
+    mean = np.asarray(norm["mean"], np.float64).reshape(shape)
+    std = np.asarray(norm["std"], np.float64).reshape(shape)
+    return ((arr.astype(np.float64) * std + mean) * float(norm.get("scale", 255.0))).astype(np.float32)
 
 
 def adapt_output(arr: np.ndarray, have: IOTensor) -> np.ndarray:

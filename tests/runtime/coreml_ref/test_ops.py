@@ -194,6 +194,10 @@ CASES = [
     ("slice_by_index_squeeze", "slice_by_index",
      lambda x: mb.slice_by_index(x=x, begin=[1, 0], end=[2, 4], squeeze_mask=[True, False]), [f32(3, 4)],
      lambda x: x[1], 0),
+    ("slice_by_index_squeeze_ignores_end", "slice_by_index",  # coremltools' nn.RNN conversion slices h0 this way
+     lambda x: mb.slice_by_index(x=x, begin=[1, 0, 0], end=[0, 0, 0], begin_mask=[False, True, True],
+                                 end_mask=[False, True, True], squeeze_mask=[True, False, False]),
+     [f32(3, 2, 4)], lambda x: x[1], 0),
     ("slice_by_size", "slice_by_size", lambda x: mb.slice_by_size(x=x, begin=[1, 0], size=[-1, 2]), [f32(3, 4)],
      lambda x: x[1:, :2], 0),
     ("gather_negative", "gather", lambda x: mb.gather(x=x, indices=np.array([[0, -1], [2, 1]], np.int32), axis=1),
@@ -506,6 +510,8 @@ def test_every_registered_op_is_tested(all_cases) -> None:  # noqa: ANN001
         "scaled_dot_product_attention", "quantize", "dequantize", "constexpr_affine_dequantize",
         "constexpr_lut_to_dense", "constexpr_sparse_to_dense", "constexpr_blockwise_shift_scale",
         "constexpr_cast", "constexpr_lut_to_sparse", "constexpr_sparse_blockwise_shift_scale",
+        "lstm", "gru", "rnn", "while_loop", "cond",  # test_recurrent.py
+        "classify",  # test_classifier.py
     }
     untested = set(supported_ops()) - set(all_cases["__ops__"]) - elsewhere
     assert not untested, f"ops without a test: {sorted(untested)}"

@@ -5,12 +5,16 @@ holds functions of blocks of ops) and ``weights/weight.bin`` (see :mod:`.blob`).
 name, float16 inputs are widened to float32, the registered implementation runs, and each output is cast to the
 dtype the program declares for it — for an fp16 program that rounds every intermediate result to float16, which is
 the precision the file computes in.
+
+Control flow ops (``while_loop``, ``cond``) hold nested blocks: their implementations receive each block as a
+callable that runs it in a scope of its own (the block's inputs shadow outer names; values of the enclosing blocks
+stay visible). Constants anywhere in the program, nested blocks included, are evaluated once, at load.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+from collections import ChainMap
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -82,13 +86,19 @@ class Program:
         self._constants: dict[str, Any] | None = None
 
     def _spec_path(self) -> Path:
+        from mobilize.bundle.mlpackage import check_package, manifest_doc
+        from mobilize.errors import MobilizeInputError
+
         manifest = self.path / "Manifest.json"
         if not manifest.is_file():
             raise PackageError(f"{self.path}: not a .mlpackage (no Manifest.json)")
         try:
-            m = json.loads(manifest.read_text())
+            check_package(self.path)  # paths inside, no links or special files, bounded sizes
+            m = manifest_doc(self.path)
             entry = m["itemInfoEntries"][m["rootModelIdentifier"]]
             rel = entry["path"]
+        except MobilizeInputError as exc:
+            raise PackageError(str(exc)) from None
         except (ValueError, KeyError, TypeError) as exc:
             raise PackageError(f"{manifest}: malformed package manifest ({type(exc).__name__}: {exc})") from None
         spec_path = (self.path / "Data" / rel).resolve()
@@ -100,19 +110,23 @@ class Program:
 
     # --- what the program needs ---------------------------------------------------------------------------------
 
+    def operations(self) -> Iterator[Any]:
+        """Every op of the main function, those inside control-flow blocks included, in program order."""
+        return _walk(self.block)
+
     def op_types(self) -> list[str]:
-        return sorted({op.type for op in self.block.operations})
+        return sorted({op.type for op in self.operations()})
 
     def missing_ops(self) -> list[str]:
         """Every op type (or op parameter) this program uses that the interpreter does not implement."""
         missing: set[str] = set()
-        for op in self.block.operations:
+        for op in self.operations():
             impl = OPS.get(op.type)
             if impl is None:
                 missing.add(op.type)
                 continue
-            if len(op.blocks):
-                missing.add(f"{op.type} (nested blocks)")
+            if len(op.blocks) != len(impl.blocks):
+                missing.add(f"{op.type} ({len(op.blocks)} nested blocks)")
             params = (set(op.inputs) | set(op.attributes)) - {"name"}
             for p in sorted(params - impl.params):
                 missing.add(f"{op.type}(parameter {p!r})")
@@ -138,6 +152,9 @@ class Program:
     def decode(self, value: Any) -> Any:
         """A MIL ``Value`` (immediate or blob file) → numpy array, or ``str`` for string scalars."""
         kind = value.type.WhichOneof("type")
+        if kind == "listType" and value.WhichOneof("value") == "immediateValue" and \
+                value.immediateValue.WhichOneof("value") == "list":
+            return [self.decode(v) for v in value.immediateValue.list.values]
         if kind != "tensorType":
             raise PackageError(f"{self.path.name}: {kind} values are not supported by the reference interpreter")
         tt = value.type.tensorType
@@ -189,17 +206,20 @@ class Program:
         if self._constants is None:
             self.check_supported()
             env: dict[str, Any] = {}
-            for op in self.block.operations:
+            for op in self.operations():  # MIL names are unique program-wide, nested blocks included
                 if self._is_constant(op):
                     self._execute(op, env)
             self._constants = env
         return self._constants
 
     def run(self, feeds: Mapping[str, np.ndarray], *,
-            observe: Callable[[str, str, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+            observe: Callable[[str, str, np.ndarray], None] | None = None,
+            substitute: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Run the main function on ``feeds`` (keyed by the function's input names); returns its outputs.
 
-        ``observe(op_type, tensor_name, value)`` is called for every non-constant op output (activation statistics).
+        ``observe(op_type, tensor_name, value)`` is called for every non-constant op output (activation statistics,
+        ``mobilize diff``). ``substitute`` replaces op outputs by name once they are observed: the ops that read them
+        get these values instead (cast to the declared dtype) — ``mobilize diff`` feeds each layer PyTorch's input.
         """
         env = dict(self.constants())
         for inp in self.function.inputs:
@@ -208,21 +228,45 @@ class Program:
             tt = inp.type.tensorType
             env[inp.name] = np.asarray(feeds[inp.name]).astype(_NP.get(_dtype_name(tt), np.float32), copy=False)
         with np.errstate(all="ignore"):
-            for op in self.block.operations:
-                if self._is_constant(op):
-                    continue
-                outs = self._execute(op, env)
-                if observe is not None:
-                    for name, val in outs:
-                        observe(op.type, name, val)
+            self._run_ops(self.block, env, observe, substitute)
         return {n: env[n] for n in self.output_names}
 
-    def _arg(self, binding: Any, env: dict[str, Any]) -> Any:
+    def _run_ops(self, block: Any, env: MutableMapping[str, Any],
+                 observe: Callable[[str, str, np.ndarray], None] | None,
+                 substitute: Mapping[str, np.ndarray] | None = None) -> None:
+        for op in block.operations:
+            if self._is_constant(op):
+                continue
+            outs = self._execute(op, env, observe)
+            if observe is not None:
+                for name, val in outs:
+                    observe(op.type, name, val)
+            for name, val in outs if substitute else ():
+                if name in substitute:
+                    arr = np.asarray(val)
+                    env[name] = np.asarray(substitute[name]).astype(arr.dtype, copy=False).reshape(arr.shape)
+
+    def _block_fn(self, block: Any, env: MutableMapping[str, Any],
+                  observe: Callable[[str, str, np.ndarray], None] | None) -> Callable[[Any], list[Any]]:
+        """A nested block as a callable: its input values → its output values (fresh scope on every call)."""
+        def run_block(values: Any) -> list[Any]:
+            values = list(values)
+            if len(values) != len(block.inputs):
+                raise ExecutionError(f"{self.path.name}: a nested block takes {len(block.inputs)} inputs, "
+                                     f"got {len(values)}")
+            scope: ChainMap[str, Any] = ChainMap({i.name: v for i, v in zip(block.inputs, values)}, env)
+            self._run_ops(block, scope, observe)
+            return [scope[n] for n in block.outputs]
+
+        return run_block
+
+    def _arg(self, binding: Any, env: Mapping[str, Any]) -> Any:
         if binding.WhichOneof("binding") == "name":
             return env[binding.name]
         return self.decode(binding.value)
 
-    def _execute(self, op: Any, env: dict[str, Any]) -> list[tuple[str, Any]]:
+    def _execute(self, op: Any, env: MutableMapping[str, Any],
+                 observe: Callable[[str, str, np.ndarray], None] | None = None) -> list[tuple[str, Any]]:
         impl: OpImpl = OPS[op.type]
         out_name = op.outputs[0].name if len(op.outputs) else "?"
         try:
@@ -230,8 +274,10 @@ class Program:
             for key, arg in op.inputs.items():
                 vals = [_widen(self._arg(b, env)) for b in arg.arguments]
                 kwargs[key] = vals if key in impl.variadic else (vals[0] if len(vals) == 1 else vals)
+            for key, block in zip(impl.blocks, op.blocks):
+                kwargs[key] = self._block_fn(block, env, observe)
             result = impl.fn(**kwargs)
-        except (PackageError, UnsupportedOpsError):
+        except (PackageError, UnsupportedOpsError, ExecutionError):
             raise
         except Exception as exc:  # noqa: BLE001 - one clear line naming the op
             raise ExecutionError(f"{self.path.name}: op {op.type} → {out_name!r} failed: {type(exc).__name__}: "
@@ -274,3 +320,10 @@ def _widen(v: Any) -> Any:
     if isinstance(v, np.float16):
         return np.float32(v)
     return v
+
+
+def _walk(block: Any) -> Iterator[Any]:
+    for op in block.operations:
+        yield op
+        for nested in op.blocks:
+            yield from _walk(nested)

@@ -25,17 +25,21 @@ class OpImpl:
     spec_url: str
     params: frozenset[str]  # the MIL parameter names the function accepts
     variadic: frozenset[str]  # parameters that always arrive as a list (e.g. concat's ``values``)
+    blocks: tuple[str, ...] = ()  # parameters that receive the op's nested blocks, in order, as callables
 
 
 OPS: dict[str, OpImpl] = {}
 
 
-def register(name: str, spec: str, *, variadic: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Any]:
+def register(name: str, spec: str, *, variadic: tuple[str, ...] = (),
+             blocks: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Any]:
     """Register ``fn`` as the implementation of MIL op ``name``.
 
     Args:
         spec: the op's anchor in the MIL op reference, e.g. ``"iOS15.elementwise_binary.add"``.
         variadic: parameters that are lists of tensors.
+        blocks: for control flow, the parameters that receive the op's nested blocks (in the order the file
+            stores them), each as a callable ``values -> outputs`` that runs the block on its inputs.
     """
     url = f"{SPEC_ROOT}#coremltools.converters.mil.mil.ops.defs.{spec}"
 
@@ -47,7 +51,7 @@ def register(name: str, spec: str, *, variadic: tuple[str, ...] = ()) -> Callabl
             raise ValueError(f"MIL op {name!r}: the implementation needs a docstring")
         fn.__doc__ = f"{fn.__doc__.rstrip()}\n\n    MIL spec: {url}\n"
         params = frozenset(p for p in inspect.signature(fn).parameters)
-        OPS[name] = OpImpl(name, fn, url, params, frozenset(variadic))
+        OPS[name] = OpImpl(name, fn, url, params, frozenset(variadic), tuple(blocks))
         return fn
 
     return deco

@@ -42,9 +42,14 @@ class CoreMLReferenceRunner(Runner):
         self.program.constants()  # decompress weights now: a bad weight file fails at load, not mid-run
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from mobilize.runtime.coreml import as_array
+
         out = self.program.run(feeds)
         result = {}
         for decl, name in zip(self._outputs, self.program.output_names):
             val = out[decl.name] if decl.name in out else out[name]
-            result[decl.name] = np.asarray(val).astype(decl.dtype, copy=False) if decl.dtype != "unknown" else val
+            if isinstance(val, dict) or decl.dtype in ("string", "unknown"):
+                result[decl.name] = as_array(val, decl)
+            else:
+                result[decl.name] = np.asarray(val).astype(decl.dtype, copy=False)
         return result

@@ -2,9 +2,12 @@
 
 from mobilize.runtime.coreml_ref.ops import (  # noqa: F401
     activation,
+    classifier,
     constexpr,
+    control_flow,
     elementwise,
     nn,
+    recurrent,
     reduction,
     resize,
     tensor,

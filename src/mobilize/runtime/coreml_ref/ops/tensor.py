@@ -78,7 +78,8 @@ def reverse(x, axes=None):
 
 @register("slice_by_index", _T + "slice_by_index")
 def slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
-    """x[begin:end:stride] per axis (Python semantics); masks ignore begin/end, squeeze_mask drops the axis."""
+    """x[begin:end:stride] per axis (Python semantics); masks ignore begin/end; a squeeze_mask axis ignores end and
+    stride, takes the single element at begin and is dropped."""
     x = np.asarray(x)
     n = x.ndim
     b, e = as_ints(begin), as_ints(end)
@@ -86,7 +87,9 @@ def slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, s
     bm = [bool(v) for v in np.asarray(begin_mask).reshape(-1)] if begin_mask is not None else [False] * n
     em = [bool(v) for v in np.asarray(end_mask).reshape(-1)] if end_mask is not None else [False] * n
     sq = [bool(v) for v in np.asarray(squeeze_mask).reshape(-1)] if squeeze_mask is not None else [False] * n
-    out = x[tuple(slice(None if bm[i] else b[i], None if em[i] else e[i], st[i]) for i in range(n))]
+    one = np.iinfo(np.int32).max  # a stride past the end: exactly one element (coremltools' own slicing rule)
+    out = x[tuple(slice(None if bm[i] else b[i], None if em[i] or sq[i] else e[i], one if sq[i] else st[i])
+                  for i in range(n))]
     drop = tuple(i for i in range(n) if sq[i])
     return np.squeeze(out, axis=drop) if drop else out
 
