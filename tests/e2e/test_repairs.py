@@ -125,3 +125,20 @@ def test_resize_ops_are_verified_by_the_reference_interpreter() -> None:
     assert art["parity"]["status"] == "pass", art["parity"]
     assert art["parity"]["runtime"] in ("reference", "coremltools")
     assert art["repairs"] == []
+
+
+def test_ort_files_are_repaired_as_onnx_files(tmp_path: Path) -> None:
+    """ORT files are converted from ONNX: alone, their fresh ONNX export is repaired like an ONNX export; beside the
+    run's ONNX file, they are that file converted and carry its repairs."""
+    from mobilize import api
+    from mobilize.spec import ModelSpec
+
+    module, args = repair_gaps.shifted_window()
+    spec = ModelSpec(module=module, example_inputs=args, name="shifted_window")
+    alone = api.export(spec, tmp_path / "alone", formats="ort", precisions="fp32").artifacts
+    assert alone[0]["status"] == "ok" and alone[0]["parity"]["status"] == "pass", alone[0]
+    assert [r["name"] for r in alone[0]["repairs"]] == ["view-contiguous"]
+    both = api.export(spec, tmp_path / "both", formats="onnx,ort", precisions="fp32").artifacts
+    onnx_art, ort_art = (next(a for a in both if a["format"] == f) for f in ("onnx", "ort"))
+    assert ort_art["status"] == "ok" and ort_art["parity"]["status"] == "pass", ort_art
+    assert ort_art["repairs"] == onnx_art["repairs"] and onnx_art["repairs"], ort_art["repairs"]

@@ -4,6 +4,7 @@ the module of the node that failed — not every module that uses that op type."
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,25 @@ def test_tflite_always_repair_runs_before_the_first_attempt(tmp_path: Path) -> N
     _, none = convert("tflite", cap, _exporter("tflite", spec, tmp_path / "raw.tflite"), enabled=False)
     assert none == []
     assert (tmp_path / "m.tflite").stat().st_size < 0.7 * (tmp_path / "raw.tflite").stat().st_size
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="converters fork on Linux only")
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+def test_repairs_tried_cross_the_converter_fork_with_the_failure() -> None:
+    """Repairs run inside the artifact's converter child (isolate.in_child): the records of the repairs tried must
+    come back with the ConversionError, as ops and modules do."""
+    from mobilize import isolate
+
+    tried = [{"name": "roll-slices", "status": "applied", "why": "coreml conversion failed", "rewrites": 2,
+              "modules": ["attn (WindowAttention)"]}]
+
+    def failing(_step):  # noqa: ANN001, ANN202
+        err = ConversionError("Unsupported fx node as_strided", format="coreml", ops=["aten.as_strided.default"],
+                              modules=["pool (AdaptiveAvgPool1d) calls aten.as_strided.default"])
+        err.repairs = tried  # what mobilize.repair.convert attaches before re-raising
+        raise err
+
+    with pytest.raises(ConversionError) as info:
+        isolate.in_child(failing, label="coreml fp32", fork=True)
+    assert info.value.repairs == tried
+    assert info.value.modules == ["pool (AdaptiveAvgPool1d) calls aten.as_strided.default"]
