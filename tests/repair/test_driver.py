@@ -139,3 +139,28 @@ def test_repairs_tried_cross_the_converter_fork_with_the_failure() -> None:
         isolate.in_child(failing, label="coreml fp32", fork=True)
     assert info.value.repairs == tried
     assert info.value.modules == ["pool (AdaptiveAvgPool1d) calls aten.as_strided.default"]
+
+
+def test_a_repaired_core_ml_program_keeps_its_native_lstm(tmp_path: Path) -> None:
+    """Core ML repairs stage the program with the exporter's own table (export/coreml.decompose): recurrent layers
+    that stay native Core ML ops must not be unrolled because a repair rewrote another op."""
+    import torch
+    from torch import nn
+
+    class LstmFmod(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(8, 16, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.fmod(self.lstm(x)[0], 0.25)
+
+    def build() -> tuple[nn.Module, tuple[torch.Tensor]]:
+        torch.manual_seed(0)
+        return LstmFmod().eval(), (torch.randn(1, 5, 8),)
+
+    spec, cap = _capture(build)
+    exported, records = convert("coreml", cap, _exporter("coreml", spec, tmp_path / "m.mlpackage"))
+    assert [r["name"] for r in records] == ["fmod-remainder"], records
+    assert any(n.startswith("recurrent layers kept as native Core ML ops") and "lstm ×1" in n
+               for n in exported.notes), exported.notes
