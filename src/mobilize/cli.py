@@ -159,6 +159,8 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
               help="A dim that may vary at run time (repeatable), e.g. image:0=batch or tokens:1=seq:1:512. Files "
               "that cannot keep it dynamic say so (a fitness finding).")
 @click.option("--no-verify", is_flag=True, help="Skip parity checks (artifacts get parity null).")
+@click.option("--no-repair", is_flag=True, help="Hand every converter the captured program as is: no rewrites of "
+              "the ops it rejects (see docs/repairs.md). Parity judges repaired files either way.")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity (e.g. Core ML on Linux) as a failure.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
               help="Also write the manifest (schema_version 1, docs/manifest.md) to FILE, or to stdout with `-`.")
@@ -191,9 +193,9 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
               "sequence output); plain (N, C) outputs are judged without it.")
 @_fitness_options
 def export(source: str, out: Path | None, formats: str, precisions: str, coreml_target: str, onnx_opset: int,
-           fp16_io: bool, no_verify: bool, strict: bool, json_out: Path | None, weights: Path | None,
-           trust_pickle: bool, calibration: str | None, min_snr: float, min_top1: float, max_size_ratio: float,
-           holdout: float, snr_headroom: float, metric: str | None, min_metric: float | None,
+           fp16_io: bool, no_verify: bool, no_repair: bool, strict: bool, json_out: Path | None,
+           weights: Path | None, trust_pickle: bool, calibration: str | None, min_snr: float, min_top1: float,
+           max_size_ratio: float, holdout: float, snr_headroom: float, metric: str | None, min_metric: float | None,
            class_axis: str | None, fitness: str | None, allow_unfit: bool, allow_below_target: bool,
            dynamic: tuple[str, ...]) -> None:
     """Export SOURCE (file.py:fn, package.module:fn, zoo:NAME or model.pt2) to a verified bundle."""
@@ -219,7 +221,7 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
                                                   calibration=calibration, target=target,
                                                   fitness=parse_thresholds(fitness), allow_unfit=allow_unfit,
                                                   allow_below_target=allow_below_target,
-                                                  dynamic=parse_dynamic(dynamic)))
+                                                  dynamic=parse_dynamic(dynamic), repair=not no_repair))
     _print_result(result, title=f"mobilize export {source}")
     _print_diagnosis(result, source)
     if json_out:
@@ -371,6 +373,8 @@ def _print_result(result: Any, title: str) -> None:
         tail = _quant_cells(a, quantized, with_acc)
         for line in _quant_notes(a):
             notes.append(f"[yellow]{label}[/]: {_escape(line)}")
+        for rec in a.get("repairs") or []:
+            notes.append(f"[cyan]{label}[/]: {_escape(_repair_line(rec))}")
         if a["status"] != "ok":
             err = a["error"] or {}
             where = "; ".join(err.get("modules") or err.get("ops") or [])
@@ -438,6 +442,13 @@ def _quant_cells(a: dict[str, Any], quantized: bool, with_acc: bool) -> list[str
         cells.append(f"{acc['top1_accuracy']:.1%}" if acc.get("top1_accuracy") is not None else
                      ("unverified" if acc else ""))
     return cells
+
+
+def _repair_line(rec: dict[str, Any]) -> str:
+    """One line per repair record: what ran, where, why (docs/repairs.md)."""
+    verb = "repaired:" if rec.get("status") == "applied" else f"repair {rec.get('status', '')}:"
+    where = " in " + ", ".join(rec["modules"]) if rec.get("modules") else ""
+    return f"{verb} {rec['name']} ({rec.get('rewrites', 0)} node(s){where}) — {rec.get('why')}"
 
 
 def _quant_notes(a: dict[str, Any]) -> list[str]:

@@ -38,6 +38,14 @@ def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
     assert cfg.regression.max_size_growth_pct == 10 and cfg.regression.max_latency_growth_pct == 25
     assert cfg.budgets.default == {} and cfg.tolerances == {} and not cfg.strict
     assert cfg.bench.threads == (1,) and cfg.bench.enabled
+    assert cfg.repair
+
+
+def test_export_repair_switch(tmp_path: Path) -> None:
+    cfg = load(_write(tmp_path, 'source = "model.py:build"\n[export]\nrepair = false\n'))
+    assert cfg.repair is False and cfg.to_dict()["repair"] is False
+    assert any("export.repair" in p for p in _problems(_write(tmp_path, 'source = "model.py:build"\n[export]\n'
+                                                                         'repair = "no"\n')))
 
 
 def test_unknown_keys_suggest_the_right_one(tmp_path: Path) -> None:

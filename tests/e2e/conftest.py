@@ -26,7 +26,8 @@ JOBS: dict[str, list[str]] = {
     },
     "bert": ["export", f"{FIXTURES / 'bert_tiny.py'}:build", "--precisions", "fp32"],
     "dynamic": ["export", f"{FIXTURES / 'dynamic_conv.py'}:spec", "--precisions", "fp32"],
-    "fmod": ["export", f"{FIXTURES / 'unsupported_ops.py'}:fmod_model", "--precisions", "fp32"],
+    "fmod": ["export", f"{FIXTURES / 'unsupported_ops.py'}:fmod_model", "--precisions", "fp32", "--no-repair"],
+    "fmod_repaired": ["export", f"{FIXTURES / 'unsupported_ops.py'}:fmod_model", "--precisions", "fp32"],
     "spectral": [
         "export",
         f"{FIXTURES / 'unsupported_ops.py'}:spectral_model",
@@ -49,6 +50,7 @@ ORDER = [
     "placement",
     "bert",
     "fmod",
+    "fmod_repaired",
     "dynamic",
     "spectral",
     "verbose",
@@ -60,6 +62,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "bert_run": ("bert",),
     "dynamic_run": ("dynamic",),
     "fmod_run": ("fmod",),
+    "fmod_repaired_run": ("fmod_repaired",),
     "spectral_run": ("spectral",),
     "verbose_run": ("verbose",),
     "placement_run": ("placement",),
@@ -164,6 +167,11 @@ def dynamic_run(export_pool: ExportPool) -> ExportRun:
 @pytest.fixture(scope="session")
 def fmod_run(export_pool: ExportPool) -> ExportRun:
     return export_pool.get("fmod")
+
+
+@pytest.fixture(scope="session")
+def fmod_repaired_run(export_pool: ExportPool) -> ExportRun:
+    return export_pool.get("fmod_repaired")
 
 
 @pytest.fixture(scope="session")
