@@ -182,3 +182,15 @@ def spectral_run(export_pool: ExportPool) -> ExportRun:
 @pytest.fixture(scope="session")
 def verbose_run(export_pool: ExportPool) -> ExportRun:
     return export_pool.get("verbose")
+
+
+@pytest.fixture
+def bundle(digits_run: ExportRun, tmp_path: Path) -> Path:
+    """A private copy of the digits bundle (every format, fp32 + fp16) at ``tmp_path / "b"``, for tests that edit or
+    re-verify it."""
+    import shutil
+
+    assert digits_run.run.returncode == 0, digits_run.run.describe()
+    dest = tmp_path / "b"
+    shutil.copytree(digits_run.out, dest, symlinks=True)
+    return dest

@@ -4,7 +4,6 @@ with the tables moved to stderr), and every document names its schema."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,14 +11,6 @@ import pytest
 from ._util import run_cli
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def bundle(digits_run, tmp_path: Path) -> Path:
-    assert digits_run.run.returncode == 0, digits_run.run.describe()
-    dest = tmp_path / "b"
-    shutil.copytree(digits_run.out, dest, symlinks=True)
-    return dest
 
 
 @pytest.mark.parametrize(("args", "schema"), [(["verify", "b"], "mobilize-verify/1"),
