@@ -24,3 +24,14 @@ def test_license_and_changelog_ship_with_the_source() -> None:
     assert importlib.metadata.metadata("mobilize")["License-Expression"] == "Apache-2.0"
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert f"## [{mobilize.__version__}]" in changelog
+
+
+def test_no_merge_conflict_markers_in_tracked_files() -> None:
+    import re
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    marker = re.compile(r"^(<{7}|>{7})( |$)", re.M)
+    bad = [f for f in files if f.endswith((".py", ".md", ".toml", ".json", ".txt", ".yml", ".cfg"))
+           and marker.search((ROOT / f).read_text(errors="replace"))]
+    assert bad == []
