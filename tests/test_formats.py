@@ -141,3 +141,58 @@ def test_parse_list_ignores_case() -> None:
 def test_analyzer_imports_and_takes_a_path(name: str) -> None:
     fn = formats.REGISTRY[name].load("analyzer")
     assert callable(fn) and list(inspect.signature(fn).parameters) == ["path"]
+
+
+# --- every stage knows every format (adding a format must touch each of these, or this fails) ------------------
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_finalizer_takes_a_path_and_file_info(name: str) -> None:
+    plugin = formats.REGISTRY[name]
+    assert plugin.finalizer, f"{name} has no finalizer (metadata inside the file, reproducible bytes)"
+    fn = plugin.load("finalizer")
+    assert callable(fn) and list(inspect.signature(fn).parameters) == ["path", "info"]
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_quantized_precisions_have_a_quantizer_module(name: str) -> None:
+    import importlib
+
+    from mobilize.quantize import recipes
+
+    quantized = [p for p in formats.REGISTRY[name].precisions if p in recipes.QUANT_PRECISIONS]
+    if not quantized:
+        pytest.skip(f"{name} has no quantized precision")
+    mod = importlib.import_module(f"mobilize.quantize.{name}")  # the driver's convention (driver.module_for)
+    assert list(inspect.signature(mod.quantize).parameters)[:6] == ["fp32", "dest", "recipe", "calib", "exclude",
+                                                                    "work"]
+    assert "method" in inspect.signature(mod.quantize).parameters
+    assert callable(mod.layers) and list(inspect.signature(mod.layers).parameters) == ["fp32"]
+    for prec in quantized:
+        assert recipes.candidates(name, prec), f"{name} lists {prec} but has no recipe for it"
+        if prec in recipes.STATIC_PRECISIONS:
+            assert any(r.calibrated for r in recipes.candidates(name, prec))
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_tolerances_diff_module_and_content_kind_exist(name: str) -> None:
+    import importlib
+
+    from mobilize.api import _KIND_OF_FORMAT
+    from mobilize.diff import worker
+    from mobilize.sniff import KINDS
+    from mobilize.verify import tolerance
+
+    for prec in ("fp32", "fp16"):
+        assert (name, prec) in tolerance.DEFAULTS, f"no default parity tolerance for {name} {prec}"
+    assert _KIND_OF_FORMAT.get(name) in KINDS, f"no content check (sniff kind) for {name} files"
+    assert name in worker.MODULES, f"mobilize diff cannot read {name} files"
+    mod = importlib.import_module(worker.MODULES[name])
+    assert callable(mod.read) and callable(mod.run)
+
+
+def test_the_manifest_schema_knows_every_format() -> None:
+    from mobilize.bundle import manifest
+
+    enum = manifest.schema()["$defs"]["artifact"]["properties"]["format"]["enum"]
+    assert set(enum) == set(formats.REGISTRY)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 _VERBOSE = False
 _LOUD_LOGGERS = ("coremltools", "torch.onnx", "torch._export", "torch.export", "torch.fx", "torch._dynamo",
                  "torch.utils._pytree", "absl", "root", "onnxscript", "jax", "litert_torch", "ai_edge_quantizer",
-                 "tensorflow", "torchao", "onnx_ir")
+                 "tensorflow", "torchao", "onnx_ir", "executorch")
 
 
 def set_verbose(verbose: bool) -> None:

@@ -566,7 +566,7 @@ def _needs_isolation(plugin: registry.FormatPlugin) -> bool:
     return bool(plugin.fallback_runner) and bool(plugin.load("fallback_runner").available()[0])
 
 
-_KIND_OF_FORMAT = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage"}
+_KIND_OF_FORMAT = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage", "pte": "pte"}
 
 
 def _check_kind(fmt: str, path: Path, where: str) -> None:

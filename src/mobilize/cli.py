@@ -78,7 +78,7 @@ def main(verbose: bool) -> None:
     _quiet.set_verbose(verbose)
 
 
-_FORMATS_HELP = "Comma-separated formats: onnx, coreml, tflite."
+_FORMATS_HELP = "Comma-separated formats: onnx, coreml, tflite, pte (ExecuTorch; not in the default set)."
 
 
 def _fitness_options(fn: Any) -> Any:

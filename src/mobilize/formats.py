@@ -62,6 +62,10 @@ register(FormatPlugin("tflite", ".tflite", "mobilize.export.tflite:export", "mob
                       "mobilize.runtime.tflite:read_io", supported("tflite"),
                       "TFLite / LiteRT (litert-torch → ai-edge-litert)", analyzer="mobilize.analysis.tflite:read",
                       finalizer="mobilize.export.tflite:finalize"))
+register(FormatPlugin("pte", ".pte", "mobilize.export.pte:export", "mobilize.runtime.pte:PteRunner",
+                      "mobilize.runtime.pte:read_io", supported("pte"),
+                      "ExecuTorch program (torch.export → XNNPACK delegate → executorch.runtime)",
+                      analyzer="mobilize.analysis.pte:read", finalizer="mobilize.export.pte:finalize"))
 
 DEFAULT_FORMATS = ("onnx", "coreml", "tflite")
 DEFAULT_PRECISIONS = ("fp32", "fp16")

@@ -58,6 +58,8 @@ class FileContents:
 
     ops: list[str]
     constants: list[Constant]
+    #: format-specific facts for the record, merged in as they are (ExecuTorch: ``delegation``)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def summarize(contents: FileContents) -> dict[str, Any]:
@@ -65,9 +67,12 @@ def summarize(contents: FileContents) -> dict[str, Any]:
     hist = Counter(contents.ops)
     consts = contents.constants
     float_weights: dict[str, int] = defaultdict(int)
+    float32_weights: dict[str, int] = defaultdict(int)
     for c in consts:
         if c.is_float_matrix and c.nbytes >= COMPARE_MIN_BYTES:
             float_weights["+".join(sorted(set(c.consumers))) or "(unused)"] += c.nbytes
+            if c.dtype == "float32":
+                float32_weights["+".join(sorted(set(c.consumers))) or "(unused)"] += c.nbytes
     kinds = {k: int(sum(n for op, n in hist.items() if op.lower().split(".")[-1] in names))
              for k, names in KIND_OPS.items()}
     return {
@@ -76,8 +81,10 @@ def summarize(contents: FileContents) -> dict[str, Any]:
         "kinds": kinds,
         "constants": {"count": len(consts), "bytes": int(sum(c.nbytes for c in consts))},
         "float_weight_bytes": dict(sorted(float_weights.items(), key=lambda kv: -kv[1])),
+        "float32_weight_bytes": dict(sorted(float32_weights.items(), key=lambda kv: -kv[1])),
         "duplicates": duplicates(consts),
         "repeated_constants": repeated(consts),
+        **contents.extra,
     }
 
 

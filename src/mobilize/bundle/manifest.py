@@ -20,7 +20,7 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
 _TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "coremltools", "litert-torch", "ai-edge-litert",
-          "ai-edge-quantizer", "numpy")
+          "ai-edge-quantizer", "executorch", "numpy")
 
 
 def tool_versions() -> dict[str, str | None]:
