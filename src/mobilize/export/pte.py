@@ -299,29 +299,46 @@ def to_half(src: Source) -> tuple[Any, int]:
 
 def lower(program: Any, src: Source, *, fp16_conv_weights: bool = False) -> tuple[bytes, dict[str, Any]]:
     """``program`` → ``.pte`` bytes through XNNPACK, with :data:`METADATA_METHOD` describing the I/O; and the
-    delegation record (:func:`delegation`). Where the XNNPACK passes narrow a dynamic dim's bound below the one asked
-    (torch's convolution backend selection adds a guard when the graph is re-traced), lowering runs again with
-    size-oblivious guards and that result is kept when it holds the bound. ``fp16_conv_weights``: see
-    :func:`_conv_weights_as_stored`."""
+    delegation record (:func:`delegation`). ``fp16_conv_weights``: see :func:`_conv_weights_as_stored`.
+
+    A program with dynamic dims is lowered from a fresh re-trace, and its bounds are restored before memory planning
+    (:func:`_restore_bounds`): XNNPACK's passes re-trace the graph, and torch's convolution backend selection (a
+    heuristic that picks the output's memory format) guards on the batch size there, which *refines the symbol's
+    range in the program's shape environment* — a conv model's batch bound went from 32 to 15, in the captured
+    program too, which the other formats share."""
     import torch
 
     from mobilize._quiet import quiet_imports
 
     meta = json.dumps({IO_KEY: src.io()}, sort_keys=True, separators=(",", ":"))
     keep = _conv_weights_as_stored if fp16_conv_weights else contextlib.nullcontext
-    with keep():
-        data, record = _lower(program, meta)
     want = _wanted_max(src)
-    if want and _narrowed(record, want):
-        try:
-            with torch.fx.experimental._config.patch(backed_size_oblivious=True), keep():
-                data2, record2 = _lower(program, meta)
-        except Exception:  # noqa: BLE001 - keep the first result (its bounds are recorded as they are)
-            data2 = None
-        if data2 is not None and not _narrowed(record2, want):
-            data, record = data2, record2
-    quiet_imports()
-    return data, record
+    if want:
+        program = torch.export.export(program.module(check_guards=False), src.args,
+                                      dynamic_shapes=src.dynamic_shapes, strict=False)
+    try:
+        with keep():
+            return _lower(program, meta, want)
+    finally:
+        quiet_imports()
+
+
+def _restore_bounds(program: Any, want: dict[tuple[int, int], int]) -> None:
+    """Set each dynamic input dim's upper bound back to ``want`` in ``program``'s shape environment where a pass
+    narrowed it (the bound ExecuTorch's memory planning reads)."""
+    from torch.utils._sympy.value_ranges import ValueRanges
+
+    user = list(program.graph_signature.user_inputs)
+    vals = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
+    for (i, ax), hi in want.items():
+        shape = getattr(vals.get(user[i]) if i < len(user) else None, "shape", ())
+        d = shape[ax] if ax < len(shape) else None
+        node = getattr(d, "node", None)
+        env = getattr(node, "shape_env", None)
+        sym = getattr(node, "expr", None)
+        rng = env.var_to_range.get(sym) if env is not None else None
+        if rng is not None and _finite(rng.upper) is not None and _finite(rng.upper) < hi:
+            env.var_to_range[sym] = ValueRanges(rng.lower, hi)
 
 
 @contextlib.contextmanager
@@ -350,7 +367,7 @@ def _conv_weights_as_stored() -> Iterator[None]:
         cls.define_tensor = original
 
 
-def _lower(program: Any, meta: str) -> tuple[bytes, dict[str, Any]]:
+def _lower(program: Any, meta: str, want: dict[tuple[int, int], int] | None = None) -> tuple[bytes, dict[str, Any]]:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.backends.xnnpack.utils.configs import (
         get_xnnpack_edge_compile_config,
@@ -363,6 +380,8 @@ def _lower(program: Any, meta: str) -> tuple[bytes, dict[str, Any]]:
                                            compile_config=get_xnnpack_edge_compile_config(),
                                            constant_methods={METADATA_METHOD: meta})
         record = delegation(edge.exported_program())
+        if want:
+            _restore_bounds(edge.exported_program(), want)
         et = edge.to_executorch(get_xnnpack_executorch_backend_config())
         record["input_max_shapes"] = _input_max_shapes(et.exported_program())
         missing = missing_kernels(et.executorch_program)
@@ -408,11 +427,6 @@ def _input_max_shapes(program: Any) -> list[list[int]]:
 def _wanted_max(src: Source) -> dict[tuple[int, int], int]:
     return {(i, ax): src.bounds[d][1] for i, n in enumerate(src.input_names) for ax, d in src.dims.get(n, {}).items()
             if d in src.bounds}
-
-
-def _narrowed(record: dict[str, Any], want: dict[tuple[int, int], int]) -> bool:
-    shapes = record.get("input_max_shapes") or []
-    return any(i < len(shapes) and ax < len(shapes[i]) and shapes[i][ax] < hi for (i, ax), hi in want.items())
 
 
 def bound_notes(src: Source, record: dict[str, Any]) -> list[str]:
