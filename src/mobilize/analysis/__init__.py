@@ -1,8 +1,8 @@
 """What an exported file holds: its ops and its constants, read statically (no runtime, no inference).
 
-One reader per format (``analysis/onnx.py``, ``tflite.py``, ``coreml.py``, registered as each format plug-in's
-``analyzer``) lists the file's ops and constant tensors; :func:`summarize` turns that into the record the manifest
-keeps and the fitness judgement reads (:mod:`mobilize.verify.fitness`):
+One reader per format (``analysis/onnx.py``, ``tflite.py``, ``coreml.py``, ``pte.py``, registered as each format
+plug-in's ``analyzer``) lists the file's ops and constant tensors; :func:`summarize` turns that into the record the
+manifest keeps and the fitness judgement reads (:mod:`mobilize.verify.fitness`):
 
 - the op histogram and count (an unrolled recurrence shows up as thousands of elementwise ops);
 - constant bytes, and the bytes of float weight matrices per consuming op type (a quantized file that left its LSTM

@@ -159,8 +159,8 @@ def prepare(capture: Capture, spec: ModelSpec) -> Source:
         dyn_shapes = _dynamic_shapes(spec.input_names, dims, bounds)
         if unbounded:
             try:
-                program = torch.export.export(capture.program.module(), args, dynamic_shapes=dyn_shapes,
-                                              strict=False)
+                program = torch.export.export(capture.program.module(check_guards=False), args,
+                                              dynamic_shapes=dyn_shapes, strict=False)
                 notes.append("dynamic dims without a maximum get an upper bound in the .pte (ExecuTorch plans memory "
                              "for it): " + ", ".join(f"{d} ≤ {bounds[d][1]}" for d in unbounded)
                              + "; give your own with --dynamic INPUT:AXIS=NAME:MIN:MAX")
