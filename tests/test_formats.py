@@ -28,7 +28,7 @@ def test_plugin_metadata(name: str) -> None:
     assert plugin.suffix.startswith(".") and len(plugin.suffix) > 1
     assert plugin.precisions and set(plugin.precisions) <= set(formats.PRECISIONS)
     assert plugin.summary.strip()
-    for attr in ("exporter", "runner", "io_reader", "analyzer"):
+    for attr in ("exporter", "runner", "io_reader", "analyzer", "finalizer", "placement"):
         mod, sep, obj = getattr(plugin, attr).partition(":")
         assert sep and mod.startswith("mobilize.") and obj.isidentifier(), f"{name}.{attr} is not 'module:object'"
 
@@ -160,9 +160,12 @@ def test_quantized_precisions_have_a_quantizer_module(name: str) -> None:
 
     from mobilize.quantize import recipes
 
-    quantized = [p for p in formats.REGISTRY[name].precisions if p in recipes.QUANT_PRECISIONS]
+    plugin = formats.REGISTRY[name]
+    quantized = [p for p in plugin.precisions if p in recipes.QUANT_PRECISIONS]
     if not quantized:
         pytest.skip(f"{name} has no quantized precision")
+    if plugin.converts_from:  # its quantized files are converted from the source format's (e.g. ort from onnx)
+        name = plugin.converts_from
     mod = importlib.import_module(f"mobilize.quantize.{name}")  # the driver's convention (driver.module_for)
     assert list(inspect.signature(mod.quantize).parameters)[:6] == ["fp32", "dest", "recipe", "calib", "exclude",
                                                                     "work"]
@@ -186,8 +189,9 @@ def test_tolerances_diff_module_and_content_kind_exist(name: str) -> None:
     for prec in ("fp32", "fp16"):
         assert (name, prec) in tolerance.DEFAULTS, f"no default parity tolerance for {name} {prec}"
     assert _KIND_OF_FORMAT.get(name) in KINDS, f"no content check (sniff kind) for {name} files"
-    assert name in worker.MODULES, f"mobilize diff cannot read {name} files"
-    mod = importlib.import_module(worker.MODULES[name])
+    via = formats.REGISTRY[name].converts_from or name  # a converted format is diffed through its source's file
+    assert via in worker.MODULES, f"mobilize diff cannot read {name} files"
+    mod = importlib.import_module(worker.MODULES[via])
     assert callable(mod.read) and callable(mod.run)
 
 
@@ -196,3 +200,34 @@ def test_the_manifest_schema_knows_every_format() -> None:
 
     enum = manifest.schema()["$defs"]["artifact"]["properties"]["format"]["enum"]
     assert set(enum) == set(formats.REGISTRY)
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_placement_reader_imports_and_takes_path_and_options(name: str) -> None:
+    fn = formats.REGISTRY[name].load("placement")
+    assert callable(fn) and list(inspect.signature(fn).parameters) == ["path", "options"]
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_converted_formats_name_a_registered_source_and_companions_are_suffixes(name: str) -> None:
+    plugin = formats.REGISTRY[name]
+    if plugin.converts_from:
+        assert plugin.converts_from in formats.REGISTRY and plugin.converts_from != name
+        assert set(plugin.precisions) == set(formats.REGISTRY[plugin.converts_from].precisions)
+    assert all(c.startswith(".") and c != plugin.suffix for c in plugin.companions)
+
+
+def test_converted_formats_come_after_their_source() -> None:
+    assert formats.in_dependency_order(["ort", "tflite", "onnx"]) == ["tflite", "onnx", "ort"]
+    assert formats.in_dependency_order(["onnx", "ort"]) == ["onnx", "ort"]
+    assert formats.in_dependency_order(["ort"]) == ["ort"]
+
+
+def test_quantized_converted_files_need_their_source_in_the_run() -> None:
+    from mobilize.quantize.recipes import check_pairs
+
+    src = {"ort": "onnx"}
+    check_pairs(["onnx", "ort"], ["fp32", "int8"], converted_from=src)
+    check_pairs(["ort"], ["fp32", "fp16"], converted_from=src)
+    with pytest.raises(OptionError, match=r"ort int8 is converted from the onnx int8 file: add onnx"):
+        check_pairs(["ort"], ["int8"], converted_from=src)

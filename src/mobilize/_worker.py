@@ -5,6 +5,7 @@ Jobs:
   {"op": "verify", "format", "path", "precision", "reference", "input_names", "tolerance"?}
                                                                         → {"inputs", "outputs", "parity"}
   either of those with "analyze": true                                  → also {"analysis"} (or "analysis_error")
+  either of those with "place": {options}                               → also {"placement"} (or "placement_error")
   {"op": "latency", "items": [{"key", "format", "path"}], "reference", "input_names"}
                                                                         → {"latency": {key: record}}
   {"op": "diff", "format", "path", "samples", "input_names", "values", …}  → see mobilize.diff.worker
@@ -61,7 +62,22 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
                 out["analysis"] = analyze(plugin.name, path)
         except (MobilizeError, ValueError, OSError) as exc:
             out["analysis_error"] = str(exc)
+    if job.get("place") is not None:
+        out.update(place_in_process(plugin.name, path, job["place"]))
     return out
+
+
+def place_in_process(fmt: str, path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """``{"placement": record}`` or ``{"placement_error": why}``: any failure of a runtime's analysis tool is that
+    file's result, never the run's (the tools are native code and third-party Python)."""
+    from mobilize._quiet import captured_output
+    from mobilize.analysis.placement import place
+
+    try:
+        with captured_output():
+            return {"placement": place(fmt, path, options)}
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        return {"placement_error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
 
 
 def main() -> None:

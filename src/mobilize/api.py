@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import importlib
 import re
 import tempfile
 import time
@@ -98,7 +99,8 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     from mobilize.quantize import calibration as qcal
     from mobilize.quantize import recipes as qrec
 
-    qrec.check_pairs(fmts, precs)
+    fmts = registry.in_dependency_order(fmts)
+    qrec.check_pairs(fmts, precs, converted_from={f: registry.get(f).converts_from for f in fmts})
     check_overrides(tolerances, registry.PRECISIONS)
     if calibration is None:
         qcal.require(None, precs)  # static int8 without real data: refuse before any work
@@ -172,9 +174,11 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
                 step(f"exporting {fmt} {prec}")
                 artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step,
                                              quant, Path(scratch), tolerances, info))
+                _inherit_quantization(plugin, artifacts)
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
+        _placement_modules(artifacts, cap.program)
         floors = floor_bytes(cap.program)
         judge_fitness(tmp, artifacts, cap.graph, floors, ref_path=tmp / mf.REFERENCE,
                       input_names=spec.input_names, isolate=isolate, thresholds=fitness, step=step,
@@ -204,6 +208,8 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
                 options: ExportOptions, verify: bool, isolate: bool, step: StepCallback, quant: Any = None,
                 scratch: Path | None = None, tolerances: Overrides | None = None, info: Any = None) -> dict[str, Any]:
     from mobilize._quiet import captured_output
+    from mobilize.bundle.writer import raise_if_disk_full
+    from mobilize.isolate import in_child
     from mobilize.quantize.recipes import QUANT_PRECISIONS
 
     rel = f"{spec.name}_{prec}{plugin.suffix}"
@@ -212,30 +218,40 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
                            "sha256": None, "inputs": [], "outputs": [], "parity": None, "notes": [], "error": None}
     t0 = time.perf_counter()
     log = None
-    try:
-        if prec in QUANT_PRECISIONS:  # the quantizer takes the exporter's fp32 file and writes the quantized one
-            exported = _quantize_one(plugin, prec, cap, spec, tmp, dest, options, quant, scratch, step)
-            art["quantization"] = exported.quantization
-        else:
-            with captured_output() as log:
-                exported = plugin.load("exporter")(cap, spec, prec, dest, options)
+    label = f"{plugin.name} {prec}"
+    try:  # converters and quantizers run in a child process: a crash or abort there costs this artifact only
+        with captured_output() as log:
+            if prec in QUANT_PRECISIONS and not plugin.converts_from:  # the quantizer takes the fp32 file
+                exported = in_child(lambda s: _finalized(_quantize_one(plugin, prec, cap, spec, tmp, dest, options,
+                                                                       quant, scratch, s), plugin, info, prec),
+                                    label=label, on_step=step)
+                art["quantization"] = exported.quantization
+            else:
+                exported = in_child(lambda _s: _finalized(plugin.load("exporter")(cap, spec, prec, dest, options),
+                                                          plugin, info, prec), label=label)
     except Exception as exc:  # noqa: BLE001 - one format failing must not stop the others
+        raise_if_disk_full(exc, log.text if log is not None else "", where=f"{label} into {tmp}", folders=(tmp,))
         _remove(dest)
         art.update(status="failed", path=None,
                    error=_error_record(plugin.name, exc, cap.program, log.text if log is not None else ""))
         art["export_seconds"] = round(time.perf_counter() - t0, 3)
         return art
     art["export_seconds"] = round(time.perf_counter() - t0, 3)
-    art["notes"] = exported.notes + _finalize(plugin, dest, info, prec)
+    art["notes"] = exported.notes
     art["bytes"] = size(dest)
     art["sha256"] = sha256(dest)
+    companions = companion_records(plugin, dest, tmp)
+    if companions:
+        art["companions"] = companions
     if verify:
         step(f"verifying {plugin.name} {prec}")
     found = inspect_and_verify(plugin, dest, prec, tmp / mf.REFERENCE if verify else None, spec.input_names,
-                               isolate=isolate, tolerance=_tolerance(plugin.name, prec, tolerances), analyze=True)
+                               isolate=isolate, tolerance=_tolerance(plugin.name, prec, tolerances), analyze=True,
+                               place=placement_options(options))
     art["inputs"] = _io_records(spec.input_names, found.get("inputs", []))
     art["outputs"] = _io_records(spec.output_names or [], found.get("outputs", []))
     _set_analysis(art, found)
+    _set_placement(art, found)
     if verify:
         art["parity"] = found["parity"]
     elif "error" in found:
@@ -243,19 +259,20 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     return art
 
 
-def _finalize(plugin: registry.FormatPlugin, dest: Path, info: Any, precision: str) -> list[str]:
-    """The format's finalizer: metadata inside the file, reproducible bytes, side files removed."""
-    if info is None or not plugin.finalizer:
-        return []
-    from mobilize._quiet import captured_output
-
-    with captured_output():
-        return list(plugin.load("finalizer")(dest, info.with_precision(precision)))
+def _finalized(exported: Any, plugin: registry.FormatPlugin, info: Any, precision: str) -> Any:
+    """The format's finalizer on a fresh file (in the converter's child process): metadata inside the file,
+    reproducible bytes, side files removed; its notes join the exporter's."""
+    if info is not None and plugin.finalizer:
+        exported.notes = list(exported.notes) + list(plugin.load("finalizer")(exported.path, info.with_precision(
+            precision)))
+    return exported
 
 
 def _prune_bundle(tmp: Path, artifacts: list[dict[str, Any]]) -> None:
     """A bundle holds only what its manifest lists: drop anything else a converter left in the staging folder."""
     listed = {mf.MANIFEST, mf.REFERENCE} | {a["path"] for a in artifacts if a.get("path")}
+    listed |= {c["path"] for a in artifacts for c in a.get("companions") or []}
+    listed |= {c["path"] for a in artifacts for c in a.get("companions") or []}
     for entry in tmp.iterdir():
         if entry.name not in listed:
             _remove(entry)
@@ -265,6 +282,52 @@ def _set_analysis(art: dict[str, Any], found: dict[str, Any]) -> None:
     art["analysis"] = found.get("analysis")
     if found.get("analysis_error"):
         art["notes"].append(f"could not analyse the file's ops and constants: {found['analysis_error']}")
+
+
+def companion_records(plugin: registry.FormatPlugin, dest: Path, bundle: Path) -> list[dict[str, Any]]:
+    """The files the exporter wrote beside the artifact that ship with it (path, bytes, sha256)."""
+    return [{"path": p.relative_to(bundle).as_posix(), "bytes": size(p), "sha256": sha256(p)}
+            for p in registry.companion_paths(plugin, dest) if p.is_file()]
+
+
+def placement_options(options: ExportOptions | None) -> dict[str, Any]:
+    """What the placement readers need from the export options (the Core ML target the files were made for)."""
+    return {"coreml_target": options.coreml_target if options is not None else None}
+
+
+def _set_placement(art: dict[str, Any], found: dict[str, Any]) -> None:
+    if "placement" in found:
+        art["placement"] = found["placement"]
+    if found.get("placement_error"):
+        art["placement"] = {"error": found["placement_error"]}
+        art["notes"].append(f"could not inspect where the file's ops would run: {found['placement_error']}")
+
+
+def _placement_modules(artifacts: list[dict[str, Any]], program: Any) -> None:
+    """Core ML op names in placement records → the PyTorch modules they came from (needs the captured program)."""
+    from mobilize.analysis import placement
+    from mobilize.analysis.bundle import target_message
+
+    names = {n for a in artifacts for n in placement.coreml_op_names(a.get("placement"))}
+    if names:
+        found = placement.coreml_modules(program, names)
+        for a in artifacts:
+            placement.attach_modules(a.get("placement"), found)
+    for a in artifacts:
+        dep = (a.get("placement") or {}).get("deployment") or {}
+        if dep.get("exceeds_requested"):
+            a["notes"].append(target_message(dep))
+
+
+def _inherit_quantization(plugin: registry.FormatPlugin, artifacts: list[dict[str, Any]]) -> None:
+    """A converted file (ORT from ONNX) shares its source's quantization record: same recipe, same weights."""
+    art = artifacts[-1]
+    if not plugin.converts_from or art["status"] != "ok":
+        return
+    source = next((a for a in artifacts if a["format"] == plugin.converts_from and a["precision"] == art["precision"]
+                   and a.get("quantization")), None)
+    if source is not None:
+        art["quantization"] = {**source["quantization"], "measured_on": f"the {plugin.converts_from} file"}
 
 
 def judge_fitness(bundle: Path, artifacts: list[dict[str, Any]], graph: dict[str, Any], floors: dict[str, int], *,
@@ -302,6 +365,11 @@ def _quantize_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: Mode
             step(f"exporting {plugin.name} fp32 (input of the quantizer)")
             with captured_output():
                 plugin.load("exporter")(cap, spec, "fp32", fp32, options)
+    # a quantizer that starts from the torch program rather than the file (ExecuTorch's PT2E) re-attaches that
+    # program here: the fp32 file was written in another converter child, whose memory is gone
+    attach = getattr(importlib.import_module(f"mobilize.quantize.{plugin.name}"), "from_capture", None)
+    if attach is not None:
+        attach(cap, spec, fp32)
     work = scratch / plugin.name / prec
     work.mkdir(parents=True, exist_ok=True)
     notes, record = quantize_artifact(plugin.name, prec, fp32, dest, quant, work, step)
@@ -346,17 +414,19 @@ def verify_in_process(plugin: registry.FormatPlugin, path: Path, precision: str,
 
 def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str | None, ref_path: Path | None,
                        input_names: Sequence[str], *, isolate: bool = True, tolerance: Any = None,
-                       analyze: bool = False) -> dict[str, Any]:
+                       analyze: bool = False, place: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read the file's declared I/O and (when ``ref_path`` is given) verify it — in a child process by default, so
     a runtime that crashes on the file costs one artifact, not the run. Returns ``{"inputs", "outputs",
     "parity"?}`` with I/O as dicts; ``{"error": ...}`` when the file cannot be read. ``tolerance`` (a
-    :class:`~mobilize.verify.tolerance.Tolerance`) replaces the default for the format × precision."""
+    :class:`~mobilize.verify.tolerance.Tolerance`) replaces the default for the format × precision. ``analyze`` adds
+    the static ``analysis`` record; ``place`` (options such as ``coreml_target``) adds the ``placement`` record
+    (:mod:`mobilize.analysis.placement`)."""
     from mobilize import isolate as iso
 
     job = {"op": "verify" if ref_path is not None else "inspect", "format": plugin.name, "path": str(path),
            "precision": precision, "reference": str(ref_path) if ref_path else None,
            "input_names": list(input_names), "tolerance": tolerance.to_dict() if tolerance is not None else None,
-           "analyze": analyze}
+           "analyze": analyze, **({"place": place} if place is not None else {})}
     if not isolate or not _needs_isolation(plugin):
         from mobilize._worker import handle
 
@@ -525,6 +595,11 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
         except Exception as exc:  # noqa: BLE001 - any decoding problem is a bad bundle
             raise BundleError(f"{ref_path}: unreadable reference data ({type(exc).__name__}: {exc})") from None
     input_names = [t["name"] for t in manifest["model"]["inputs"]]
+    for s_ in ref.sets:  # the manifest and reference.npz must describe the same inputs
+        if set(s_.arrays) != set(input_names):
+            raise BundleError(f"{bundle / mf.MANIFEST}: model inputs {input_names} do not match the inputs stored in "
+                              f"{manifest['reference']['path']} ({sorted(s_.arrays)}); the bundle was edited or is "
+                              "not from one export")
     with tempfile.TemporaryDirectory(prefix="mobilize-verify-") as scratch:
         if source is not None:
             ref_path = Path(scratch) / mf.REFERENCE
@@ -566,7 +641,7 @@ def _needs_isolation(plugin: registry.FormatPlugin) -> bool:
     return bool(plugin.fallback_runner) and bool(plugin.load("fallback_runner").available()[0])
 
 
-_KIND_OF_FORMAT = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage", "pte": "pte"}
+_KIND_OF_FORMAT = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage", "ort": "ort", "pte": "pte"}
 
 
 def _check_kind(fmt: str, path: Path, where: str) -> None:

@@ -257,7 +257,9 @@ def capture(spec: ModelSpec) -> Capture:
         try:
             with torch.no_grad():
                 program = torch.export.export(spec.module, args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded, then the next strategy runs
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure (sys.exit() in forward too) is recorded
             attempts.append(Attempt(name, False, describe(exc)))
             continue
         dims = dim_report(program, spec)

@@ -20,7 +20,14 @@ def load_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str
     """
     import torch
 
+    from mobilize.errors import MobilizeInputError
+    from mobilize.safeio import refuse_special
+
     p = Path(path)
+    try:
+        refuse_special(p, "--weights")  # a FIFO or device is refused before anything opens it
+    except MobilizeInputError as exc:
+        raise SourceError(str(exc)) from None
     if not p.is_file():
         raise SourceError(f"{p}: checkpoint file does not exist")
     kind = sniff(p)

@@ -43,15 +43,24 @@ def _fail(exc: BaseException) -> None:
     if isinstance(exc, MobilizeError):
         _console(True).print(f"[bold red]error:[/] {_escape(str(exc))}")
         raise SystemExit(1)
+    if isinstance(exc, OSError):  # a full disk, a vanished folder, a permission: the system's words, one line
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        _console(True).print(f"[bold red]error:[/] {_escape(exc.strerror or str(exc))}{_escape(where)}; "
+                             "nothing was replaced (the previous bundle, if any, is untouched)")
+        raise SystemExit(2)
     _console(True).print(f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(' '.join(str(exc).split()))}"
                          " (run with -v for the traceback)")
     raise SystemExit(2)
 
 
 def _escape(text: str) -> str:
+    """Text from files (paths, converter messages, a bundle's manifest) made safe to print: rich markup escaped, and
+    terminal control characters (ESC sequences, bidi overrides) shown as ``\\x1b`` instead of being obeyed."""
     from rich.markup import escape
 
-    return escape(text)
+    from mobilize.safeio import printable
+
+    return escape(printable(text))
 
 
 class _Group(click.Group):
@@ -60,9 +69,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143): staging folders are already gone
+            from mobilize.errors import interrupt_exit_code
+
             _console(True).print("[yellow]interrupted[/]; the previous bundle (if any) is untouched")
-            raise SystemExit(130) from None
+            raise SystemExit(interrupt_exit_code(exc)) from None
         except Exception as exc:  # noqa: BLE001 - the single place where errors become exit codes
             _fail(exc)
 
@@ -73,12 +84,15 @@ class _Group(click.Group):
 def main(verbose: bool) -> None:
     """Turn a PyTorch model into verified ONNX, Core ML and TFLite files in an app-ready bundle."""
     from mobilize import _quiet
+    from mobilize.guard import start_cli
 
     _STATE["verbose"] = verbose
     _quiet.set_verbose(verbose)
+    start_cli()  # SIGTERM unwinds like Ctrl-C; MOBILIZE_* settings are checked before any work
 
 
-_FORMATS_HELP = "Comma-separated formats: onnx, coreml, tflite, pte (ExecuTorch; not in the default set)."
+_FORMATS_HELP = ("Comma-separated formats: onnx, coreml, tflite, ort (ORT format + required_operators.config for a "
+                 "reduced onnxruntime build), pte (ExecuTorch; not in the default set).")
 
 
 def _fitness_options(fn: Any) -> Any:
@@ -152,10 +166,12 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
     """Export SOURCE (file.py:fn, package.module:fn, zoo:NAME or model.pt2) to a verified bundle."""
     from mobilize import api
     from mobilize.export import ExportOptions
+    from mobilize.guard import check_outputs, write_output
     from mobilize.quantize.recipes import AccuracyTarget, parse_class_axes
     from mobilize.spec import parse_dynamic
     from mobilize.verify.fitness import parse_thresholds
 
+    check_outputs(("--json", json_out))  # an unwritable --json must fail before the bundle is replaced
     options = ExportOptions(onnx_opset=onnx_opset, coreml_target=coreml_target, fp16_io=fp16_io)
     target = AccuracyTarget(min_snr_db=min_snr, min_top1=min_top1, max_size_ratio=max_size_ratio, holdout=holdout,
                             headroom_db=snr_headroom, class_axes=parse_class_axes(class_axis), metric=metric,
@@ -173,7 +189,7 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
     _print_result(result, title=f"mobilize export {source}")
     _print_diagnosis(result, source)
     if json_out:
-        json_out.write_text(json.dumps(result.manifest, indent=2) + "\n")
+        write_output(json_out, json.dumps(result.manifest, indent=2) + "\n", "--json")
     raise SystemExit(result.exit_code)
 
 
@@ -202,8 +218,10 @@ def verify(bundle: Path, json_out: Path | None, source: str | None, strict: bool
     """Re-verify an existing BUNDLE (exit 0 all pass, 1 a parity failure or a file not fit to ship, 2 could not
     run)."""
     from mobilize import api
+    from mobilize.guard import check_outputs, write_output
     from mobilize.verify.fitness import parse_thresholds
 
+    check_outputs(("--json", json_out))
     thresholds = parse_thresholds(fitness)
     result = _with_status(lambda step: api.verify(bundle, source=source, strict=strict, on_step=step,
                                                   fitness=thresholds, allow_unfit=allow_unfit,
@@ -213,7 +231,7 @@ def verify(bundle: Path, json_out: Path | None, source: str | None, strict: bool
         payload = {"bundle": str(bundle), "summary": result.manifest["summary"],
                    "artifacts": [{k: a.get(k) for k in ("format", "precision", "path", "sha256", "parity", "fitness")}
                                  for a in result.artifacts]}
-        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+        write_output(json_out, json.dumps(payload, indent=2) + "\n", "--json")
     if any(a["parity"] and a["parity"].get("could_not_run") for a in result.artifacts):
         bad = next(a for a in result.artifacts if a["parity"] and a["parity"].get("could_not_run"))
         _console(True).print(f"[bold red]error:[/] {_escape(bad['parity']['reason'])}")
@@ -325,6 +343,7 @@ def _print_result(result: Any, title: str) -> None:
                          + (f" [dim](where: {_escape(where)})[/]" if where else ""))
             continue
         notes += _fit_notes(a, label)
+        notes += [f"[red]{label}[/]: {_escape(line)}" for line in _placement_findings(a)]
         if p is None:
             table.add_row(a["format"], a["precision"], _fmt_bytes(a["bytes"]), "not checked", _fit_cell(a), "", "",
                           "", *tail)
@@ -350,6 +369,13 @@ def _print_result(result: Any, title: str) -> None:
     console.print(f"bundle: [bold]{_escape(str(result.out))}[/]  ({s['exported']} exported, {s['failed']} failed; "
                   f"parity: {s['parity']['pass']} pass, {s['parity']['fail']} fail, "
                   f"{s['parity']['unverified']} unverified{fit_text})")
+
+
+def _placement_findings(a: dict[str, Any]) -> list[str]:
+    """What the placement analysis found that an app build must act on (a Core ML file that needs a newer OS)."""
+    from mobilize.analysis.placement import findings
+
+    return findings(a.get("placement"))
 
 
 def _quant_cells(a: dict[str, Any], quantized: bool, with_acc: bool) -> list[str]:
@@ -388,10 +414,12 @@ def _quant_notes(a: dict[str, Any]) -> list[str]:
 
 def _register_optional_commands() -> None:
     """Commands that live in their own packages; importing them pulls in click only."""
+    from mobilize.analysis.cli import inspect
     from mobilize.bench.cli import bench
     from mobilize.check.cli import baseline, check
     from mobilize.diff.cli import diff
 
+    main.add_command(inspect)
     main.add_command(bench)
     main.add_command(check)
     main.add_command(baseline)

@@ -89,3 +89,14 @@ class RuntimeFailure(MobilizeError):
 
 class RuntimeUnavailable(MobilizeError):
     """The runtime for a format does not exist on this machine (e.g. Core ML on Linux)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwinds like Ctrl-C (staging folders are removed, children are stopped); the CLI exits 143."""
+
+    exit_code = 143
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    """The shell's exit code for an interrupt: 143 for SIGTERM (:class:`Terminated`), 130 for Ctrl-C."""
+    return int(getattr(exc, "exit_code", 130))

@@ -34,6 +34,14 @@ class FormatPlugin:
     # "module:function" (path, mobilize.export.metadata.FileInfo) -> notes: embeds the metadata, makes the bytes
     # reproducible and removes converter side files; runs on every exported and quantized file
     finalizer: str = ""
+    # "module:function" (path, options) -> placement record: where the file's ops would run on a phone, from the
+    # runtimes' own analysis tools (mobilize.analysis.placement)
+    placement: str = ""
+    # the format whose file of the same precision this one is converted from (its exporter reads that file when the
+    # run exports it; quantized precisions come only that way), e.g. "onnx" for "ort"
+    converts_from: str = ""
+    # files the exporter writes beside the artifact that ship with it, as suffixes replacing the artifact's suffix
+    companions: tuple[str, ...] = ()
 
     def load(self, attr: str) -> Any:
         mod, _, name = getattr(self, attr).partition(":")
@@ -52,23 +60,51 @@ def register(plugin: FormatPlugin) -> FormatPlugin:
 
 register(FormatPlugin("onnx", ".onnx", "mobilize.export.onnx:export", "mobilize.runtime.onnx:OnnxRunner",
                       "mobilize.runtime.onnx:read_io", supported("onnx"), "ONNX (torch.onnx dynamo → onnxruntime)",
-                      analyzer="mobilize.analysis.onnx:read", finalizer="mobilize.export.onnx:finalize"))
+                      analyzer="mobilize.analysis.onnx:read", finalizer="mobilize.export.onnx:finalize",
+                      placement="mobilize.analysis.onnx_placement:place"))
 register(FormatPlugin("coreml", ".mlpackage", "mobilize.export.coreml:export", "mobilize.runtime.coreml:CoreMLRunner",
                       "mobilize.runtime.coreml:read_io", supported("coreml"), "Core ML ML Program (coremltools)",
                       analyzer="mobilize.analysis.coreml:read",
                       fallback_runner="mobilize.runtime.coreml_ref:CoreMLReferenceRunner",
-                      finalizer="mobilize.export.coreml:finalize"))
+                      finalizer="mobilize.export.coreml:finalize",
+                      placement="mobilize.analysis.coreml_placement:place"))
 register(FormatPlugin("tflite", ".tflite", "mobilize.export.tflite:export", "mobilize.runtime.tflite:TFLiteRunner",
                       "mobilize.runtime.tflite:read_io", supported("tflite"),
                       "TFLite / LiteRT (litert-torch → ai-edge-litert)", analyzer="mobilize.analysis.tflite:read",
-                      finalizer="mobilize.export.tflite:finalize"))
+                      finalizer="mobilize.export.tflite:finalize",
+                      placement="mobilize.analysis.tflite_placement:place"))
+register(FormatPlugin("ort", ".ort", "mobilize.export.ort:export", "mobilize.runtime.ort:OrtRunner",
+                      "mobilize.runtime.ort:read_io", supported("onnx"),
+                      "ORT format for reduced onnxruntime builds (convert_onnx_models_to_ort) + operator config",
+                      analyzer="mobilize.analysis.ort:read", finalizer="mobilize.export.ort:finalize",
+                      placement="mobilize.analysis.onnx_placement:place_ort", converts_from="onnx",
+                      companions=(".required_operators.config",)))
 register(FormatPlugin("pte", ".pte", "mobilize.export.pte:export", "mobilize.runtime.pte:PteRunner",
                       "mobilize.runtime.pte:read_io", supported("pte"),
                       "ExecuTorch program (torch.export → XNNPACK delegate → executorch.runtime)",
-                      analyzer="mobilize.analysis.pte:read", finalizer="mobilize.export.pte:finalize"))
+                      analyzer="mobilize.analysis.pte:read", finalizer="mobilize.export.pte:finalize",
+                      placement="mobilize.analysis.pte_placement:place"))
 
 DEFAULT_FORMATS = ("onnx", "coreml", "tflite")
 DEFAULT_PRECISIONS = ("fp32", "fp16")
+
+
+def in_dependency_order(fmts: list[str]) -> list[str]:
+    """``fmts`` with every format that is converted from another one placed after it (``ort`` after ``onnx``)."""
+    out: list[str] = []
+    for f in fmts:
+        out.append(f)
+    for f in list(out):
+        src = REGISTRY[f].converts_from if f in REGISTRY else ""
+        if src in out and out.index(src) > out.index(f):
+            out.remove(f)
+            out.insert(out.index(src) + 1, f)
+    return out
+
+
+def companion_paths(plugin: FormatPlugin, artifact: Any) -> list[Any]:
+    """The companion files of an artifact path (``x_fp32.ort`` → ``x_fp32.required_operators.config``)."""
+    return [artifact.with_name(artifact.stem + suffix) for suffix in plugin.companions]
 
 
 def get(name: str) -> FormatPlugin:

@@ -1,24 +1,90 @@
-"""Run untrusted work (loading and running a model file) in a child process.
+"""Run fragile or untrusted work in a child process.
 
-A native runtime that segfaults, aborts, hangs or allocates without bound takes down only the child; the parent
-turns that into a failure of one artifact, with the signal or limit that ended it. The child is
-``python -m mobilize._worker``: it reads a JSON job on stdin and writes a JSON result to a file (runtimes print to
-stdout/stderr themselves, so those are kept only as a log tail for error messages).
+Two kinds of child:
+
+- **Workers** (:func:`run`) load and run a model *file* (ONNX, TFLite, Core ML): ``python -I -c … mobilize._worker``,
+  a fresh, isolated interpreter — no current folder or ``PYTHON*`` variables on its import path, started in a
+  private temporary folder — that reads a JSON job on stdin and writes a JSON result to a file. A bundle can hold a
+  file named ``onnxruntime.py``: it is never imported. :func:`python_command` builds that command line for every
+  interpreter mobilize starts (the workers, the memory probes of ``mobilize bench``).
+- **Converters** (:func:`in_child`) run an exporter or a quantizer on the captured program: the child is a fork of
+  this process, so it inherits the program without serialising it. A converter that aborts the process (LiteRT's
+  "LLVM ERROR: IO failure"), segfaults or hangs costs one artifact; the others continue.
+
+Either way a native runtime or converter that segfaults, aborts, hangs or allocates without bound takes down only
+the child; the parent turns that into a failure of one artifact, with the signal or limit that ended it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
+import select
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-DEFAULT_TIMEOUT_S = float(os.environ.get("MOBILIZE_WORKER_TIMEOUT", "900"))
-DEFAULT_MEMORY_MB = int(os.environ.get("MOBILIZE_WORKER_MEMORY_MB", "0"))  # 0: no address-space limit
+from mobilize.errors import OptionError
+
+#: defaults of the environment variables that bound child processes
+DEFAULT_TIMEOUT_S = 900.0
+DEFAULT_MEMORY_MB = 0  # 0: no address-space limit
+DEFAULT_CONVERT_TIMEOUT_S = 3600.0
+_MAX_SECONDS = 7 * 24 * 3600.0
+_MAX_MEMORY_MB = 1 << 30  # a petabyte: anything larger is a typo
+
+
+def _env_number(name: str, default: float, *, integer: bool, lo: float, hi: float, example: str) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    kind = "a whole number" if integer else "a number of seconds"
+    try:
+        if not text or not text.isascii() or text.lower() in ("nan", "inf", "+inf", "-inf", "infinity"):
+            raise ValueError
+        value = float(int(text)) if integer else float(text)
+    except ValueError:
+        raise OptionError(f"environment variable {name}={raw!r} is not {kind}; set it to e.g. {example} (or unset "
+                          "it for the default)") from None
+    if not lo <= value <= hi:
+        bound = f"between {lo:g} and {hi:g}" if integer else f"greater than 0 and at most {hi:g}"
+        raise OptionError(f"environment variable {name}={raw!r} is out of range; give {kind} {bound}, e.g. "
+                          f"{example}")
+    return value
+
+
+def worker_timeout() -> float:
+    """``MOBILIZE_WORKER_TIMEOUT``: seconds a worker may take (default 900)."""
+    return _env_number("MOBILIZE_WORKER_TIMEOUT", DEFAULT_TIMEOUT_S, integer=False, lo=1e-3, hi=_MAX_SECONDS,
+                       example="900")
+
+
+def worker_memory_mb() -> int:
+    """``MOBILIZE_WORKER_MEMORY_MB``: a worker's address-space cap in MB (default 0: none)."""
+    return int(_env_number("MOBILIZE_WORKER_MEMORY_MB", DEFAULT_MEMORY_MB, integer=True, lo=0, hi=_MAX_MEMORY_MB,
+                           example="4096"))
+
+
+def convert_timeout() -> float:
+    """``MOBILIZE_CONVERT_TIMEOUT``: seconds one artifact's conversion (and quantization) may take (default 3600)."""
+    return _env_number("MOBILIZE_CONVERT_TIMEOUT", DEFAULT_CONVERT_TIMEOUT_S, integer=False, lo=1e-3,
+                       hi=_MAX_SECONDS, example="3600")
+
+
+def check_environment() -> None:
+    """Validate every ``MOBILIZE_*`` setting now (a one-line :class:`OptionError`), before any work is done."""
+    worker_timeout()
+    worker_memory_mb()
+    convert_timeout()
 
 
 class WorkerDied(Exception):
@@ -30,40 +96,332 @@ class WorkerDied(Exception):
         self.log_tail = log_tail or []
 
 
+# --- isolated interpreters --------------------------------------------------------------------------------------
+
+# Runs in the child (``python -I -c BOOT PATHS MODULE ARGS…``): the import path is exactly PATHS, then MODULE runs as
+# ``python -m MODULE ARGS…`` would run it.
+_BOOT = ("import sys, json, runpy; sys.path[:] = json.loads(sys.argv[1]); m = sys.argv[2]; "
+         "sys.argv[:] = [m, *sys.argv[3:]]; runpy.run_module(m, run_name='__main__', alter_sys=True)")
+
+
+def child_sys_path(*, keep_cwd: bool = False) -> list[str]:
+    """This interpreter's import path without the current folder (``''``, ``.`` or its absolute path), plus the
+    folder mobilize itself was imported from — so a child imports mobilize from wherever it is installed (site-
+    packages, an editable install, ``PYTHONPATH``) and never a module that happens to sit in the current folder."""
+    import mobilize
+
+    cwd = os.path.realpath(os.getcwd())
+    out: list[str] = []
+    for entry in sys.path:
+        if not keep_cwd and (not entry or os.path.realpath(entry) == cwd):
+            continue
+        if entry not in out:
+            out.append(entry)
+    home = str(Path(mobilize.__file__).resolve().parent.parent)
+    if home not in out:
+        out.append(home)
+    return out
+
+
+def python_command(module: str, *args: str, keep_cwd: bool = False) -> list[str]:
+    """The argv that runs ``python -m module args…`` in an isolated interpreter (``-I``: no ``PYTHON*`` variables,
+    no user site, no script folder on the path) whose import path is :func:`child_sys_path`. Start it with a
+    neutral working folder (``cwd=``), never the user's: files there must not be importable."""
+    return [sys.executable, "-I", "-c", _BOOT, json.dumps(child_sys_path(keep_cwd=keep_cwd)), module, *args]
+
+
+_PATH_KEYS = ("path", "reference", "result_path")
+
+
 def run(job: dict[str, Any], *, timeout: float | None = None, memory_mb: int | None = None) -> dict[str, Any]:
-    """Run ``job`` in a child process and return its JSON result, or raise :class:`WorkerDied`."""
-    timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
-    memory_mb = DEFAULT_MEMORY_MB if memory_mb is None else memory_mb
+    """Run ``job`` in an isolated worker and return its JSON result, or raise :class:`WorkerDied`.
+
+    Raises ``OSError(ENOSPC)`` when the worker could not write its result because the disk is full (that is not a
+    fault of the file being checked)."""
+    timeout = worker_timeout() if timeout is None else timeout
+    memory_mb = worker_memory_mb() if memory_mb is None else memory_mb
     with tempfile.TemporaryDirectory(prefix="mobilize-worker-") as tmp:
         result_path = Path(tmp) / "result.json"
         log_path = Path(tmp) / "log.txt"
         job = {**job, "result_path": str(result_path), "memory_mb": memory_mb}
-        env = {**os.environ, "PYTHONFAULTHANDLER": "0", "TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "3"}
+        for key in _PATH_KEYS:  # the worker starts in its own folder: relative paths would not resolve there
+            if job.get(key):
+                job[key] = os.path.abspath(job[key])
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "3"}
+        cwd = Path(tmp) / "cwd"
+        cwd.mkdir()
 
         with log_path.open("wb") as log:
             try:
-                proc = subprocess.run([sys.executable, "-m", "mobilize._worker"], input=json.dumps(job).encode(),
-                                      stdout=log, stderr=log, timeout=timeout, env=env, check=False)
+                proc = subprocess.run(python_command("mobilize._worker"), input=json.dumps(job).encode(),
+                                      stdout=log, stderr=log, timeout=timeout, env=env, cwd=cwd, check=False)
             except subprocess.TimeoutExpired:
-                raise WorkerDied(f"timed out after {timeout:.0f} s", log_tail=_tail(log_path)) from None
+                raise WorkerDied(f"timed out after {timeout:g} s", log_tail=_tail(log_path)) from None
         if result_path.is_file():
             try:
                 return json.loads(result_path.read_text())
             except ValueError:
                 pass
+        tail = _tail(log_path)
+        from mobilize.bundle.writer import raise_if_disk_full
+
+        raise_if_disk_full(None, "\n".join(tail), where="the verification worker's result")
         rc = proc.returncode
         if rc < 0:
-            name = signal.Signals(-rc).name if -rc in {s.value for s in signal.Signals} else f"signal {-rc}"
-            raise WorkerDied(f"the runtime crashed ({name})", signal_name=name, log_tail=_tail(log_path))
-        tail = _tail(log_path)
+            name = _signal_name(-rc)
+            raise WorkerDied(f"the runtime crashed ({name})", signal_name=name, log_tail=tail)
         if any("MemoryError" in ln or "std::bad_alloc" in ln for ln in tail):
             raise WorkerDied("the runtime ran out of memory", log_tail=tail)
         raise WorkerDied(f"the worker exited with code {rc} without a result", log_tail=tail)
 
 
+def _signal_name(num: int) -> str:
+    return signal.Signals(num).name if num in {s.value for s in signal.Signals} else f"signal {num}"
+
+
 def _tail(path: Path, n: int = 5) -> list[str]:
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - 64 * 1024))
+            lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return []
     return [ln for ln in lines if ln.strip()][-n:]
+
+
+# --- converters in a forked child --------------------------------------------------------------------------------
+
+
+class ConverterDied(Exception):
+    """The converter's child process ended without a result: killed by a signal (``abort()``, a segfault), timed
+    out, or exited early. A failure of one artifact, like an exception raised by the converter."""
+
+    def __init__(self, message: str, *, signal_name: str | None = None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
+def forking_available() -> bool:
+    """Converters run in a forked child on Linux. macOS's system frameworks are not fork-safe once loaded, and
+    Windows has no fork: there they run in this process (a converter crash then ends the run; the previous bundle
+    survives). So do they in a process that has already started JAX's runtime (an earlier in-process LiteRT
+    conversion, e.g. by a program embedding mobilize): a forked copy of its thread pools deadlocks on first use.
+    The ``mobilize`` command never starts JAX in its own process."""
+    return hasattr(os, "fork") and sys.platform.startswith("linux") and not _jax_started()
+
+
+def _jax_started() -> bool:
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    return bool(getattr(bridge, "_backends", None))
+
+
+def in_child(fn: Callable[[Callable[[str], None]], Any], *, label: str, on_step: Callable[[str], None] | None = None,
+             timeout: float | None = None, fork: bool | None = None) -> Any:
+    """``fn(step)`` in a forked child; returns its (pickled) result or raises its exception in this process.
+
+    ``step`` forwards progress messages to ``on_step`` here. The child computes with one torch thread (a forked
+    OpenMP pool deadlocks), writes temporary files into a folder this process removes afterwards, and ends with
+    ``os._exit`` (no cleanup of the parent's state runs twice). A child that dies, or outlives ``timeout``, raises
+    :class:`ConverterDied`; an interrupt (Ctrl-C, SIGTERM) kills the child before it propagates.
+    ``MOBILIZE_CONVERTER_FAULT`` (test hook, e.g. ``tflite:SIGABRT``) makes the child of a matching ``label`` kill
+    itself with that signal, the way LiteRT's ``LLVM ERROR`` aborts. ``fork``: None decides with
+    :func:`forking_available`; True/False force it.
+    """
+    step = on_step or (lambda _m: None)
+    if not (forking_available() if fork is None else fork):
+        return fn(step)
+    timeout = convert_timeout() if timeout is None else timeout
+    _remove_stale_scratch()
+    scratch = tempfile.mkdtemp(prefix=f"mobilize-convert-{os.getpid()}-")
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_fd)
+        _child_main(fn, label, write_fd, scratch)
+    os.close(write_fd)
+    try:
+        outcome = _read_messages(read_fd, step, timeout)
+    except BaseException:  # timeout, Ctrl-C, SIGTERM: the child must not outlive this call
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        os.close(read_fd)
+        try:
+            status = _reap(pid)
+        finally:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+    if outcome is not None:
+        kind, value = outcome
+        if kind == "result":
+            return value
+        raise _rebuild(value)
+    if os.WIFSIGNALED(status):
+        name = _signal_name(os.WTERMSIG(status))
+        raise ConverterDied(f"the converter process crashed ({name})", signal_name=name)
+    raise ConverterDied(f"the converter process exited with code {os.WEXITSTATUS(status)} without a result")
+
+
+def _remove_stale_scratch() -> None:
+    """Temporary folders of converter children whose mobilize process was killed (SIGKILL cannot clean up)."""
+    import shutil
+
+    from mobilize.bundle.writer import _pid_alive
+
+    for p in Path(tempfile.gettempdir()).glob("mobilize-convert-*-*"):
+        pid = p.name.split("-")[2]
+        if pid.isdigit() and p.is_dir() and not p.is_symlink() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _reap(pid: int) -> int:
+    try:
+        return os.waitpid(pid, 0)[1]
+    except BaseException:  # interrupted while waiting: stop the child, then let the interrupt through
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        raise
+
+
+def _send(fd: int, message: tuple[str, Any]) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    payload = struct.pack("<Q", len(data)) + data
+    view = memoryview(payload)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _child_main(fn: Callable[[Callable[[str], None]], Any], label: str, fd: int, scratch: str) -> None:
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
+        tempfile.tempdir = scratch
+        os.environ["TMPDIR"] = scratch
+        from mobilize import _quiet
+
+        if not _quiet.is_verbose():  # a crash is reported by the parent; no Python stack dump on the terminal
+            import faulthandler
+
+            faulthandler.disable()
+        _fault_hook(label)
+        result = fn(lambda msg: _send(fd, ("step", str(msg))))
+        try:
+            _send(fd, ("result", result))
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            _send(fd, ("error", _describe(exc)))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent as data
+        with contextlib.suppress(BaseException):
+            from mobilize import _quiet
+
+            if _quiet.is_verbose():
+                import traceback
+
+                traceback.print_exc()
+            _send(fd, ("error", _describe(exc)))
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(0)
+
+
+def _fault_hook(label: str) -> None:
+    spec = os.environ.get("MOBILIZE_CONVERTER_FAULT", "")
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        prefix, _, name = item.rpartition(":")
+        if prefix and not label.startswith(prefix):
+            continue
+        if name == "SIGABRT":
+            os.write(2, f"LLVM ERROR: IO failure (simulated by MOBILIZE_CONVERTER_FAULT for {label})\n".encode())
+            os.abort()
+        os.kill(os.getpid(), getattr(signal, name))
+
+
+def _describe(exc: BaseException) -> dict[str, Any]:
+    """The child's exception as data the parent can rebuild (the exception itself when it survives pickling)."""
+    from mobilize.errors import ConversionError
+
+    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "pickled": None,
+                            "errno": getattr(exc, "errno", None) if isinstance(exc, OSError) else None,
+                            "filename": getattr(exc, "filename", None) if isinstance(exc, OSError) else None,
+                            "chain": []}
+    if isinstance(exc, ConversionError):
+        info["conversion"] = {"format": exc.format, "ops": list(exc.ops), "modules": list(exc.modules)}
+    cause: BaseException | None = exc
+    for _ in range(8):  # disk-full causes hide under converter wrappers: keep the chain's errnos and messages
+        cause = cause.__cause__ or cause.__context__ if cause is not None else None
+        if cause is None:
+            break
+        info["chain"].append({"type": type(cause).__name__, "message": str(cause)[:2000],
+                              "errno": getattr(cause, "errno", None) if isinstance(cause, OSError) else None})
+    with contextlib.suppress(Exception):
+        data = pickle.dumps(exc)
+        pickle.loads(data)
+        info["pickled"] = data
+    return info
+
+
+class ChildError(Exception):
+    """Stands for an exception raised in a converter child that could not be rebuilt as its own type."""
+
+
+def _rebuild(info: dict[str, Any]) -> BaseException:
+    from mobilize.errors import ConversionError
+
+    exc: BaseException
+    if "conversion" in info:
+        c = info["conversion"]
+        exc = ConversionError(info["message"], format=c["format"], ops=c["ops"], modules=c["modules"])
+    elif info["pickled"] is not None:
+        exc = pickle.loads(info["pickled"])
+    elif info["errno"] is not None:
+        exc = OSError(info["errno"], info["message"], info["filename"])
+    else:
+        exc = type(info["type"], (ChildError,), {})(info["message"])
+    if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+        exc = type(info["type"], (ChildError,), {})(info["message"] or info["type"])
+    exc.child_chain = info["chain"]  # type: ignore[union-attr]
+    return exc
+
+
+def _read_messages(fd: int, step: Callable[[str], None], timeout: float) -> tuple[str, Any] | None:
+    """Read the child's messages until it closes the pipe; forwards steps, returns the result/error message."""
+    deadline = time.monotonic() + timeout
+    buf = bytearray()
+    outcome: tuple[str, Any] | None = None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ConverterDied(f"the converter did not finish within {timeout:g} s (MOBILIZE_CONVERT_TIMEOUT); "
+                                "it was stopped")
+        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+        if not ready:
+            continue
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return outcome
+        buf += chunk
+        while len(buf) >= 8:
+            (n,) = struct.unpack_from("<Q", buf)
+            if len(buf) < 8 + n:
+                break
+            kind, value = pickle.loads(bytes(buf[8 : 8 + n]))
+            del buf[: 8 + n]
+            if kind == "step":
+                step(value)
+            else:
+                outcome = (kind, value)
+
+
+if __name__ == "__main__":  # `python -m mobilize.isolate`: where a child imports mobilize from (a diagnostic)
+    import mobilize
+
+    print(json.dumps({"mobilize": mobilize.__file__, "cwd": os.getcwd(), "sys_path": sys.path}))

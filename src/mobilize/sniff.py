@@ -13,12 +13,15 @@ from pathlib import Path
 
 from mobilize.errors import MobilizeInputError
 
-KINDS = ("onnx", "tflite", "pte", "mlpackage", "pt2", "torch-zip", "pickle", "safetensors", "npz", "unknown")
+KINDS = ("onnx", "tflite", "ort", "pte", "mlpackage", "pt2", "torch-zip", "pickle", "safetensors", "npz", "unknown")
 
 
 def sniff(path: str | Path) -> str:
     """One of :data:`KINDS` for ``path`` (a file or an ``.mlpackage`` folder)."""
+    from mobilize.safeio import refuse_special
+
     p = Path(path)
+    refuse_special(p)  # a FIFO would block the open below; a device is not a model
     try:
         if p.is_dir():
             return "mlpackage" if (p / "Manifest.json").is_file() else "unknown"
@@ -32,6 +35,8 @@ def sniff(path: str | Path) -> str:
 def sniff_bytes(head: bytes, path: Path | None = None) -> str:
     if len(head) >= 8 and head[4:8] == b"TFL3":
         return "tflite"
+    if len(head) >= 8 and head[4:8] == b"ORTM":  # onnxruntime's ORT-format flatbuffer
+        return "ort"
     if len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit():  # ExecuTorch program flatbuffer ("ET12")
         return "pte"
     if head[:4] == b"PK\x03\x04" and path is not None:

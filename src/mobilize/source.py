@@ -65,6 +65,20 @@ def load_source(source: str, *, weights: str | Path | None = None, trust_pickle:
     return spec
 
 
+def absolute_source(source: str) -> str:
+    """``source`` with its file part made absolute (``file.py:fn``, ``model.pt2``), so that it names the same file
+    from another working folder; ``zoo:NAME`` and ``package.module:fn`` are returned as they are."""
+    text = source.strip()
+    if text.startswith("zoo:"):
+        return text
+    target, colon, fn = text.rpartition(":")
+    if colon and (target.endswith(".py") or os.sep in target or "/" in target):
+        return f"{os.path.abspath(target)}:{fn}"
+    if not colon and Path(text).exists():
+        return os.path.abspath(text)
+    return text
+
+
 def _looks_like_pt2(source: str) -> bool:
     """A ``.pt2`` path, or any existing file whose content is a PT2 archive (content wins over extension)."""
     from mobilize.sniff import sniff
@@ -99,8 +113,9 @@ def _module_name(path: Path) -> str:
 def _load_function(target: str, fn_name: str, source: str) -> Any:
     if target.endswith(".py") or os.sep in target or "/" in target:
         path = Path(target)
-        if not path.is_file():
+        if not path.exists():
             raise SourceError(f"{source}: file {target} does not exist")
+        _read_source_file(path, SOURCE_LIMIT)  # a FIFO or device named as code is refused before Python opens it
         mod_name = _module_name(path)
         spec = importlib.util.spec_from_file_location(mod_name, path)
         if spec is None or spec.loader is None:
@@ -112,8 +127,10 @@ def _load_function(target: str, fn_name: str, source: str) -> Any:
             spec.loader.exec_module(module)
         except SyntaxError as exc:
             raise SourceError(f"{source}: {target} line {exc.lineno}: syntax error: {exc.msg}") from exc
-        except Exception as exc:  # noqa: BLE001 - user code may raise anything
-            raise SourceError(f"{source}: importing {target} raised {describe(exc, 240)}") from exc
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - user code may raise anything, sys.exit() included
+            raise SourceError(f"{source}: importing {target} raised {_user_error(exc)}") from exc
         finally:
             sys.path.remove(str(path.resolve().parent))
     else:
@@ -123,8 +140,10 @@ def _load_function(target: str, fn_name: str, source: str) -> Any:
             module = importlib.import_module(target)
         except ModuleNotFoundError as exc:
             raise SourceError(f"{source}: module {exc.name!r} not found (is it installed or on PYTHONPATH?)") from exc
-        except Exception as exc:  # noqa: BLE001
-            raise SourceError(f"{source}: importing {target} raised {describe(exc, 240)}") from exc
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            raise SourceError(f"{source}: importing {target} raised {_user_error(exc)}") from exc
     fn = getattr(module, fn_name, None)
     if fn is None:
         public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
@@ -135,13 +154,30 @@ def _load_function(target: str, fn_name: str, source: str) -> Any:
     return fn
 
 
+#: a Python source file larger than this is not a model builder
+SOURCE_LIMIT = 64 << 20
+
+
+def _user_error(exc: BaseException) -> str:
+    """What user code raised, on one line; ``sys.exit()`` and other non-``Exception`` exits get a hint."""
+    text = describe(exc, 240)
+    if isinstance(exc, SystemExit):
+        return f"{text} (the code called sys.exit(); it must return or raise an exception, not exit)"
+    if not isinstance(exc, Exception):
+        return f"{text} (a BaseException subclass; raise an Exception subclass instead)"
+    return text
+
+
 def _call_builder(fn: Any, source: str) -> ModelSpec:
     import torch
 
     try:
         result = fn()
-    except Exception as exc:  # noqa: BLE001
-        raise SourceError(f"{source}: calling {fn.__name__}() raised {describe(exc, 240)}") from exc
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - sys.exit() in a builder is a bad builder, not the end of the run
+        raise SourceError(f"{source}: calling {getattr(fn, '__name__', 'the builder')}() raised "
+                          f"{_user_error(exc)}") from exc
     if isinstance(result, ModelSpec):
         return result
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
@@ -171,11 +207,14 @@ def _run_once(spec: ModelSpec, source: str) -> None:
 
     if spec.exported_program is None:  # an ExportedProgram's module() refuses eval(); it is already inference-only
         spec.module.eval()
+    _check_devices(spec, source)
     try:
         with torch.no_grad():
             out = spec.module(*spec.example_inputs)
-    except Exception as exc:  # noqa: BLE001
-        raise SourceError(f"{source}: the model fails on its example inputs: {describe(exc, 240)}") \
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - sys.exit() in forward() is a failing model too
+        raise SourceError(f"{source}: the model fails on its example inputs: {_user_error(exc)}") \
             from exc
     names, flat = flatten_outputs(out)
     bad = [i for i, t in enumerate(flat) if not isinstance(t, torch.Tensor)]
@@ -201,6 +240,34 @@ def _run_once(spec: ModelSpec, source: str) -> None:
             shapes = ", ".join(f"{nm} {list(t.shape)}" for nm, t in zip(spec.output_names, flat))
             raise SourceError(f"{source}: labels has {n} class names but no output has {n} classes on its last "
                               f"axis ({shapes}); give one label per class of the classifier output")
+
+
+def _check_devices(spec: ModelSpec, source: str) -> None:
+    """Every parameter, buffer and example input must hold data on the CPU: a model built on the ``meta`` device has
+    shapes but no values (nothing to export), and converters run on the CPU."""
+    import torch
+
+    named = [(f"parameter {n}", t) for n, t in spec.module.named_parameters()]
+    named += [(f"buffer {n}", t) for n, t in spec.module.named_buffers()]
+    named += [(f"example input {n!r}", t) for n, t in zip(spec.input_names, spec.example_inputs)]
+    for what, t in named:
+        if not isinstance(t, torch.Tensor) or t.device.type == "cpu":
+            continue
+        if t.device.type == "meta":
+            raise SourceError(f"{source}: {what} is on the meta device (a shape without data); build the model on "
+                              "the CPU, or materialise it (module.to_empty(device='cpu')) and load its weights")
+        raise SourceError(f"{source}: {what} is on {t.device}; mobilize exports from the CPU — move the model and "
+                          "its example inputs there (.cpu()) before returning them")
+
+
+def model_call(spec: ModelSpec, args: tuple[Any, ...], what: str) -> Any:
+    """``spec.module(*args)``; anything it raises (``sys.exit()`` included) is a one-line :class:`SourceError`."""
+    try:
+        return spec.module(*args)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code may raise anything
+        raise SourceError(f"{spec.name}: the model fails on {what}: {_user_error(exc)}") from exc
 
 
 def flatten_outputs(out: Any) -> tuple[list[str], list[Any]]:
@@ -235,11 +302,10 @@ def flatten_outputs(out: Any) -> tuple[list[str], list[Any]]:
 def _load_pt2(path: Path, *, trust_pickle: bool = False) -> ModelSpec:
     import torch
 
-    if not path.is_file():
-        raise SourceError(f"{path}: file does not exist")
-    _vet_pt2(path, trust_pickle=trust_pickle)
-    try:
-        program = torch.export.load(str(path))
+    data = _read_source_file(path, PT2_LIMIT)
+    _vet_pt2(path, data, trust_pickle=trust_pickle)
+    try:  # torch reads the very bytes that were vetted (a file changed or re-read in between cannot slip through)
+        program = torch.export.load(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001
         raise SourceError(f"{path}: not a readable torch.export archive: {describe(exc, 240)}") from exc
     example = program.example_inputs
@@ -269,26 +335,88 @@ _SAFE_WORDS = {"Symbol", "Integer", "Mod", "FloorDiv", "CeilDiv", "Max", "Min", 
 _SYMBOL = re.compile(r"^[a-z]{1,2}\d+$")
 
 
-def _vet_pt2(path: Path, *, trust_pickle: bool) -> None:
-    """Refuse a .pt2 that ``torch.export.load`` would let run code: program JSON that is code (always checked),
-    and pickled entries that are more than tensors (unless ``trust_pickle``). The archive is opened once."""
+#: a .pt2 is read into memory once, vetted, and handed to torch as those bytes
+PT2_LIMIT = 8 << 30
+#: archive entries torch.export.load reads as data (JSON, tensors, pickles vetted below); anything else is refused
+_PT2_ENTRIES = re.compile(r"^(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id|"
+                          r"models/[^/]+\.json|data/(weights|constants)/[^/]+|data/sample_inputs/[^/]+\.pt|"
+                          r"extra/[^/]+)$")
+
+
+def _read_source_file(path: Path, limit: int) -> bytes:
+    from mobilize.errors import MobilizeInputError
+    from mobilize.safeio import read_bytes
+
     try:
-        z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+        return read_bytes(path, limit=limit)
+    except MobilizeInputError as exc:
+        msg = str(exc)
+        if msg.endswith("no such file"):
+            msg = f"{path}: file does not exist"
+        raise SourceError(msg) from None
+
+
+def _vet_pt2(path: Path, data: bytes, *, trust_pickle: bool) -> None:
+    """Refuse a .pt2 that ``torch.export.load`` would let run code: an archive whose entries are ambiguous (a name
+    twice — zip readers disagree on which copy counts — or entries torch's reader and Python's see differently),
+    native code (AOTInductor libraries), program JSON that is code (always checked), and pickled entries that are
+    more than tensors (unless ``trust_pickle``). Every entry is read through torch's own zip reader, so what is
+    vetted is exactly what torch will load."""
+    import torch
+
+    from mobilize.errors import MobilizeInputError
+    from mobilize.safeio import check_zip_names
+
+    try:
+        z = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise SourceError(f"{path}: not a torch.export archive (not a zip file: {exc})") from exc
     with z:
-        _vet_program_json(path, z)
-        if not trust_pickle:
-            _vet_pickles(path, z)
+        names = z.namelist()
+        expanded = sum(i.file_size for i in z.infolist())
+    if expanded > PT2_LIMIT:  # torch inflates compressed entries: a small archive may declare a huge content
+        raise SourceError(f"{path}: the archive expands to {expanded >> 20} MB, more than the {PT2_LIMIT >> 30} GB "
+                          "mobilize loads; refusing it")
+    try:
+        check_zip_names(names, str(path))
+    except MobilizeInputError as exc:
+        raise SourceError(str(exc)) from None
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) != 1 or any("/" not in n for n in names):
+        raise SourceError(f"{path}: not a torch.export archive (its entries are not all in one folder); refusing it")
+    prefix = f"{tops.pop()}/"
+    try:
+        reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+        records = list(reader.get_all_records())
+    except Exception as exc:  # noqa: BLE001 - torch's reader refuses what it cannot parse
+        raise SourceError(f"{path}: not a readable torch.export archive ({describe(exc, 200)})") from None
+    if sorted(records) != sorted(n[len(prefix):] for n in names if not n.endswith("/")):
+        raise SourceError(f"{path}: torch's zip reader and Python's see different entries in this archive (a "
+                          "crafted zip); refusing it")
+    for rec in records:
+        if rec.startswith("data/aotinductor/"):
+            raise SourceError(f"{path}: the archive carries AOTInductor native code ({rec}), which torch.export.load "
+                              "would load and run; mobilize only reads the exported program — save it with "
+                              "torch.export.save")
+        if not _PT2_ENTRIES.match(rec):
+            raise SourceError(f"{path}: unexpected archive entry {rec!r} (not written by torch.export.save); "
+                              "refusing the file")
+
+    def read(name: str) -> bytes:
+        return bytes(reader.get_record(name))
+
+    _vet_program_json(path, records, read)
+    if not trust_pickle:
+        _vet_pickles(path, records, read)
 
 
-def _vet_program_json(path: Path, z: zipfile.ZipFile) -> None:
+def _vet_program_json(path: Path, records: list[str], read: Any) -> None:
     """Refuse program JSON that would run code on load: ``expr_str`` is parsed by ``sympy.sympify`` (which evaluates
     Python) and ``guards_code`` is exec'd by ``ExportedProgram.module()``. Applies even with ``--trust-pickle``."""
-    for name in [n for n in z.namelist() if "/models/" in n and n.endswith(".json")]:
+    for name in [n for n in records if n.startswith("models/") and n.endswith(".json")]:
         try:
-            doc = json.loads(z.read(name))
-        except (ValueError, UnicodeDecodeError) as exc:
+            doc = json.loads(read(name))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise SourceError(f"{path}: {name} is not valid JSON") from exc
         for key, value in _walk(doc):
             if key == "guards_code" and value:
@@ -321,7 +449,7 @@ def _safe_expr(expr: str) -> bool:
     return True
 
 
-def _vet_pickles(path: Path, z: zipfile.ZipFile) -> None:
+def _vet_pickles(path: Path, records: list[str], read: Any) -> None:
     """Refuse a .pt2 whose pickled entries hold anything but tensors.
 
     ``torch.export.load`` unpickles weights, constants and sample inputs with ``weights_only=False``. Each pickled
@@ -330,30 +458,33 @@ def _vet_pickles(path: Path, z: zipfile.ZipFile) -> None:
     """
     import torch
 
-    names = z.namelist()
-    for name in names:
-        if name.startswith("/") or ".." in Path(name).parts:
-            raise SourceError(f"{path}: archive entry {name!r} escapes the archive; refusing it")
     pickled: list[str] = []
-    for cfg_name in [n for n in names if n.endswith(("_weights_config.json", "_constants_config.json"))]:
+    for cfg_name in [n for n in records if n.endswith(("_weights_config.json", "_constants_config.json"))]:
         try:
-            cfg = json.loads(z.read(cfg_name))
-        except (ValueError, KeyError) as exc:
+            cfg = json.loads(read(cfg_name))
+        except (ValueError, KeyError, UnicodeDecodeError, RecursionError) as exc:
             raise SourceError(f"{path}: {cfg_name} is not valid JSON") from exc
         folder = cfg_name.rsplit("/", 1)[0]
-        for fqn, meta in (cfg.get("config") or {}).items():
+        config = cfg.get("config") if isinstance(cfg, dict) else None
+        if not isinstance(config, dict):
+            raise SourceError(f"{path}: {cfg_name} is not a torch.export payload config")
+        for fqn, meta in config.items():
+            if not isinstance(meta, dict):
+                raise SourceError(f"{path}: {cfg_name} entry {fqn!r} is not a payload record")
             pname = str(meta.get("path_name", ""))
             if pname.startswith(("custom_obj", "opaque_obj")):
                 raise SourceError(f"{path}: constant {fqn!r} is a pickled Python object; mobilize does not "
                                   "unpickle untrusted files (pass --trust-pickle if you trust its author)")
             if meta.get("use_pickle"):
                 pickled.append(f"{folder}/{pname}")
-    pickled += [n for n in names if "/sample_inputs/" in n or n.endswith(".pt")]
-    for entry in pickled:
-        if entry not in names:
-            continue
+    pickled += [n for n in records if n.startswith("data/sample_inputs/") or n.endswith(".pt")]
+    lookup = {r.lower(): r for r in records}  # torch's zip reader finds entries regardless of case
+    for entry in dict.fromkeys(pickled):
+        record = lookup.get(entry.lower())
+        if record is None:
+            continue  # torch.export.load fails on a missing entry: nothing of it runs
         try:
-            torch.load(io.BytesIO(z.read(entry)), weights_only=True)
+            torch.load(io.BytesIO(read(record)), weights_only=True)
         except Exception as exc:  # noqa: BLE001
             raise SourceError(f"{path}: entry {entry} needs unrestricted unpickling ({type(exc).__name__}), which "
                               "would run code from the file; pass --trust-pickle only if you trust its author") \

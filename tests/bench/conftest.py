@@ -39,6 +39,7 @@ def bench_run(digits_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     dest = tmp_path_factory.mktemp("bench-run") / "digits"
     shutil.copytree(digits_bundle, dest)
-    result = bench(dest, threads="1", budget="latency_p90_ms=10000,size_mb=100", settings=Settings(**QUICK))
+    result = bench(dest, threads="1", budget="latency_p90_ms=10000,size_mb=100", settings=Settings(**QUICK),
+                   source="zoo:digits")
     files = save(result)
     return result, dest, files

@@ -129,6 +129,10 @@ def test_reports_written_and_self_contained(bench_run) -> None:  # noqa: ANN001
     page = (bundle / "report.html").read_text()
     assert bundle / "report.md" in files and bundle / "report.html" in files
     assert "| format |" in md and "onnx" in md and "tflite" in md and len(md) < 65_000
+    # the placement summary (static analysis at export) sits beside the latency rows, labelled as such
+    assert re.search(r"^- tflite fp32: gpu: \w+; xnnpack: 1 partition, 100% MACs", md, re.M), md
+    assert "- onnx fp32: nnapi: 1 partition" in md and "not a device measurement" in md
+    assert "<h2>Placement</h2>" in page and "xnnpack: 1 partition" in page
     assert page.count("<svg") >= 3
     assert not re.search(r"https?://", page), "report.html must not reference the network"
     assert not re.search(r"<script|<link|@import|url\(", page, re.I)

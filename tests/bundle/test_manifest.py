@@ -20,7 +20,8 @@ from mobilize.errors import BundleError
 def _package(root: Path) -> Path:
     pkg = root / "m.mlpackage"
     (pkg / "Data" / "weights").mkdir(parents=True)
-    (pkg / "Manifest.json").write_text('{"a": 1}')
+    (pkg / "Manifest.json").write_text('{"fileFormatVersion": "1.0.0", "rootModelIdentifier": "m", "itemInfoEntries": '
+                                       '{"m": {"path": "model.mlmodel"}, "w": {"path": "weights"}}}')
     (pkg / "Data" / "model.mlmodel").write_bytes(b"spec")
     (pkg / "Data" / "weights" / "weight.bin").write_bytes(b"\x00" * 64)
     return pkg
@@ -39,7 +40,7 @@ def test_sha256_of_a_folder_is_stable(tmp_path: Path) -> None:
     b = _package(tmp_path / "b")
     assert hashing.sha256(a) == hashing.sha256(b)  # content-defined, not location-defined
     assert len(hashing.sha256(a)) == 64
-    assert hashing.size(a) == len('{"a": 1}') + 4 + 64
+    assert hashing.size(a) == len((a / "Manifest.json").read_bytes()) + 4 + 64
 
 
 @pytest.mark.parametrize("change", ["edit", "rename", "add", "remove", "move"])

@@ -36,6 +36,8 @@ JOBS: dict[str, list[str]] = {
         "fp32",
     ],
     "verbose": ["-v", "export", "zoo:digits", "--formats", "coreml,tflite", "--precisions", "fp32"],
+    "placement": ["export", f"{FIXTURES / 'placement_models.py'}:accelerator_model", "--formats",
+                  "onnx,ort,tflite,coreml", "--precisions", "fp32,int8-weights", "--coreml-target", "iOS15"],
 }
 # longest first, so the pool finishes early
 ORDER = [
@@ -43,6 +45,7 @@ ORDER = [
     "zoo_gru_classifier",
     "zoo_text_encoder",
     "zoo_digits",
+    "placement",
     "bert",
     "fmod",
     "dynamic",
@@ -58,6 +61,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "fmod_run": ("fmod",),
     "spectral_run": ("spectral",),
     "verbose_run": ("verbose",),
+    "placement_run": ("placement",),
 }
 
 
@@ -139,6 +143,11 @@ def zoo_runs(export_pool: ExportPool) -> _Lazy:
 @pytest.fixture(scope="session")
 def digits_run(export_pool: ExportPool) -> ExportRun:
     return export_pool.get("zoo_digits")
+
+
+@pytest.fixture(scope="session")
+def placement_run(export_pool: ExportPool) -> ExportRun:
+    return export_pool.get("placement")
 
 
 @pytest.fixture(scope="session")

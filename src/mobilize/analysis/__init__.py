@@ -5,6 +5,7 @@ plug-in's ``analyzer``) lists the file's ops and constant tensors; :func:`summar
 manifest keeps and the fitness judgement reads (:mod:`mobilize.verify.fitness`):
 
 - the op histogram and count (an unrolled recurrence shows up as thousands of elementwise ops);
+- parameters, bytes and tensors of the constants per consuming op type (``weights_by_op``: where the file's size is);
 - constant bytes, and the bytes of float weight matrices per consuming op type (a quantized file that left its LSTM
   weights in float shows them here);
 - constants stored more than once — identical, negated, or the same values in another order (a transposed copy) —
@@ -75,6 +76,12 @@ def summarize(contents: FileContents) -> dict[str, Any]:
                 float32_weights["+".join(sorted(set(c.consumers))) or "(unused)"] += c.nbytes
     kinds = {k: int(sum(n for op, n in hist.items() if op.lower().split(".")[-1] in names))
              for k, names in KIND_OPS.items()}
+    by_op: dict[str, dict[str, int]] = defaultdict(lambda: {"parameters": 0, "bytes": 0, "tensors": 0})
+    for c in consts:
+        entry = by_op["+".join(sorted(set(c.consumers))) or "(unused)"]
+        entry["parameters"] += int(np.prod(c.shape)) if c.shape else 1
+        entry["bytes"] += int(c.nbytes)
+        entry["tensors"] += 1
     return {
         "op_count": int(sum(hist.values())),
         "ops": dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -82,6 +89,7 @@ def summarize(contents: FileContents) -> dict[str, Any]:
         "constants": {"count": len(consts), "bytes": int(sum(c.nbytes for c in consts))},
         "float_weight_bytes": dict(sorted(float_weights.items(), key=lambda kv: -kv[1])),
         "float32_weight_bytes": dict(sorted(float32_weights.items(), key=lambda kv: -kv[1])),
+        "weights_by_op": dict(sorted(by_op.items(), key=lambda kv: (-kv[1]["bytes"], kv[0]))),
         "duplicates": duplicates(consts),
         "repeated_constants": repeated(consts),
         **contents.extra,

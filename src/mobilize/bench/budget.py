@@ -16,7 +16,7 @@ import dataclasses
 import math
 from typing import Any
 
-from mobilize.errors import OptionError
+from mobilize.errors import OptionError, one_line
 
 #: budget key → (JSON figure it limits, per-thread-count?)
 KEYS: dict[str, tuple[str, bool]] = {
@@ -54,24 +54,32 @@ def parse(text: str | None) -> Budget | None:
         key, eq, value = part.partition("=")
         key, value = key.strip(), value.strip()
         if not eq or not key or not value:
-            raise OptionError(f"--budget: {part!r} is not key=value (e.g. latency_p90_ms=15,size_mb=10,threads=1)")
+            raise OptionError(f"--budget: {one_line(repr(part), 60)} is not key=value (e.g. "
+                              "latency_p90_ms=15,size_mb=10,threads=1)")
         if key == "threads":
-            if not value.isdigit() or int(value) < 1:
-                raise OptionError(f"--budget: threads={value!r} must be a positive integer")
-            threads = int(value)
+            if not (value.isascii() and value.isdigit()) or len(value) > 9 or int(value) < 1:
+                raise OptionError(f"--budget: threads={one_line(repr(value), 40)} must be a positive integer "
+                                  "(ASCII digits, e.g. threads=1)")
+            from mobilize.bench.run import check_threads
+
+            threads = check_threads(int(value), "--budget threads")
             continue
         if key not in KEYS:
             import difflib
 
             hint = difflib.get_close_matches(key, [*KEYS, "threads"], n=1)
             did = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise OptionError(f"--budget: unknown key {key!r}{did}; choose from {', '.join([*KEYS, 'threads'])}")
+            raise OptionError(f"--budget: unknown key {one_line(repr(key), 60)}{did}; choose from "
+                              f"{', '.join([*KEYS, 'threads'])}")
         try:
+            if not value.isascii():  # float() accepts other scripts' digits; a budget is written in ASCII
+                raise ValueError
             number = float(value)
         except ValueError:
-            raise OptionError(f"--budget: {key}={value!r} is not a number") from None
+            raise OptionError(f"--budget: {key}={one_line(repr(value), 40)} is not a number (ASCII digits, e.g. "
+                              f"{key}=15)") from None
         if not math.isfinite(number) or number < 0:
-            raise OptionError(f"--budget: {key}={value!r} must be a finite number ≥ 0")
+            raise OptionError(f"--budget: {key}={one_line(repr(value), 40)} must be a finite number ≥ 0")
         if key in limits:
             raise OptionError(f"--budget: {key} is given twice")
         limits[key] = number

@@ -38,6 +38,12 @@ def _bench(
     from mobilize import cli as _cli
 
     try:
+        from mobilize.guard import check_outputs, write_output
+
+        writes_bundle = not no_manifest or (not no_report and report_dir is None)
+        check_outputs(("--json", json_out), folders=(("--report-dir", report_dir),
+                                                     *((("bundle", bundle),) if writes_bundle and bundle.is_dir()
+                                                       else ())))
         from mobilize.bench import budget as budgets
         from mobilize.bench import report
         from mobilize.bench.latency import Settings
@@ -63,15 +69,17 @@ def _bench(
         report.print_table(result.data, _cli._console())
         written = save(result, report_dir=report_dir, write_manifest=not no_manifest, reports=not no_report)
         if json_out is not None:
-            json_out.write_text(json.dumps(result.data, indent=2, allow_nan=False) + "\n")
+            write_output(json_out, json.dumps(result.data, indent=2, allow_nan=False) + "\n", "--json")
             written.append(json_out)
         if written:
             _cli._console().print("[dim]wrote " + ", ".join(_cli._escape(str(p)) for p in written) + "[/]")
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from mobilize.errors import interrupt_exit_code
+
         _cli._console(True).print("[yellow]interrupted[/]; nothing was written")
-        raise SystemExit(130) from None
+        raise SystemExit(interrupt_exit_code(exc)) from None
     except Exception as exc:  # noqa: BLE001 - same exit-code mapping as the rest of the CLI
         _cli._fail(exc)
     raise SystemExit(result.exit_code)
@@ -105,7 +113,10 @@ def _options(fn: Any) -> Any:
         click.option("--formats", default=None, help="Only these formats (default: all in the bundle)."),
         click.option("--precisions", default=None, help="Only these precisions (default: all in the bundle)."),
         click.option(
-            "--source", default=None, help="Model source for the PyTorch baseline (default: the one in the manifest)."
+            "--source",
+            default=None,
+            help="Model source (file.py:fn, package.module:fn, zoo:NAME) for the PyTorch eager baseline row; "
+            "without it that row is skipped (mobilize never runs code named by a bundle's manifest).",
         ),
         click.option("--no-baseline", is_flag=True, help="Skip the PyTorch eager baseline row."),
         click.option("--no-memory", is_flag=True, help="Skip the peak-memory subprocesses."),
@@ -113,21 +124,21 @@ def _options(fn: Any) -> Any:
             "--min-runs",
             default=50,
             show_default=True,
-            type=click.IntRange(min=1),
+            type=click.IntRange(min=1, max=1_000_000),
             help="Timed runs per configuration (at least).",
         ),
         click.option(
             "--min-seconds",
             default=1.0,
             show_default=True,
-            type=click.FloatRange(min=0),
+            type=click.FloatRange(min=0, max=3600),
             help="Timed seconds per configuration (at least).",
         ),
         click.option(
             "--warmup-seconds",
             default=0.5,
             show_default=True,
-            type=click.FloatRange(min=0),
+            type=click.FloatRange(min=0, max=3600),
             help="Untimed warm-up per configuration (at least; also ≥ 10 runs).",
         ),
     ]

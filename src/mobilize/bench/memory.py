@@ -30,18 +30,28 @@ def measure(job: dict[str, Any], *, timeout: float = 600.0) -> dict[str, Any]:
         job: ``{"kind": "runner", "format", "path", "threads", "reference", "input_names", "runs"}`` for a bundle
             file, or ``{"kind": "torch", "source", "reference", "input_names", "threads", "runs"}`` for PyTorch eager.
     """
+    import tempfile
+
+    from mobilize.isolate import python_command
+
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env.setdefault("TQDM_DISABLE", "1")
+    job = {**job, **{k: os.path.abspath(job[k]) for k in ("path", "reference") if job.get(k)}}
+    # an isolated interpreter in a private folder: a module named like a runtime in the bundle or the current
+    # folder is never imported (the PyTorch baseline keeps the caller's path: it imports the model the user named)
+    argv = python_command("mobilize.bench.memory", json.dumps(job), keep_cwd=job.get("kind") == "torch")
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "mobilize.bench.memory", json.dumps(job)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
+        with tempfile.TemporaryDirectory(prefix="mobilize-memory-") as cwd:
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+                cwd=cwd,
+                check=False,
+            )
     except subprocess.TimeoutExpired:
         return {"error": f"memory measurement timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
@@ -157,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout
     try:
         result = _child(json.loads(argv[0]))
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as data
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent as data (sys.exit() in a model too)
         result = {"error": f"{type(exc).__name__}: {one_line(exc, 300)}"}
     out.write(MARKER + json.dumps(result) + "\n")
     out.flush()

@@ -7,7 +7,8 @@ import html as _html
 import math
 from typing import Any
 
-FORMAT_COLORS = {"pytorch": "#6b7280", "onnx": "#2563eb", "tflite": "#ea580c", "coreml": "#16a34a"}
+FORMAT_COLORS = {"pytorch": "#6b7280", "onnx": "#2563eb", "tflite": "#ea580c", "coreml": "#16a34a",
+                 "ort": "#7c3aed"}
 PARITY_COLORS = {"pass": "#16a34a", "fail": "#dc2626", "unverified": "#ca8a04", None: "#9ca3af"}
 _EXTRA_COLORS = ("#7c3aed", "#0891b2", "#be185d", "#65a30d")
 
@@ -102,6 +103,21 @@ def notes(data: dict[str, Any]) -> list[str]:
                     where = f" at {c['threads']} thread(s)" if c["threads"] else ""
                     value = c["value"]
                     add(f"budget: {a['format']} {a['precision']} {c['key']} = {value:.4g} > {c['limit']:g}{where}")
+    return out
+
+
+PLACEMENT_NOTE = ("where the ops would run on a phone: static analysis with the runtimes' own tools at export "
+                  "(mobilize inspect), not a device measurement")
+
+
+def placements(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(format, precision, placement summary) per artifact, beside the latency rows."""
+    out, seen = [], set()
+    for r in data["results"]:
+        key = (r["format"], r["precision"])
+        if r.get("placement") and key not in seen:
+            seen.add(key)
+            out.append((*key, r["placement"]))
     return out
 
 
@@ -234,6 +250,8 @@ def print_table(data: dict[str, Any], console: Any) -> None:
         row = dict(zip(HEADERS, cells))
         sizes.add_row(*[cell(row[h]) for h in scols])
     console.print(sizes)
+    for fmt, prec, text in placements(data):
+        console.print(f"  [cyan]placement[/] {escape(fmt)} {escape(prec)}: {escape(text)}")
     for line in notes(data):
         console.print(f"  [yellow]•[/] {escape(line)}")
     console.print(f"[dim]machine: {escape(machine_line(data))}[/]")
@@ -279,6 +297,11 @@ def markdown(data: dict[str, Any]) -> str:
             cells[3] = f"*{_status_cell(r)}*"
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
+    placed = placements(data)
+    if placed:
+        lines += [f"**Placement** — {PLACEMENT_NOTE}", ""]
+        lines += [f"- {fmt} {prec}: {text}" for fmt, prec, text in placed]
+        lines.append("")
     for n in notes(data):
         lines.append(f"- {n}")
     lines += [
@@ -651,6 +674,9 @@ def html(data: dict[str, Any]) -> str:
         table.append("<tr>" + "".join(tds) + "</tr>")
     table.append("</tbody></table>")
     note_items = "".join(f"<li>{_e(n)}</li>" for n in notes(data))
+    placed = "".join(f"<li><b>{_e(f)} {_e(p)}</b>: {_e(t)}</li>" for f, p, t in placements(data))
+    if placed:
+        table.append(f'<h2>Placement</h2><p class="muted">{_e(PLACEMENT_NOTE)}</p><ul class="notes">{placed}</ul>')
     foot = [
         f'<h2>Notes</h2><ul class="notes">{note_items or "<li>none</li>"}</ul>',
         f'<p class="muted">CPU latency on this machine, not device latency. Each row: untimed warm-up '

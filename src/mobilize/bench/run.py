@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilize.bench.latency import Settings
-from mobilize.errors import MobilizeError, OptionError, one_line
+from mobilize.errors import OptionError, one_line
 
 StepCallback = Callable[[str], None]
 BENCH_SCHEMA = "mobilize-bench/1"
@@ -36,6 +36,18 @@ class BenchResult:
         return self.data["exit_code"]
 
 
+def check_threads(n: int, where: str) -> int:
+    """A thread count no larger than the cores this process may use: more cannot run in parallel, and runtimes
+    asked for thousands of threads crash while creating them."""
+    from mobilize.bench.machine import usable_cores
+
+    cores = usable_cores()
+    if n > cores:
+        raise OptionError(f"{where}: {n} threads, but this machine lets mobilize use {cores} core(s); give at most "
+                          f"{cores} (or 'all')")
+    return n
+
+
 def parse_threads(value: str | Sequence[int] | None) -> list[int]:
     """``"1,2"`` → [1, 2]; ``None`` → [1, all usable cores]; ``all`` means all usable cores."""
     from mobilize.bench.machine import usable_cores
@@ -50,10 +62,11 @@ def parse_threads(value: str | Sequence[int] | None) -> list[int]:
             continue
         if item in ("all", "max"):
             out.append(cores)
-        elif item.isdigit() and int(item) >= 1:
-            out.append(int(item))
+        elif item.isascii() and item.isdigit() and len(item) <= 9 and int(item) >= 1:
+            out.append(check_threads(int(item), "--threads"))
         else:
-            raise OptionError(f"--threads: {item!r} is not a positive integer (e.g. --threads 1,2 or 1,all)")
+            raise OptionError(f"--threads: {one_line(repr(item), 40)} is not a positive integer (e.g. --threads 1,2 "
+                              "or 1,all)")
     if not out:
         raise OptionError("--threads is empty; give e.g. 1,2")
     return sorted(set(out))
@@ -71,8 +84,14 @@ def bench(
     memory: bool = True,
     settings: Settings | None = None,
     on_step: StepCallback | None = None,
+    weights: str | Path | None = None,
 ) -> BenchResult:
     """Measure every artifact of ``bundle`` (plus PyTorch eager) and return the record; nothing is written.
+
+    The PyTorch eager baseline runs ``source`` (with ``weights``) — code the caller names. A bundle never names code
+    that mobilize runs: without ``source`` the baseline row is skipped with a note, whatever the manifest says.
+    Every artifact is first run once in an isolated worker; one that crashes the runtime there is reported as an
+    error and not timed in this process.
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for a bad bundle or option (CLI exit 2).
     """
@@ -117,15 +136,17 @@ def bench(
     model = manifest["model"]
     base: dict[str, Any] = {"status": "missing", "reason": None, "load_ms": None, "source": None, "weights": None}
     spec = None
-    if baseline:
-        src = source or model.get("source")
-        base["source"] = src
-        # the checkpoint the bundle was exported with, when it is still there (never trusted to unpickle: a pickle
-        # checkpoint that needs --trust-pickle just leaves the baseline missing, with the reason)
-        wpath = (model.get("weights") or {}).get("path")
-        base["weights"] = wpath if wpath and Path(wpath).is_file() and source is None else None
+    if baseline and source is None:
+        base["reason"] = (NO_SOURCE if not model.get("source") else
+                          f"{NO_SOURCE} (the manifest names {model['source']!r}; mobilize never runs code a bundle "
+                          "names)")
+    elif baseline:
+        from mobilize.source import absolute_source
+
+        base["source"] = absolute_source(source)  # the memory probe runs in another folder
+        base["weights"] = str(Path(weights).resolve()) if weights is not None else None
         step("loading the PyTorch model (baseline)")
-        spec, base["load_ms"], base["reason"] = _load_baseline(src, base["weights"])
+        spec, base["load_ms"], base["reason"] = _load_baseline(base["source"], base["weights"])
         if spec is not None:
             base["status"] = "ok"
     else:
@@ -193,7 +214,7 @@ def bench(
         plugin = registry.get(fmt)
         runner_cls = plugin.load("runner")
         parity = (art.get("parity") or {}).get("status")
-        path = mf.safe_member(bundle, art["path"], mpath) if art["status"] == "ok" else None
+        path = mf.artifact_path(bundle, art) if art["status"] == "ok" else None
         sizes = size_record(path, prec, parameters) if path is not None else {}
         available, why = runner_cls.available()
         if available and runner_cls.runtime in REFERENCE_RUNTIMES:
@@ -201,15 +222,22 @@ def bench(
                 False,
                 "only a reference interpreter runs this format here; its speed is not device latency",
             )
+        crashed = None
+        if available and path is not None:  # a file that crashes its runtime must not take this process down
+            step(f"checking that {fmt} {prec} runs (isolated worker)")
+            crashed = _preflight(plugin, path, prec, ref_path, input_names)
         for t in thread_list:
             row = _row(fmt, prec, art["path"], runner_cls.runtime if available else None, t, parameters, macs)
             row.update(sizes or {"bytes": None, "zipped_bytes": None, "floor_bytes": None, "floor_ratio": None})
             row["parity"] = parity
+            row["placement"] = placement_summary(art.get("placement"))
             if art["status"] != "ok":
                 message = (art.get("error") or {}).get("message", "")
                 row.update(status="failed", reason=f"export failed: {message}"[:300])
             elif not available:
                 row.update(status="not_measurable", reason=f"not measurable here: {why}")
+            elif crashed is not None:
+                row.update(status="error", reason=f"could not run: {crashed}"[:300])
             else:
                 row["key"] = f"{fmt} {prec} ×{t}"
                 targets.append(
@@ -308,6 +336,13 @@ def bench(
     return BenchResult(bundle, data)
 
 
+def placement_summary(record: dict[str, Any] | None) -> str:
+    """Where the file's ops would run on a phone, in one line (static analysis at export; see mobilize inspect)."""
+    from mobilize.analysis.placement import summary_line
+
+    return summary_line(record)
+
+
 def _row(
     fmt: str, prec: str, path: str | None, runtime: str | None, threads: int, parameters: int | None, macs: int | None
 ) -> dict[str, Any]:
@@ -354,6 +389,20 @@ def _select(artifacts: list[dict[str, Any]], formats: Any, precisions: Any, regi
     return out
 
 
+NO_SOURCE = "baseline skipped: pass --source (the model's file.py:fn) to time PyTorch eager"
+
+
+def _preflight(plugin: Any, path: Path, precision: str, ref_path: Path, input_names: list[str]) -> str | None:
+    """Load and run the file once in an isolated worker; the reason it could not run there, or None."""
+    from mobilize.api import inspect_and_verify
+
+    found = inspect_and_verify(plugin, path, precision, ref_path, input_names)
+    parity = found.get("parity") or {}
+    if parity.get("could_not_run"):
+        return str(parity.get("reason") or found.get("error") or "the runtime could not run the file")
+    return None
+
+
 def _load_baseline(source: str | None, weights: str | None = None) -> tuple[Any, float | None, str | None]:
     """(spec, load_ms, reason-if-missing) — never raises: the files can be benchmarked without the baseline."""
     from mobilize._quiet import captured_output
@@ -365,7 +414,9 @@ def _load_baseline(source: str | None, weights: str | None = None) -> tuple[Any,
     try:
         with captured_output():
             spec = load_source(source, weights=weights) if weights else load_source(source)
-    except (MobilizeError, Exception) as exc:  # noqa: BLE001 - any failure only drops the baseline row
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure (sys.exit() included) only drops the baseline row
         return None, None, f"baseline missing: could not load {source!r} ({one_line(exc, 200)})"
     return spec, (time.perf_counter() - t0) * 1000.0, None
 
@@ -383,7 +434,6 @@ def save(
 ) -> list[Path]:
     """Store the record under ``"bench"`` in the bundle's manifest and write report.md / report.html (into the
     bundle, or ``report_dir``). Every file is replaced atomically. Returns the files written."""
-    import json
 
     from mobilize.bench import report
     from mobilize.bundle import manifest as mf
@@ -392,7 +442,7 @@ def save(
     written: list[Path] = []
     if write_manifest:
         mpath = result.bundle / mf.MANIFEST
-        manifest = json.loads(mpath.read_bytes())
+        manifest = mf.parse(mf.read_bounded(mpath, mf.MANIFEST_LIMIT), str(mpath))
         manifest["bench"] = result.data
         mf.validate(manifest, str(mpath))
         write_atomic(mpath, mf.dumps(manifest))

@@ -13,8 +13,10 @@ but is not a mobilize bundle (no manifest.json) is never replaced.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import signal
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -94,7 +96,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends: the two renames of a swap happen together or not at all (an
+    interrupt between them would leave no bundle at ``out`` until the next run restores it)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):  # no pthread_sigmask here, or not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def swap_in(tmp: Path, out: Path) -> None:
+    with _signals_held():
+        _swap_in(tmp, out)
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
     old = None
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
@@ -157,3 +180,55 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+# --- a full disk is not a failure of one artifact ----------------------------------------------------------------
+
+#: errnos meaning "the storage refused to take more data"
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "File too large")
+#: messages of converters that abort on a failed write without saying why ("LLVM ERROR: IO failure …")
+_IO_FAILURE_TEXT = ("IO failure", "I/O error", "Input/output error")
+_LOW_SPACE = 1 << 20
+
+
+def disk_full(exc: BaseException | None, text: str = "", folders: tuple[Path, ...] = ()) -> bool:
+    """Whether a failure was the disk filling up: an ``OSError`` with ENOSPC/EDQUOT/EFBIG anywhere in the chain
+    (also the chain of an exception rebuilt from a converter child), a converter message saying so, or a vague
+    I/O failure or crash while one of ``folders`` has (almost) no space left."""
+    messages = [text]
+    seen: set[int] = set()
+    node = exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, OSError) and node.errno in _FULL_ERRNOS:
+            return True
+        messages.append(str(node))
+        for link in getattr(node, "child_chain", None) or []:
+            if link.get("errno") in _FULL_ERRNOS:
+                return True
+            messages.append(str(link.get("message", "")))
+        node = node.__cause__ or node.__context__
+    joined = "\n".join(messages)
+    if any(t in joined for t in _FULL_TEXT):
+        return True
+    crashed = exc is not None and getattr(exc, "signal_name", None) is not None
+    vague = any(t in joined for t in _IO_FAILURE_TEXT)
+    return (crashed or vague) and any(_free_bytes(f) < _LOW_SPACE for f in folders)
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return 1 << 62
+    blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize
+
+
+def raise_if_disk_full(exc: BaseException | None, text: str = "", *, where: str,
+                       folders: tuple[Path, ...] = ()) -> None:
+    """Raise ``OSError(ENOSPC)`` when :func:`disk_full` says so: the run must stop and leave the previous bundle in
+    place, instead of recording the artifact as failed and replacing a good bundle with a worse one."""
+    if disk_full(exc, text, (*folders, Path(tempfile.gettempdir()))):
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} while writing {where}") from exc

@@ -62,15 +62,16 @@ def load(path: Path) -> dict[str, Any] | None:
     """The baseline at ``path``; None when there is none yet. A malformed file raises a one-line ConfigError."""
     import jsonschema
 
+    from mobilize.errors import MobilizeInputError
+    from mobilize.safeio import JSON_LIMIT, load_json, read_bytes
+
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON ({one_line(exc, 120)}); {FIX}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: unreadable ({exc.strerror or exc}); {FIX}") from None
+    try:  # special files refused unopened, size bounded, nesting and numbers bounded
+        data = load_json(read_bytes(path, limit=JSON_LIMIT), str(path))
+    except MobilizeInputError as exc:
+        raise ConfigError(f"{exc}; {FIX}") from None
     if isinstance(data, dict) and isinstance(data.get("schema"), str) and data["schema"] != SCHEMA:
         raise ConfigError(f"{path}: schema {data['schema']!r} is not {SCHEMA!r} (written by another mobilize "
                           f"version?); {FIX}")

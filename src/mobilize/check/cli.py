@@ -27,9 +27,11 @@ def _guard(fn: Callable[[], None]) -> None:
         fn()
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from mobilize.errors import interrupt_exit_code
+
         _cli._console(True).print("[yellow]interrupted[/]; the previous bundle and baseline are untouched")
-        raise SystemExit(130) from None
+        raise SystemExit(interrupt_exit_code(exc)) from None
     except ConfigError as exc:
         if _cli._STATE["verbose"]:
             import traceback
@@ -72,7 +74,9 @@ def _check(config: Path | None, junit: Path | None, summary: Path | None, update
     from mobilize.check import summary as summary_md
     from mobilize.check.config import load
     from mobilize.check.pipeline import run
+    from mobilize.guard import check_outputs
 
+    check_outputs(("--junit", junit), ("--summary", summary), ("--json", None if json_out == "-" else json_out))
     cfg = load(config)
     result = _cli._with_status(lambda step: run(cfg, bundle=bundle, update_baseline=update_baseline,
                                                 on_step=step))
@@ -98,13 +102,18 @@ def _check(config: Path | None, junit: Path | None, summary: Path | None, update
 def _github_summary(text: str) -> None:
     """Append to ``$GITHUB_STEP_SUMMARY`` (GitHub Actions shows it on the run's page); a failure only warns."""
     from mobilize import cli as _cli
+    from mobilize.errors import MobilizeInputError
+    from mobilize.safeio import refuse_special
 
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
         return
     try:
+        refuse_special(target, "$GITHUB_STEP_SUMMARY")  # appending to a FIFO would block
         with open(target, "a", encoding="utf-8") as f:
             f.write(text + "\n")
+    except MobilizeInputError as exc:
+        _cli._console(True).print(f"[yellow]warning:[/] not appended: {_cli._escape(str(exc))}")
     except OSError as exc:
         _cli._console(True).print(f"[yellow]warning:[/] could not append to $GITHUB_STEP_SUMMARY ({target}): "
                                   f"{_cli._escape(exc.strerror or str(exc))}")

@@ -13,12 +13,12 @@ import difflib
 import hashlib
 import math
 import os
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mobilize.errors import ConfigError, MobilizeInputError, one_line
+from mobilize.safeio import TOML_LIMIT, load_toml, read_bytes
 
 CONFIG_NAME = "mobilize.toml"
 PYPROJECT = "pyproject.toml"
@@ -157,14 +157,14 @@ def find(start: str | Path | None = None) -> Path:
     """``./mobilize.toml``, else ``./pyproject.toml`` with a ``[tool.mobilize]`` table; else a ConfigError saying
     how to create one."""
     folder = Path(start) if start is not None else Path(".")
-    if (folder / CONFIG_NAME).is_file():
+    if (folder / CONFIG_NAME).exists():  # whatever it is: load() reads it, or says why it cannot
         return folder / CONFIG_NAME
     pyproject = folder / PYPROJECT
     if pyproject.is_file():
         try:
-            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-            data = {"tool": {"mobilize": {}}}  # let load() report the syntax error against the file
+            data = load_toml(read_bytes(pyproject, limit=TOML_LIMIT).decode("utf-8"), str(pyproject))
+        except (MobilizeInputError, UnicodeDecodeError):
+            data = {"tool": {"mobilize": {}}}  # let load() report the problem against the file
         if isinstance(data.get("tool"), dict) and "mobilize" in data["tool"]:
             return pyproject
     where = "the current folder" if start is None else str(folder)
@@ -175,16 +175,18 @@ def load(path: str | Path | None = None) -> Config:
     """Read and validate a configuration (``path`` None: :func:`find` in the current folder)."""
     path = find() if path is None else Path(path)
     label = str(path)
-    if not path.is_file():
-        raise ConfigError(f"{label}: no such file; {HOW_TO_CREATE}" if not path.exists() else
-                          f"{label}: not a file; give the path of a {CONFIG_NAME} or {PYPROJECT}")
-    raw = path.read_bytes()
+    if not path.exists():
+        raise ConfigError(f"{label}: no such file; {HOW_TO_CREATE}")
+    try:  # a FIFO or device is refused without being opened; the file is read once, bounded
+        raw = read_bytes(path, limit=TOML_LIMIT)
+    except MobilizeInputError as exc:
+        raise ConfigError(f"{exc}; give the path of a {CONFIG_NAME} or {PYPROJECT}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = load_toml(raw.decode("utf-8"), label)
     except UnicodeDecodeError:
         raise ConfigError(f"{label}: not UTF-8 text; save it as UTF-8") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{label}: not valid TOML: {one_line(exc, 200)}; fix the syntax there") from None
+    except MobilizeInputError as exc:
+        raise ConfigError(str(exc)) from None
     prefix = ""
     if path.name == PYPROJECT:
         tool = data.get("tool")
@@ -416,10 +418,11 @@ def _source(r: _Reader, text: str, root: Path) -> str | None:
 
 
 def _pairs(r: _Reader, data: Mapping[str, Any], formats: tuple[str, ...], precisions: tuple[str, ...]) -> None:
+    from mobilize import formats as registry
     from mobilize.quantize import recipes
 
     try:
-        recipes.check_pairs(formats, precisions)
+        recipes.check_pairs(formats, precisions, converted_from={f: registry.get(f).converts_from for f in formats})
     except MobilizeInputError as exc:
         r.problem("precisions" if "precisions" in data else "formats", f"{exc}; drop the pair or the format")
 
@@ -550,10 +553,11 @@ def _tolerances(r: _Reader, t: dict[str, Any], precisions: tuple[str, ...]) -> d
     return out
 
 
-def _budget_limits(r: _Reader, t: dict[str, Any], section: str) -> dict[str, float]:
+def _budget_limits(r: _Reader, t: dict[str, Any], section: str) -> dict[str, Any]:
     from mobilize.bench.budget import KEYS
+    from mobilize.check import placement
 
-    out: dict[str, float] = {}
+    out: dict[str, Any] = placement.parse(r, t, section)
     for key in (*KEYS, *ACCURACY_BUDGET_KEYS):
         if key not in t:
             continue
@@ -572,10 +576,11 @@ def _budget_limits(r: _Reader, t: dict[str, Any], section: str) -> dict[str, flo
 def _budgets(r: _Reader, t: dict[str, Any], precisions: tuple[str, ...]) -> Budgets:
     from mobilize import formats as registry
     from mobilize.bench.budget import KEYS
+    from mobilize.check.placement import KEYS as PLACEMENT_KEYS
 
-    limit_keys = (*KEYS, *ACCURACY_BUDGET_KEYS)
+    limit_keys = (*KEYS, *ACCURACY_BUDGET_KEYS, *PLACEMENT_KEYS)
     r.unknown(t, (*limit_keys, "threads", *registry.PRECISIONS), "budget.")
-    threads = r.number(t, "threads", None, "budget.", example="threads = 1", lo=1, integer=True)
+    threads = r.number(t, "threads", None, "budget.", example="threads = 1", lo=1, hi=_cores(), integer=True)
     default = _budget_limits(r, t, "budget.")
     per: dict[str, dict[str, float]] = {}
     for prec in registry.PRECISIONS:
@@ -596,6 +601,17 @@ def _budgets(r: _Reader, t: dict[str, Any], precisions: tuple[str, ...]) -> Budg
     return Budgets(default, per, None if threads is None else int(threads))
 
 
+#: bounds on [bench] settings: beyond them a run would not end in any useful time
+MAX_RUNS = 1_000_000
+MAX_SECONDS = 3600.0
+
+
+def _cores() -> int:
+    from mobilize.bench.machine import usable_cores
+
+    return usable_cores()
+
+
 def _bench(r: _Reader, t: dict[str, Any], budgets: Budgets) -> BenchSettings:
     r.unknown(t, BENCH_KEYS, "bench.")
     d = BenchSettings()
@@ -606,6 +622,10 @@ def _bench(r: _Reader, t: dict[str, Any], budgets: Budgets) -> BenchSettings:
             or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in threads)):
         r.problem("bench.threads", f"{_show(threads)} is not a list of positive integers; e.g. threads = [1, 2]")
         threads = list(d.threads)
+    elif max(threads) > _cores():  # more threads than cores cannot run in parallel (and crash some runtimes)
+        r.problem("bench.threads", f"{max(threads)} is more than the {_cores()} core(s) this machine lets mobilize "
+                                   f"use; give at most {_cores()}")
+        threads = [x for x in threads if x <= _cores()] or list(d.threads)
     if budgets.threads is not None and budgets.threads not in threads:
         threads = [*threads, budgets.threads]  # the budget's thread count is always measured
     memory = r.boolean(t, "memory", None, "bench.")
@@ -614,10 +634,12 @@ def _bench(r: _Reader, t: dict[str, Any], budgets: Budgets) -> BenchSettings:
     return BenchSettings(
         enabled=bool(r.boolean(t, "enabled", True, "bench.")),
         threads=tuple(sorted(set(threads))),
-        min_runs=int(r.number(t, "min_runs", d.min_runs, "bench.", example="min_runs = 50", lo=1, integer=True)),
-        min_seconds=float(r.number(t, "min_seconds", d.min_seconds, "bench.", example="min_seconds = 1.0")),
+        min_runs=int(r.number(t, "min_runs", d.min_runs, "bench.", example="min_runs = 50", lo=1, hi=MAX_RUNS,
+                              integer=True)),
+        min_seconds=float(r.number(t, "min_seconds", d.min_seconds, "bench.", example="min_seconds = 1.0",
+                                   hi=MAX_SECONDS)),
         warmup_seconds=float(r.number(t, "warmup_seconds", d.warmup_seconds, "bench.",
-                                      example="warmup_seconds = 0.5")),
+                                      example="warmup_seconds = 0.5", hi=MAX_SECONDS)),
         memory=memory,
     )
 

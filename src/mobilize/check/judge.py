@@ -10,7 +10,9 @@ The checks, in the order they appear (and become JUnit test cases ``mobilize.<fo
     fitness.size       size against the parameter floor and the other formats (mobilize.verify.fitness)
     fitness.ops        op count against the captured graph (an unrolled recurrence fails here)
     fitness.latency    single-thread latency against the other formats and, quantized, against its fp32 file
-    budget.<key>       one per budget key (size_mb, latency_p90_ms, …), via :func:`mobilize.bench.budget.judge`
+    budget.<key>       one per budget key (size_mb, latency_p90_ms, …), via :func:`mobilize.bench.budget.judge`;
+                       placement keys (max_delegate_partitions, min_accelerated_mac_share, coreml_min_target) via
+                       :mod:`mobilize.check.placement`
     regression.size    size growth vs the baseline ≤ max_size_growth_pct
     regression.parity  max abs error ≤ max_parity_worsening × the baseline's (SNR drop ≤ 20·log10 of it)
     regression.latency latency ratio to PyTorch eager (p50, same run) growth ≤ max_latency_growth_pct
@@ -26,6 +28,8 @@ import math
 from typing import Any
 
 from mobilize.check.config import ACCURACY_BUDGET_KEYS, Config
+from mobilize.check.placement import KEYS as PLACEMENT_KEYS
+from mobilize.check.placement import checks as placement_checks
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 NO_BASELINE = "no baseline yet: run `mobilize baseline update` or `mobilize check --update-baseline`"
@@ -173,6 +177,7 @@ def judge_artifact(cfg: Config, art: dict[str, Any], rows: list[dict[str, Any]],
         checks.append(_accuracy(cfg, prec, res.accuracy, skip))
     checks += _fitness(cfg, art, skip)
     checks += _budgets(cfg, art, rows, bench_reason, skip)
+    checks += placement_checks(cfg.budgets.limits(prec), art, skip)
     checks += _regressions(cfg, res, base, baseline is not None, skip)
     return res
 
@@ -310,7 +315,8 @@ def _budgets(cfg: Config, art: dict[str, Any], rows: list[dict[str, Any]], bench
              skip: str | None) -> list[Check]:
     from mobilize.bench import budget as bb
 
-    limits = {k: v for k, v in cfg.budgets.limits(art["precision"]).items() if k not in ACCURACY_BUDGET_KEYS}
+    limits = {k: v for k, v in cfg.budgets.limits(art["precision"]).items()
+              if k not in ACCURACY_BUDGET_KEYS and k not in PLACEMENT_KEYS}
     if not limits:
         return []
     if skip:

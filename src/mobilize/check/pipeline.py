@@ -164,24 +164,34 @@ def last_results(cfg: Config) -> tuple[dict[str, Any] | None, str | None]:
     describe files that no longer exist, and silently re-running would hide the tampering.
     """
     from mobilize.bundle.hashing import sha256
-    from mobilize.errors import BundleError
+    from mobilize.errors import BundleError, MobilizeInputError
+    from mobilize.safeio import JSON_LIMIT, load_json, read_bytes
 
     path = cfg.output / RESULTS
     if not path.is_file():
         return None, f"no results of an earlier check in {cfg.output}"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError, UnicodeDecodeError):
+        data = load_json(read_bytes(path, limit=JSON_LIMIT), str(path))
+    except MobilizeInputError:
         return None, f"{path} is unreadable"
     if not isinstance(data, dict) or data.get("schema") != CHECK_SCHEMA:
         return None, f"{path} was written by another mobilize version"
     if data.get("fingerprint") != fingerprint(cfg):
         return None, "the config or the model files changed since the last check"
+    from mobilize.bundle.manifest import safe_member
+    from mobilize.safeio import refuse_special
+
+    arts = data.get("artifacts")
+    if (not isinstance(data.get("bundle"), str) or not isinstance(arts, list)
+            or not all(isinstance(a, dict) and isinstance(a.get("path"), str | None)
+                       and isinstance(a.get("sha256"), str | None) for a in arts)):
+        return None, f"{path} is malformed"
     bundle = cfg.output / data["bundle"]  # relative to the output folder when inside it (see CheckResult.to_dict)
-    for a in data["artifacts"]:
-        if a["sha256"] is None:
+    for a in arts:
+        if a["sha256"] is None or a["path"] is None:
             continue
-        f = bundle / a["path"]
+        f = safe_member(bundle, a["path"], str(path))  # never a file outside that bundle
+        refuse_special(f, str(path))
         if not f.exists() or sha256(f) != a["sha256"]:
             raise BundleError(f"{f}: changed since the last check (sha256 differs from {path}); not recording it "
                               "as a baseline — run `mobilize check` again to re-export")
@@ -201,9 +211,11 @@ def fingerprint(cfg: Config) -> str:
     """sha256 over the config and the files it names (model file, weights, calibration file): a check.json whose
     fingerprint differs describes other inputs, so ``mobilize baseline update`` runs the check again."""
     h = hashlib.sha256(cfg.digest.encode())
+    from mobilize.bundle.hashing import sha256
+
     for p in (_file_part(cfg.source), cfg.weights, _file_part(cfg.calibration)):
         if p is not None and p.is_file():
-            h.update(p.name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+            h.update(p.name.encode() + b"\0" + bytes.fromhex(sha256(p)))
     return h.hexdigest()
 
 
@@ -344,7 +356,9 @@ def _bench(cfg: Config, bundle: Path, manifest: dict[str, Any], integrity: dict[
     b = cfg.bench
     settings = Settings(min_runs=b.min_runs, min_seconds=b.min_seconds, warmup_seconds=b.warmup_seconds)
     memory = b.memory if b.memory is not None else cfg.budgets.needs_memory()
-    result = bench(bundle, threads=list(b.threads), memory=memory, settings=settings, on_step=step)
+    # the eager baseline runs the config's own source (the user's code), never the one a bundle's manifest names
+    result = bench(bundle, threads=list(b.threads), memory=memory, settings=settings, on_step=step,
+                   source=cfg.source, weights=cfg.weights)
     if write:  # our own bundle: keep the figures and report.md/html with it (an existing bundle is left alone)
         save(result)
     return result.data, None

@@ -13,7 +13,9 @@ file alone.
   :func:`default_max`; the bound is recorded (``max_shape`` of the artifact's inputs, and a note).
 - **The quantizer's input.** PT2E quantization works on the torch program, not on a ``.pte`` (the XNNPACK payload
   has no graph to re-quantize). Every export remembers the program it lowered, keyed by the file it wrote
-  (:func:`source_for`); :mod:`mobilize.quantize.pte` starts from there — see docs/architecture.md.
+  (:func:`source_for`); :mod:`mobilize.quantize.pte` starts from there — see docs/architecture.md. Converters run
+  in forked children, so the quantizer's child re-derives it from the captured program
+  (:func:`mobilize.quantize.pte.from_capture`, called by ``api._quantize_one``).
 - **Metadata** lives in a constant method of the program, :data:`METADATA_METHOD`, returning one JSON string (the
   ExecuTorch convention for configuration values: LLM exports carry ``get_max_seq_len`` and the like). The exporter
   writes the file's I/O description there (:data:`IO_KEY`; the runner reads names and dynamic dims from it); the
@@ -87,6 +89,10 @@ def remember(path: Path, source: Source) -> None:
     _SOURCES[key] = source
     while len(_SOURCES) > _KEEP_SOURCES:
         _SOURCES.pop(next(iter(_SOURCES)))
+
+
+def has_source(path: Path) -> bool:
+    return str(Path(path).resolve()) in _SOURCES
 
 
 def source_for(path: Path) -> Source:

@@ -8,6 +8,8 @@ one feed exactly like the example input (batch dimension included).
 from __future__ import annotations
 
 import dataclasses
+import struct
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from mobilize.errors import OptionError, one_line
 
 #: a static recipe needs at least this many samples (calibration + held-out)
 MIN_SAMPLES = 8
+#: calibration data decoded into memory (arrays of an .npz, images as float32 samples) is bounded
+MAX_BYTES = 4 << 30
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -69,9 +73,10 @@ def load(source: str | Path | CalibrationData, spec: Any) -> CalibrationData:
     else:
         text = str(source)
         path = Path(text)
+        _refuse_special(path, text)
         if path.is_dir():
             data = _from_images(path, spec)
-        elif path.suffix == ".npz" or (path.is_file() and path.read_bytes()[:2] == b"PK"):
+        elif path.suffix == ".npz" or (path.is_file() and _head(path, 2) == b"PK"):
             data = _from_npz(path, spec)
         elif ":" in text and not path.exists():
             data = _from_function(text, spec)
@@ -87,7 +92,29 @@ def load(source: str | Path | CalibrationData, spec: Any) -> CalibrationData:
 # --- loaders ----------------------------------------------------------------------------------------------------
 
 
+def _refuse_special(path: Path, text: str) -> None:
+    from mobilize.errors import MobilizeInputError
+    from mobilize.safeio import refuse_special
+
+    try:
+        refuse_special(path, "--calibration")
+    except MobilizeInputError as exc:
+        raise CalibrationError(str(exc)) from None
+
+
+def _head(path: Path, n: int) -> bytes:
+    with path.open("rb") as f:
+        return f.read(n)
+
+
 def _from_npz(path: Path, spec: Any) -> CalibrationData:
+    from mobilize.errors import MobilizeInputError
+    from mobilize.safeio import check_npz
+
+    try:  # sizes and headers of every member checked before numpy decompresses anything
+        check_npz(path, f"--calibration {path}", limit=MAX_BYTES)
+    except MobilizeInputError as exc:
+        raise CalibrationError(str(exc)) from None
     try:
         with np.load(path, allow_pickle=False) as z:
             raw = {k: z[k] for k in z.files}
@@ -140,9 +167,9 @@ def _from_function(text: str, spec: Any) -> CalibrationData:
                                        f"{len(names)} ({', '.join(names)})")
             for j, t in enumerate(item):
                 per_input[j].append(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t))
-    except CalibrationError:
+    except (CalibrationError, KeyboardInterrupt):
         raise
-    except Exception as exc:  # noqa: BLE001 - user code may raise anything
+    except BaseException as exc:  # noqa: BLE001 - user code may raise anything, sys.exit() included
         raise CalibrationError(f"--calibration {text}: calling {fn_name}() raised {type(exc).__name__}: "
                                f"{one_line(exc, 200)}") from None
     if not per_input[0]:
@@ -176,16 +203,28 @@ def _from_images(folder: Path, spec: Any) -> CalibrationData:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
         raise CalibrationError(f"--calibration {folder}: no images ({', '.join(_IMAGE_SUFFIXES)}) in the folder")
+    for p in files:  # a FIFO named x.png would block the decoder forever: refused before anything opens it
+        _refuse_special(p, str(p))
+    per_sample = int(np.prod(ex.shape)) * 4
+    if len(files) * per_sample > MAX_BYTES:
+        raise CalibrationError(f"--calibration {folder}: {len(files)} images make {len(files) * per_sample >> 20} MB "
+                               f"of float32 samples, more than {MAX_BYTES >> 20} MB; use a few hundred images")
     mode = {"GRAY": "L", "L": "L"}.get(norm.color.upper(), "RGB")
     mean = np.asarray(norm.mean, np.float32)
     std = np.asarray(norm.std, np.float32)
     out = []
     for p in files:
         try:
-            with Image.open(p) as im:
-                im = _center_crop(im.convert(mode)).resize((int(w), int(h)), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.float32)
-        except (UnidentifiedImageError, OSError) as exc:
+            with warnings.catch_warnings():
+                # PIL only warns between MAX_IMAGE_PIXELS and twice that: every oversized image is refused
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(p) as im:
+                    im = _center_crop(im.convert(mode)).resize((int(w), int(h)), Image.BILINEAR)
+                    a = np.asarray(im, dtype=np.float32)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise CalibrationError(f"--calibration {p}: the image is too large to decode safely ({one_line(exc, 120)}"
+                                   f"); resize it below {Image.MAX_IMAGE_PIXELS} pixels") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as exc:
             raise CalibrationError(f"--calibration {p}: not a readable image ({one_line(exc, 120)})") \
                 from None
         a = a[..., None] if a.ndim == 2 else a
@@ -251,6 +290,10 @@ def lint(data: CalibrationData, spec: Any, *, min_samples: int = 1) -> list[str]
             if not np.issubdtype(a.dtype, np.floating):
                 raise CalibrationError(f"{where}: input {name!r} is {a.dtype.name} but the model takes float "
                                        f"({str(ex.dtype).replace('torch.', '')}); normalise the data first")
+            want = str(ex.dtype).replace("torch.", "")
+            if a.dtype.name != want:  # the model computes in its own float type: PyTorch refuses another one
+                raise CalibrationError(f"{where}: input {name!r} is {a.dtype.name} but the model takes {want}; "
+                                       f"save the samples as {want} (e.g. array.astype(numpy.{want}))")
             bad = int((~np.isfinite(a)).sum())
             if bad:
                 raise CalibrationError(f"{where}: input {name!r} has {bad} NaN/Inf values")

@@ -83,13 +83,13 @@ class Context:
 def torch_outputs(spec: Any, data: CalibrationData) -> list[dict[str, np.ndarray]]:
     import torch
 
-    from mobilize.source import flatten_outputs
+    from mobilize.source import flatten_outputs, model_call
 
     outs = []
     with torch.no_grad():
-        for feed in data.feeds():
+        for i, feed in enumerate(data.feeds()):
             args = tuple(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in spec.input_names)
-            _, flat = flatten_outputs(spec.module(*args))
+            _, flat = flatten_outputs(model_call(spec, args, f"calibration sample {i}"))
             outs.append({n: t.detach().cpu().numpy() for n, t in zip(spec.output_names, flat)})
     return outs
 

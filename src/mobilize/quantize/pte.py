@@ -40,6 +40,17 @@ def _module_path(node: Any) -> str:
     return list(stack.values())[-1][0] if stack else ""
 
 
+def from_capture(capture: Any, spec: Any, fp32: Path) -> None:
+    """Make the program ``fp32`` was lowered from reachable again in this process (:func:`layers`,
+    :func:`quantize`): converters run in forked children (:func:`mobilize.isolate.in_child`), so the one that wrote
+    ``fp32`` kept its program to itself. :func:`mobilize.export.pte.prepare` is deterministic on the captured
+    program, so this is the program the file was lowered from."""
+    from mobilize.export import pte as export_pte
+
+    if not export_pte.has_source(fp32):
+        export_pte.remember(fp32, export_pte.prepare(capture, spec))
+
+
 def layers(fp32: Path) -> list[dict[str, str]]:
     """The convolutions and linear layers of the program ``fp32`` was lowered from, by module path, in graph
     order (a module called twice is one layer)."""

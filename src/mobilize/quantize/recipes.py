@@ -124,13 +124,27 @@ def recipe(fmt: str, precision: str, name: str) -> Recipe:
                       f"{', '.join(r.name for r in candidates(fmt, precision)) or 'none'}")
 
 
-def check_pairs(fmts: Sequence[str], precisions: Sequence[str]) -> None:
-    """Reject every unsupported (format, precision) pair up front, listing what each format supports."""
-    bad = [(f, p) for f in fmts for p in precisions if p not in supported(f)]
+def check_pairs(fmts: Sequence[str], precisions: Sequence[str],
+                converted_from: Mapping[str, str] | None = None) -> None:
+    """Reject every unsupported (format, precision) pair up front, listing what each format supports.
+
+    ``converted_from`` maps a format whose files are converted from another format's file (``ort`` → ``onnx``) to
+    that format: it supports what the source supports, and its quantized files need the source in the same run."""
+    src = {f: s for f, s in (converted_from or {}).items() if s}
+
+    def have(f: str) -> tuple[str, ...]:
+        return supported(src.get(f, f))
+
+    bad = [(f, p) for f in fmts for p in precisions if p not in have(f)]
     if bad:
         pairs = ", ".join(f"{f} × {p}" for f, p in bad)
-        have = "; ".join(f"{f}: {', '.join(supported(f))}" for f in dict.fromkeys(f for f, _ in bad))
-        raise OptionError(f"unsupported format × precision: {pairs} (supported — {have})")
+        listing = "; ".join(f"{f}: {', '.join(have(f))}" for f in dict.fromkeys(f for f, _ in bad))
+        raise OptionError(f"unsupported format × precision: {pairs} (supported — {listing})")
+    need = [(f, p) for f in fmts if f in src and src[f] not in fmts for p in precisions if p in QUANT_PRECISIONS]
+    if need:
+        f, p = need[0]
+        raise OptionError(f"{f} {p} is converted from the {src[f]} {p} file: add {src[f]} to --formats "
+                          f"(--formats {src[f]},{f})")
 
 
 def needs_calibration(precisions: Sequence[str]) -> list[str]:
@@ -170,8 +184,8 @@ class AccuracyTarget:
     def __post_init__(self) -> None:
         import math
 
-        if not math.isfinite(self.min_snr_db):
-            raise OptionError(f"--min-snr {self.min_snr_db} must be a finite number of dB")
+        if not -100 <= self.min_snr_db <= 300:  # also refuses NaN (the manifest is strict JSON: no NaN/Infinity)
+            raise OptionError(f"--min-snr {self.min_snr_db} must be a finite number of dB in [-100, 300], e.g. 25")
         if self.min_metric is not None and not math.isfinite(self.min_metric):
             raise OptionError(f"--min-metric {self.min_metric} must be a finite number")
         if self.min_metric is not None and self.metric is None:

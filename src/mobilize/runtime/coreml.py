@@ -20,6 +20,9 @@ def read_io(path: Path) -> tuple[list[IOTensor], list[IOTensor]]:
     """The inputs and outputs a ``.mlpackage`` declares, read from its spec (no runtime needed)."""
     import coremltools as ct
 
+    from mobilize.bundle.mlpackage import check_package
+
+    check_package(path)  # coremltools opens whatever Manifest.json names: validated first
     try:
         spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
     except Exception as exc:  # noqa: BLE001

@@ -85,19 +85,43 @@ def session_config(data: bytes) -> dict[str, str]:
 
 def refuse_external_data(data: bytes, name: str) -> None:
     """mobilize's ONNX files are single-file. A file that points at external data could make the runtime read any
-    path (``../``, absolute, symlinks), so it is refused before onnxruntime sees it."""
+    path (``../``, absolute, symlinks, or a file in the current folder), so it is refused before onnxruntime sees it.
+
+    Every ``TensorProto`` anywhere in the model is checked — initializers, sparse initializers' values and indices,
+    tensor and sparse-tensor attributes (``Constant`` nodes), subgraphs (``If``/``Loop``/``Scan`` bodies), functions
+    and training graphs — by walking the protobuf generically, so no kind of tensor is missed."""
     import onnx
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     try:
         model = onnx.ModelProto.FromString(data)  # parse only: never resolves external data
     except Exception as exc:  # noqa: BLE001 - a protobuf that does not parse is not an ONNX model
         raise RuntimeFailure(f"{name}: not a readable ONNX model ({one_line(exc)})") from exc
-    for tensor in _get_all_tensors(model):
-        if uses_external_data(tensor):
+    for tensor in _all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
             where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
             raise RuntimeFailure(f"{name}: tensor {tensor.name!r} lives in an external file {where!r}; mobilize "
                                  "only runs self-contained ONNX files (external data could point outside the bundle)")
+
+
+def _all_tensors(message) -> list:  # noqa: ANN001 - any protobuf message
+    """Every ``onnx.TensorProto`` reachable from ``message`` (iterative walk over all set message fields)."""
+    import onnx
+    from google.protobuf.message import Message
+
+    found = []
+    stack = [message]
+    while stack:
+        msg = stack.pop()
+        if isinstance(msg, onnx.TensorProto):
+            found.append(msg)
+        for field, value in msg.ListFields():
+            if field.message_type is None:
+                continue
+            if isinstance(value, Message):
+                stack.append(value)
+            else:  # a repeated message field
+                stack.extend(value)
+    return found
 
 
 def _io(arg) -> IOTensor:  # noqa: ANN001 - onnxruntime NodeArg

@@ -40,6 +40,12 @@ class Reference:
 
     @classmethod
     def load(cls, path: Path) -> Reference:
+        """Read a saved reference; sizes and headers of every array are checked before anything is decompressed
+        (a one-line :class:`~mobilize.errors.MobilizeInputError` for a special file, a zip bomb or a corrupted
+        archive)."""
+        from mobilize.safeio import check_npz
+
+        check_npz(path, str(path))
         with np.load(path, allow_pickle=False) as z:
             labels = [str(x) for x in z["__labels__"]]
             names = [str(x) for x in z["__outputs__"]]
@@ -57,8 +63,8 @@ def compute_reference(spec: Any, sets: list[InputSet], skipped: list[dict[str, A
     skipped = skipped if skipped is not None else []
     import torch
 
-    from mobilize.errors import SourceError, describe
-    from mobilize.source import flatten_outputs
+    from mobilize.errors import SourceError
+    from mobilize.source import flatten_outputs, model_call
 
     outs = []
     kept = []
@@ -66,17 +72,17 @@ def compute_reference(spec: Any, sets: list[InputSet], skipped: list[dict[str, A
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(s.arrays[n])) for n in spec.input_names)
         try:
             with torch.no_grad():
-                _, flat = flatten_outputs(spec.module(*tensors))
-        except Exception as exc:  # noqa: BLE001 - user code may raise anything
+                _, flat = flatten_outputs(model_call(spec, tensors, f"the {s.label} input set"))
+        except SourceError as exc:
             if "other dynamic sizes" in s.label:  # the model itself does not take the other size: no such set
-                skipped.append({**s.describe(), "why": f"PyTorch itself fails at these sizes: {describe(exc, 200)}"})
+                skipped.append({**s.describe(), "why": f"PyTorch itself fails at these sizes: {exc}"})
                 continue
-            raise SourceError(f"the model fails on the verification input {s.label}: {describe(exc, 240)}") from exc
+            raise
         kept.append(s)
         outs.append({n: t.detach().cpu().numpy() for n, t in zip(spec.output_names, flat)})
     sets = kept
     with torch.no_grad():
-        _, again = flatten_outputs(spec.module(*spec.example_inputs))
+        _, again = flatten_outputs(model_call(spec, spec.example_inputs, "its example inputs (second run)"))
     det = all(np.array_equal(a.detach().cpu().numpy(), outs[0][n], equal_nan=True)
               for n, a in zip(spec.output_names, again))
     return Reference(sets, outs, list(spec.output_names), det)

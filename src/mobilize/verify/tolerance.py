@@ -39,6 +39,9 @@ DEFAULTS: dict[tuple[str, str], Tolerance] = {
     ("tflite", "fp32"): FP32,
     ("coreml", "fp32"): FP32,
     ("onnx", "fp16"): FP16,
+    # ORT format: the ONNX file after onnxruntime's offline optimisations (fusions), same runtime and precision
+    ("ort", "fp32"): FP32,
+    ("ort", "fp16"): FP16,
     ("coreml", "fp16"): FP16,
     # TFLite fp16 stores weights as fp16 but computes in fp32 on CPU: only weight rounding, tighter than fp16 compute
     ("tflite", "fp16"): Tolerance(atol=5e-3, rtol=5e-3, max_mismatch_ratio=0.01, min_cosine=0.9995, min_snr_db=35.0),

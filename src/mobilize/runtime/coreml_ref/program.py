@@ -13,7 +13,6 @@ stay visible). Constants anywhere in the program, nested blocks included, are ev
 
 from __future__ import annotations
 
-import json
 from collections import ChainMap
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
@@ -87,13 +86,19 @@ class Program:
         self._constants: dict[str, Any] | None = None
 
     def _spec_path(self) -> Path:
+        from mobilize.bundle.mlpackage import check_package, manifest_doc
+        from mobilize.errors import MobilizeInputError
+
         manifest = self.path / "Manifest.json"
         if not manifest.is_file():
             raise PackageError(f"{self.path}: not a .mlpackage (no Manifest.json)")
         try:
-            m = json.loads(manifest.read_text())
+            check_package(self.path)  # paths inside, no links or special files, bounded sizes
+            m = manifest_doc(self.path)
             entry = m["itemInfoEntries"][m["rootModelIdentifier"]]
             rel = entry["path"]
+        except MobilizeInputError as exc:
+            raise PackageError(str(exc)) from None
         except (ValueError, KeyError, TypeError) as exc:
             raise PackageError(f"{manifest}: malformed package manifest ({type(exc).__name__}: {exc})") from None
         spec_path = (self.path / "Data" / rel).resolve()
