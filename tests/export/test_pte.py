@@ -199,6 +199,44 @@ def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
+def test_placement_reads_the_xnnpack_partitions_from_the_file(classifier_bundle: Any) -> None:
+    """A .pte is partitioned at export: the placement record reads the delegate calls from the file; the backends it
+    was not lowered for are unverified with the reason, and `mobilize check` judges the xnnpack path by default."""
+    from mobilize.analysis.bundle import inspect_bundle
+    from mobilize.check.placement import checks
+
+    for a in classifier_bundle.artifacts:
+        p, d = a["placement"], a["analysis"]["delegation"]
+        assert p["format"] == "pte" and p["methods"] == d["methods"]
+        x = p["paths"]["xnnpack"]
+        assert x["status"] == "analyzed" and x["partitions"] == d["subgraphs"] >= 1
+        assert x["node_share"] == d["delegated_share"] and x["unsupported_ops"] == d["portable_ops"]
+        assert {u["op"] for u in x["unsupported"]} == set(d["portable_ops"])
+        for other in ("gpu", "npu", "ane"):
+            assert p["paths"][other]["status"] == "unverified" and "lowered for XNNPACK" in p["paths"][other]["reason"]
+        [c] = checks({"max_delegate_partitions": 0}, a, None)
+        assert c.status == "fail" and "xnnpack" in c.message
+    again = inspect_bundle(classifier_bundle.out)
+    assert [a["placement"]["paths"]["xnnpack"]["partitions"] for a in again.artifacts] == \
+        [a["placement"]["paths"]["xnnpack"]["partitions"] for a in classifier_bundle.artifacts]
+
+
+def test_quantized_files_come_from_a_converter_child_that_did_not_write_the_fp32_file(tmp_path: Path,
+                                                                                      monkeypatch: Any) -> None:
+    """Each artifact is converted in its own forked child (mobilize.isolate.in_child): the child quantizing the .pte
+    re-derives the program the fp32 file was lowered from, which the fp32 child kept to itself."""
+    from mobilize import isolate
+    from mobilize.export import pte as export_pte
+
+    monkeypatch.setattr(isolate, "forking_available", lambda: True)  # even after JAX started in this process
+    before = dict(export_pte._SOURCES)  # noqa: SLF001 - what this process remembers
+    res = mobilize.export(f"{MODELS}:mlp", tmp_path / "b", formats="pte", precisions="fp32,int8-weights", verify=False)
+    arts = _by_precision(res)
+    assert arts["int8-weights"]["status"] == "ok", arts["int8-weights"]["error"]
+    assert arts["int8-weights"]["quantization"]["recipe"] == "dynamic"
+    assert dict(export_pte._SOURCES) == before  # noqa: SLF001 - both files were written in children, not here
+
+
 def test_two_exports_in_two_processes_give_the_same_bytes(tmp_path: Path) -> None:
     import subprocess
     import sys
