@@ -10,6 +10,7 @@ input's ``max_shape`` holds the bound ExecuTorch planned memory for.
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,6 +22,31 @@ from mobilize.runtime.base import IOTensor, Runner
 SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64",
                 11: "bool"}
 METADATA_METHOD = "mobilize_metadata"  # mobilize.export.pte.METADATA_METHOD (not imported: that module needs torch)
+
+
+#: ExecuTorch's CPU thread pool is one per process: its size, and how many times it was replaced
+_POOL: dict[str, Any] = {"threads": None, "generation": 0}
+#: runners with a loaded program (released before the pool is replaced)
+_LIVE: weakref.WeakSet[PteRunner] = weakref.WeakSet()
+
+
+def _use_threads(threads: int | None) -> None:
+    """Size the process's thread pool for ``threads`` (None: leave it). Replacing the pool frees the old one, which
+    the XNNPACK delegates of every program loaded before point to: running or even destroying those then crashes
+    (a segfault, measured in ``mobilize bench`` with 1 and 2 threads). So every loaded program is released first;
+    each re-loads on its next run (:meth:`PteRunner._infer`)."""
+    if not threads or _POOL["threads"] == int(threads):
+        return
+    from executorch.extension.pybindings import portable_lib
+
+    for r in list(_LIVE):
+        r._release()
+    import gc
+
+    gc.collect()
+    portable_lib._unsafe_reset_threadpool(int(threads))  # noqa: SLF001 - the only thread setting
+    _POOL["threads"] = int(threads)
+    _POOL["generation"] += 1
 
 
 class PteRunner(Runner):
@@ -50,10 +76,7 @@ class PteRunner(Runner):
         quiet_imports()
         try:
             runtime = Runtime.get()
-            if self.threads:
-                from executorch.extension.pybindings import portable_lib
-
-                portable_lib._unsafe_reset_threadpool(int(self.threads))  # noqa: SLF001 - the only thread setting
+            _use_threads(self.threads)
             self._program = runtime.load_program(self.path.read_bytes(),
                                                  verification=Verification.InternalConsistency)
             names = sorted(self._program.method_names)
@@ -64,6 +87,8 @@ class PteRunner(Runner):
                 raise ValueError("the program has no method to run")
             self.metadata = self._read_metadata()
             self._method = self._program.load_method(self.method_name)
+            self._pool = _POOL["generation"]
+            _LIVE.add(self)
             meta = self._method.metadata
             ins = [meta.input_tensor_meta(i) for i in range(meta.num_inputs())]
             outs = [meta.output_tensor_meta(i) for i in range(meta.num_outputs())]
@@ -72,6 +97,17 @@ class PteRunner(Runner):
         io = self.metadata.get("mobilize.io") if isinstance(self.metadata, dict) else None
         self._inputs = _described(io, "inputs", ins, "input")
         self._outputs = _described(io, "outputs", outs, "output")
+
+    def _reload(self) -> None:
+        from executorch.runtime import Runtime, Verification
+
+        self._release()
+        _use_threads(self.threads)
+        self._program = Runtime.get().load_program(self.path.read_bytes(),
+                                                   verification=Verification.InternalConsistency)
+        self._method = self._program.load_method(self.method_name)
+        self._pool = _POOL["generation"]
+        _LIVE.add(self)
 
     def _read_metadata(self) -> dict[str, Any]:
         if METADATA_METHOD not in self._program.method_names:
@@ -83,6 +119,10 @@ class PteRunner(Runner):
             return {}
 
     def _unload(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        _LIVE.discard(self)
         self._method = None
         self._program = None
 
@@ -94,6 +134,9 @@ class PteRunner(Runner):
             if t.max_shape and any(g > m for g, m in zip(arr.shape, t.max_shape)):
                 raise FeedError(f"{self.path.name}: {t.name}: shape {list(arr.shape)} exceeds the file's upper bound "
                                 f"{list(t.max_shape)} (ExecuTorch plans memory for it)")
+        if self._method is None or self._pool != _POOL["generation"] or (
+                self.threads and _POOL["threads"] != self.threads):
+            self._reload()  # another runner replaced the thread pool (see _use_threads)
         args = [torch.from_numpy(np.ascontiguousarray(feeds[t.name])) for t in self._inputs]
         try:
             out = self._method.execute(args)
