@@ -39,9 +39,14 @@ class Result:
     allow_below_target: bool = False
     diagnosis: Any = None  # mobilize.diff.DiffResult for files that fail parity or miss their target (export only)
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{"bundle", "exit_code", "manifest"}`` (the manifest as written, docs/manifest.md)."""
+        return {"bundle": str(self.out), "exit_code": self.exit_code, "manifest": self.manifest}
+
     @property
     def artifacts(self) -> list[dict[str, Any]]:
-        return self.manifest["artifacts"]
+        arts: list[dict[str, Any]] = self.manifest["artifacts"]
+        return arts
 
     @property
     def exit_code(self) -> int:
@@ -55,14 +60,19 @@ class Result:
         return 0
 
 
-def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] | str = registry.DEFAULT_FORMATS,
+def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] | str | None = None,
            precisions: Sequence[str] | str = registry.DEFAULT_PRECISIONS, options: ExportOptions | None = None,
            verify: bool = True, strict: bool = False, weights: str | Path | None = None,
            trust_pickle: bool = False, isolate: bool = True, on_step: StepCallback | None = None,
            calibration: Any = None, target: Any = None, tolerances: Overrides | None = None,
            fitness: Thresholds | None = None, allow_unfit: bool = False, allow_below_target: bool = False,
-           dynamic: Mapping[str, Mapping[int, Any]] | None = None, diagnose: bool = True) -> Result:
+           dynamic: Mapping[str, Mapping[int, Any]] | None = None, diagnose: bool = True,
+           repair: bool = True) -> Result:
     """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
+
+    ``formats``: ``"onnx,tflite"`` or a list; None exports every default format (onnx, coreml, tflite) whose pip
+    extra is installed. A format asked for by name whose extra is missing raises
+    :class:`~mobilize.errors.MissingExtraError` naming the ``pip install`` to run.
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for bad input (nothing is written); conversion and parity
     failures are recorded in the manifest and reflected in ``Result.exit_code``. Each exported file is read and
@@ -84,6 +94,10 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     A file that fails parity or misses its accuracy target is analysed layer by layer (``diagnose``;
     :func:`mobilize.diff.diagnose`): ``Result.diagnosis`` names the first layer that diverges.
+
+    ``repair``: when a converter fails, rewrite the ops it rejects into equivalents it accepts and retry
+    (:mod:`mobilize.repair`, docs/repairs.md); each artifact's ``repairs`` records which rewrites ran and why.
+    ``False`` (``--no-repair``) hands every converter the captured program as is.
     """
     from mobilize._quiet import captured_output
     from mobilize.bundle.writer import check_target
@@ -94,8 +108,9 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     from mobilize.verify.tolerance import check_overrides
 
     step = on_step or (lambda _msg: None)
-    fmts = registry.parse_list(formats, what="formats", allowed=tuple(registry.REGISTRY))
-    precs = registry.parse_list(precisions, what="precisions", allowed=registry.PRECISIONS)
+    fmts = _formats(formats, step)
+    precs = registry.parse_list(precisions if isinstance(precisions, str) else list(precisions), what="precisions",
+                                allowed=registry.PRECISIONS)
     from mobilize.quantize import calibration as qcal
     from mobilize.quantize import recipes as qrec
 
@@ -139,7 +154,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
     try:
         manifest = _build_bundle(out, fmts, precs, cap, spec, options, verify, isolate, ref, source_str, weights,
-                                 trust_pickle, step, quant, tolerances, fitness, dropped)
+                                 trust_pickle, step, quant, tolerances, fitness, dropped, repair)
     except OSError as exc:  # full disk, permissions, a vanished folder: the previous bundle is still in place
         from mobilize.errors import BundleError
 
@@ -154,10 +169,31 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     return result
 
 
+def _formats(formats: Sequence[str] | str | None, step: StepCallback) -> list[str]:
+    """The formats to export: as asked (each one's extra installed), or every installed default format."""
+    from mobilize.errors import MissingExtraError
+    from mobilize.progress import Done
+
+    if formats is not None:
+        fmts = registry.parse_list(formats if isinstance(formats, str) else list(formats), what="formats",
+                                   allowed=tuple(registry.REGISTRY))
+        registry.require_installed(fmts)
+        return fmts
+    fmts = registry.installed()
+    if not fmts:
+        raise MissingExtraError("no converter is installed: pip install 'mobilize[onnx]' (or [coreml], [tflite], "
+                                "[all])")
+    for f in registry.DEFAULT_FORMATS:
+        if f not in fmts:
+            step(Done(f"{f} skipped: {registry.missing_extra_message(f)}"))
+    return fmts
+
+
 def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: ModelSpec, options: ExportOptions,
                   verify: bool, isolate: bool, ref: Any, source_str: str, weights: Any, trust_pickle: bool,
                   step: StepCallback, quant: Any = None, tolerances: Overrides | None = None,
-                  fitness: Thresholds | None = None, dropped: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                  fitness: Thresholds | None = None, dropped: list[dict[str, Any]] | None = None,
+                  repair: bool = True) -> dict[str, Any]:
     from mobilize.bundle.writer import staged
     from mobilize.capture import floor_bytes
 
@@ -172,17 +208,21 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
             plugin = registry.get(fmt)
             for prec in precs:
                 step(f"exporting {fmt} {prec}")
+                fp32 = next((a for a in artifacts if a["format"] == fmt and a["precision"] == "fp32"), None)
                 artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step,
-                                             quant, Path(scratch), tolerances, info))
+                                             quant, Path(scratch), tolerances, info, repair,
+                                             fp32["repairs"] if fp32 is not None else None))
                 _inherit_quantization(plugin, artifacts)
+                step(_done_line(artifacts[-1], len(artifacts), len(fmts) * len(precs)))
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
+        _shipped_size_ratios(artifacts)
         _placement_modules(artifacts, cap.program)
         floors = floor_bytes(cap.program)
         judge_fitness(tmp, artifacts, cap.graph, floors, ref_path=tmp / mf.REFERENCE,
-                      input_names=spec.input_names, isolate=isolate, thresholds=fitness, step=step,
-                      dynamic=dict(spec.dynamic_dims or {}))
+                      input_names=list(spec.input_names or ()), isolate=isolate, thresholds=fitness, step=step,
+                      dynamic={k: dict(v) for k, v in (spec.dynamic_dims or {}).items()})
         manifest = _manifest(spec, source_str, cap, ref, artifacts)
         manifest["model"]["floor_bytes"] = floors
         if dropped:
@@ -206,7 +246,8 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
 
 def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path,
                 options: ExportOptions, verify: bool, isolate: bool, step: StepCallback, quant: Any = None,
-                scratch: Path | None = None, tolerances: Overrides | None = None, info: Any = None) -> dict[str, Any]:
+                scratch: Path | None = None, tolerances: Overrides | None = None, info: Any = None,
+                repair: bool = True, fp32_repairs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     from mobilize._quiet import captured_output
     from mobilize.bundle.writer import raise_if_disk_full
     from mobilize.isolate import in_child
@@ -215,7 +256,8 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     rel = f"{spec.name}_{prec}{plugin.suffix}"
     dest = tmp / rel
     art: dict[str, Any] = {"format": plugin.name, "precision": prec, "status": "ok", "path": rel, "bytes": None,
-                           "sha256": None, "inputs": [], "outputs": [], "parity": None, "notes": [], "error": None}
+                           "sha256": None, "inputs": [], "outputs": [], "parity": None, "notes": [], "error": None,
+                           "repairs": []}
     t0 = time.perf_counter()
     log = None
     label = f"{plugin.name} {prec}"
@@ -223,15 +265,18 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
         with captured_output() as log:
             if prec in QUANT_PRECISIONS and not plugin.converts_from:  # the quantizer takes the fp32 file
                 exported = in_child(lambda s: _finalized(_quantize_one(plugin, prec, cap, spec, tmp, dest, options,
-                                                                       quant, scratch, s), plugin, info, prec),
+                                                                       quant, scratch, s, repair, fp32_repairs),
+                                                         plugin, info, prec),
                                     label=label, on_step=step)
                 art["quantization"] = exported.quantization
-            else:
-                exported = in_child(lambda _s: _finalized(plugin.load("exporter")(cap, spec, prec, dest, options),
+            else:  # repairs run in the child too: the rewrites and every retry cost this artifact only
+                exported = in_child(lambda _s: _finalized(_convert(plugin, cap, spec, prec, dest, options, repair),
                                                           plugin, info, prec), label=label)
+        art["repairs"] = list(exported.repairs)
     except Exception as exc:  # noqa: BLE001 - one format failing must not stop the others
         raise_if_disk_full(exc, log.text if log is not None else "", where=f"{label} into {tmp}", folders=(tmp,))
         _remove(dest)
+        art["repairs"] = list(getattr(exc, "repairs", None) or [])
         art.update(status="failed", path=None,
                    error=_error_record(plugin.name, exc, cap.program, log.text if log is not None else ""))
         art["export_seconds"] = round(time.perf_counter() - t0, 3)
@@ -245,18 +290,59 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
         art["companions"] = companions
     if verify:
         step(f"verifying {plugin.name} {prec}")
-    found = inspect_and_verify(plugin, dest, prec, tmp / mf.REFERENCE if verify else None, spec.input_names,
+    t1 = time.perf_counter()
+    found = inspect_and_verify(plugin, dest, prec, tmp / mf.REFERENCE if verify else None, list(spec.input_names or ()),
                                isolate=isolate, tolerance=_tolerance(plugin.name, prec, tolerances), analyze=True,
                                place=placement_options(options))
-    art["inputs"] = _io_records(spec.input_names, found.get("inputs", []))
+    art["inputs"] = _io_records(list(spec.input_names or ()), found.get("inputs", []))
     art["outputs"] = _io_records(spec.output_names or [], found.get("outputs", []))
     _set_analysis(art, found)
     _set_placement(art, found)
+    art["verify_seconds"] = round(time.perf_counter() - t1, 3)  # reading, analysing and (if asked) verifying
     if verify:
         art["parity"] = found["parity"]
     elif "error" in found:
         art["notes"].append(f"could not read the file's I/O: {found['error']}")
     return art
+
+
+def _done_line(art: dict[str, Any], k: int, n: int) -> str:
+    """``onnx fp16 exported 3.10 MB, parity pass (3/12)``: the progress line of a finished artifact."""
+    from mobilize.bench.report import fmt_bytes
+    from mobilize.progress import Done
+
+    label = f"{art['format']} {art['precision']}"
+    if art["status"] != "ok":
+        why = " ".join(str((art.get("error") or {}).get("message") or "").split())[:120]
+        return Done(f"{label} failed: {why} ({k}/{n})")
+    parity = f", parity {art['parity']['status']}" if art.get("parity") else ""
+    return Done(f"{label} exported {fmt_bytes(art['bytes'])}{parity} ({k}/{n})")
+
+
+def _convert(plugin: registry.FormatPlugin, cap: Any, spec: ModelSpec, prec: str, dest: Path, options: ExportOptions,
+             repair: bool) -> Any:
+    """Run the format's exporter through :func:`mobilize.repair.convert` (as is; on a failure with the repairs it
+    implicates); the returned ExportedFile carries ``repairs`` (the records) and a note per repair. A format converted
+    from another one's file (ORT from ONNX) is repaired as that format: its fresh exports go through that converter."""
+    from mobilize import repair as rp
+
+    exported, records = rp.convert(plugin.converts_from or plugin.name, cap,
+                                   lambda c: plugin.load("exporter")(c, spec, prec, dest, options), enabled=repair)
+    exported.repairs = records
+    exported.notes += [f"repaired: {r['name']} ({r['rewrites']} node(s)) — {r['why']}" for r in records
+                       if r.get("status") == "applied"]
+    return exported
+
+
+def _shipped_size_ratios(artifacts: list[dict[str, Any]]) -> None:
+    """A quantized file's ``size_ratio`` compares the shipped files: the quantizer measured its candidates before the
+    finalizer added metadata to both, so the chosen file's ratio is taken again from the bundle's own fp32 sibling."""
+    fp32 = {a["format"]: a["bytes"] for a in artifacts
+            if a["precision"] == "fp32" and a["status"] == "ok" and a.get("bytes")}
+    for a in artifacts:
+        q = a.get("quantization")
+        if q and a["status"] == "ok" and a.get("bytes") and fp32.get(a["format"]):
+            q["size_ratio"] = round(a["bytes"] / fp32[a["format"]], 4)
 
 
 def _finalized(exported: Any, plugin: registry.FormatPlugin, info: Any, precision: str) -> Any:
@@ -320,10 +406,15 @@ def _placement_modules(artifacts: list[dict[str, Any]], program: Any) -> None:
 
 
 def _inherit_quantization(plugin: registry.FormatPlugin, artifacts: list[dict[str, Any]]) -> None:
-    """A converted file (ORT from ONNX) shares its source's quantization record: same recipe, same weights."""
+    """A converted file (ORT from ONNX) shares its source's quantization record (same recipe, same weights) and, when
+    it was converted from the bundle's file, that file's repairs."""
     art = artifacts[-1]
     if not plugin.converts_from or art["status"] != "ok":
         return
+    made_from = next((a for a in artifacts if a["format"] == plugin.converts_from
+                      and a["precision"] == art["precision"] and a["status"] == "ok"), None)
+    if made_from is not None and not art.get("repairs"):
+        art["repairs"] = list(made_from.get("repairs") or [])
     source = next((a for a in artifacts if a["format"] == plugin.converts_from and a["precision"] == art["precision"]
                    and a.get("quantization")), None)
     if source is not None:
@@ -350,7 +441,8 @@ def judge_fitness(bundle: Path, artifacts: list[dict[str, Any]], graph: dict[str
 
 
 def _quantize_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path, dest: Path,
-                  options: ExportOptions, quant: Any, scratch: Path | None, step: StepCallback) -> Any:
+                  options: ExportOptions, quant: Any, scratch: Path | None, step: StepCallback,
+                  repair: bool = True, fp32_repairs: list[dict[str, Any]] | None = None) -> Any:
     """Quantize the format's fp32 file (the bundle's own when fp32 was exported, else one in ``scratch``)."""
     from mobilize._quiet import captured_output
     from mobilize.export import ExportedFile
@@ -358,13 +450,14 @@ def _quantize_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: Mode
 
     assert quant is not None and scratch is not None
     fp32 = tmp / f"{spec.name}_fp32{plugin.suffix}"
+    repairs = list(fp32_repairs or [])
     if not fp32.exists():
         fp32 = scratch / plugin.name / f"{spec.name}_fp32{plugin.suffix}"
         if not fp32.exists():
             fp32.parent.mkdir(parents=True, exist_ok=True)
             step(f"exporting {plugin.name} fp32 (input of the quantizer)")
             with captured_output():
-                plugin.load("exporter")(cap, spec, "fp32", fp32, options)
+                repairs = _convert(plugin, cap, spec, "fp32", fp32, options, repair).repairs
     # a quantizer that starts from the torch program rather than the file (ExecuTorch's PT2E) re-attaches that
     # program here: the fp32 file was written in another converter child, whose memory is gone
     attach = getattr(importlib.import_module(f"mobilize.quantize.{plugin.name}"), "from_capture", None)
@@ -374,6 +467,7 @@ def _quantize_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: Mode
     work.mkdir(parents=True, exist_ok=True)
     notes, record = quantize_artifact(plugin.name, prec, fp32, dest, quant, work, step)
     exported = ExportedFile(dest, list(notes))
+    exported.repairs = list(repairs)  # the fp32 file's: the quantizer starts from it
     for why in (record.get("achieved") or {}).get("unjudged") or []:
         exported.notes.append(f"not judged on held-out data: {why}")
     exported.quantization = record  # type: ignore[attr-defined]
@@ -427,6 +521,13 @@ def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str
            "precision": precision, "reference": str(ref_path) if ref_path else None,
            "input_names": list(input_names), "tolerance": tolerance.to_dict() if tolerance is not None else None,
            "analyze": analyze, **({"place": place} if place is not None else {})}
+    missing = registry.missing_extra_message(plugin.name)
+    if missing is not None:  # an ONNX-only install re-verifying a bundle that also holds Core ML files
+        from mobilize.verify.parity import ParityRecord
+        from mobilize.verify.tolerance import for_artifact
+
+        record = ParityRecord("unverified", None, missing, tolerance or for_artifact(plugin.name, precision or "fp32"))
+        return {"error": missing, "kind": "MissingExtraError", **({"parity": record.to_dict()} if ref_path else {})}
     if not isolate or not _needs_isolation(plugin):
         from mobilize._worker import handle
 
@@ -461,7 +562,9 @@ def _io_records(model_names: Sequence[str], file_io: list[dict[str, Any]]) -> li
 
 def _error_record(fmt: str, exc: BaseException, program: Any, log: str) -> dict[str, Any]:
     ops = list(getattr(exc, "ops", []) or [])
-    modules = modules_for_ops(program, ops) if ops else []
+    modules = list(getattr(exc, "modules", []) or [])  # the failing nodes' modules, when the converter named them
+    if ops and not modules:
+        modules = modules_for_ops(program, ops)
     if ops and not modules:  # Core ML and LiteRT convert the decomposed graph: look there too
         try:
             modules = modules_for_ops(program.run_decompositions(), ops)
@@ -551,7 +654,9 @@ def summarize(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
         if status in fitness:
             fitness[status] += 1
     return {"exported": sum(a["status"] == "ok" for a in artifacts),
-            "failed": sum(a["status"] != "ok" for a in artifacts), "parity": parity, "fitness": fitness}
+            "failed": sum(a["status"] != "ok" for a in artifacts), "parity": parity, "fitness": fitness,
+            "repaired": sum(a["status"] == "ok" and any(r.get("status") == "applied" for r in a.get("repairs") or [])
+                            for a in artifacts)}
 
 
 def verify(bundle: str | Path, *, source: str | None = None, strict: bool = False, isolate: bool = True,

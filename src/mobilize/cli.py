@@ -12,13 +12,16 @@ import click
 
 from mobilize import __version__
 
-_STATE: dict[str, Any] = {"verbose": False}
+_STATE: dict[str, Any] = {"verbose": 0, "quiet": False}
+#: options of the ``mobilize`` group that may stand anywhere on the command line (``mobilize zoo -v``)
+_GLOBAL_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")
 
 
 def _console(stderr: bool = False) -> Any:
     """A rich console on a duplicate of the original stdout/stderr, so it survives fd redirection of converters."""
     from rich.console import Console
 
+    stderr = stderr or bool(_STATE.get("json_stdout"))  # `--json -`: stdout carries the JSON document only
     key = "err" if stderr else "out"
     if key not in _STATE:
         fd = os.dup(2 if stderr else 1)
@@ -43,6 +46,9 @@ def _fail(exc: BaseException) -> None:
     if isinstance(exc, MobilizeError):
         _console(True).print(f"[bold red]error:[/] {_escape(str(exc))}")
         raise SystemExit(1)
+    if isinstance(exc, ValueError) and "null byte" in str(exc):  # a path argument holding \0 (os.stat refuses it)
+        _console(True).print("[bold red]error:[/] a path argument contains a NUL byte (\\0); paths cannot hold one")
+        raise SystemExit(2)
     if isinstance(exc, OSError):  # a full disk, a vanished folder, a permission: the system's words, one line
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         _console(True).print(f"[bold red]error:[/] {_escape(exc.strerror or str(exc))}{_escape(where)}; "
@@ -51,6 +57,15 @@ def _fail(exc: BaseException) -> None:
     _console(True).print(f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(' '.join(str(exc).split()))}"
                          " (run with -v for the traceback)")
     raise SystemExit(2)
+
+
+def json_target(json_out: Path | str | None) -> None:
+    """Every ``--json`` takes a path or ``-`` (standard output; the human-readable output then goes to stderr)."""
+    _STATE["json_stdout"] = json_out is not None and str(json_out) == "-"
+
+
+VERIFY_SCHEMA = "mobilize-verify/1"
+JSON_HELP = "Write the results as JSON to FILE, or to standard output with `-` (the tables then go to stderr)."
 
 
 def _escape(text: str) -> str:
@@ -64,6 +79,13 @@ def _escape(text: str) -> str:
 
 
 class _Group(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """-v / -vv / --quiet are accepted anywhere before ``--``: moved in front of the subcommand."""
+        end = args.index("--") if "--" in args else len(args)
+        flags = [a for a in args[:end] if a in _GLOBAL_FLAGS]
+        rest = [a for a in args[:end] if a not in _GLOBAL_FLAGS] + args[end:]
+        return super().parse_args(ctx, flags + rest)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -79,15 +101,24 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Show converter logs and tracebacks.")
+@click.option("-v", "--verbose", count=True,
+              help="-v: converter logs and tracebacks; -vv: also their debug logging. Accepted anywhere.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output (results and errors only). Accepted anywhere.")
 @click.version_option(__version__, prog_name="mobilize")
-def main(verbose: bool) -> None:
+def main(verbose: int, quiet: bool) -> None:
     """Turn a PyTorch model into verified ONNX, Core ML and TFLite files in an app-ready bundle."""
     from mobilize import _quiet
     from mobilize.guard import start_cli
 
+    if verbose and quiet:
+        raise click.UsageError("-v and --quiet contradict each other: pass one")
     _STATE["verbose"] = verbose
-    _quiet.set_verbose(verbose)
+    _STATE["quiet"] = quiet
+    _quiet.set_verbose(verbose > 0)
+    if verbose > 1:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
     start_cli()  # SIGTERM unwinds like Ctrl-C; MOBILIZE_* settings are checked before any work
 
 
@@ -116,7 +147,8 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
 @click.argument("source")
 @click.option("--out", "out", default=None, type=click.Path(path_type=Path),
               help="Bundle folder (default: ./<model-name>-bundle). Replaced atomically.")
-@click.option("--formats", default="onnx,coreml,tflite", show_default=True, help=_FORMATS_HELP)
+@click.option("--formats", default=None, help=_FORMATS_HELP + " Default: onnx, coreml and tflite, each whose extra is "
+              "installed (pip install 'mobilize[all]').")
 @click.option("--precisions", default="fp32,fp16", show_default=True, help=_PREC_HELP)
 @click.option("--coreml-target", default="iOS16", show_default=True,
               help="Core ML minimum deployment target (iOS15..iOS18, macOS12..macOS15).")
@@ -127,8 +159,11 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
               help="A dim that may vary at run time (repeatable), e.g. image:0=batch or tokens:1=seq:1:512. Files "
               "that cannot keep it dynamic say so (a fitness finding).")
 @click.option("--no-verify", is_flag=True, help="Skip parity checks (artifacts get parity null).")
+@click.option("--no-repair", is_flag=True, help="Hand every converter the captured program as is: no rewrites of "
+              "the ops it rejects (see docs/repairs.md). Parity judges repaired files either way.")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity (e.g. Core ML on Linux) as a failure.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the manifest to this file.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
+              help="Also write the manifest (schema_version 1, docs/manifest.md) to FILE, or to stdout with `-`.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Checkpoint loaded into the model (.safetensors preferred; torch.save files load weights-only).")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling arbitrary Python objects from --weights or a "
@@ -158,9 +193,9 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
               "sequence output); plain (N, C) outputs are judged without it.")
 @_fitness_options
 def export(source: str, out: Path | None, formats: str, precisions: str, coreml_target: str, onnx_opset: int,
-           fp16_io: bool, no_verify: bool, strict: bool, json_out: Path | None, weights: Path | None,
-           trust_pickle: bool, calibration: str | None, min_snr: float, min_top1: float, max_size_ratio: float,
-           holdout: float, snr_headroom: float, metric: str | None, min_metric: float | None,
+           fp16_io: bool, no_verify: bool, no_repair: bool, strict: bool, json_out: Path | None,
+           weights: Path | None, trust_pickle: bool, calibration: str | None, min_snr: float, min_top1: float,
+           max_size_ratio: float, holdout: float, snr_headroom: float, metric: str | None, min_metric: float | None,
            class_axis: str | None, fitness: str | None, allow_unfit: bool, allow_below_target: bool,
            dynamic: tuple[str, ...]) -> None:
     """Export SOURCE (file.py:fn, package.module:fn, zoo:NAME or model.pt2) to a verified bundle."""
@@ -171,6 +206,7 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
     from mobilize.spec import parse_dynamic
     from mobilize.verify.fitness import parse_thresholds
 
+    json_target(json_out)
     check_outputs(("--json", json_out))  # an unwritable --json must fail before the bundle is replaced
     options = ExportOptions(onnx_opset=onnx_opset, coreml_target=coreml_target, fp16_io=fp16_io)
     target = AccuracyTarget(min_snr_db=min_snr, min_top1=min_top1, max_size_ratio=max_size_ratio, holdout=holdout,
@@ -185,7 +221,7 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
                                                   calibration=calibration, target=target,
                                                   fitness=parse_thresholds(fitness), allow_unfit=allow_unfit,
                                                   allow_below_target=allow_below_target,
-                                                  dynamic=parse_dynamic(dynamic)))
+                                                  dynamic=parse_dynamic(dynamic), repair=not no_repair))
     _print_result(result, title=f"mobilize export {source}")
     _print_diagnosis(result, source)
     if json_out:
@@ -208,7 +244,8 @@ def _print_diagnosis(result: Any, source: str) -> None:
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the verification results here.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
+              help="Write the verification results (schema mobilize-verify/1) to FILE, or to stdout with `-`.")
 @click.option("--source", default=None, help="Recompute the reference from this model source instead of the "
               "bundle's stored reference.npz.")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity as a failure.")
@@ -221,6 +258,7 @@ def verify(bundle: Path, json_out: Path | None, source: str | None, strict: bool
     from mobilize.guard import check_outputs, write_output
     from mobilize.verify.fitness import parse_thresholds
 
+    json_target(json_out)
     check_outputs(("--json", json_out))
     thresholds = parse_thresholds(fitness)
     result = _with_status(lambda step: api.verify(bundle, source=source, strict=strict, on_step=step,
@@ -228,7 +266,7 @@ def verify(bundle: Path, json_out: Path | None, source: str | None, strict: bool
                                                   allow_below_target=allow_below_target))
     _print_result(result, title=f"mobilize verify {bundle}")
     if json_out:
-        payload = {"bundle": str(bundle), "summary": result.manifest["summary"],
+        payload = {"schema": VERIFY_SCHEMA, "bundle": str(bundle), "summary": result.manifest["summary"],
                    "artifacts": [{k: a.get(k) for k in ("format", "precision", "path", "sha256", "parity", "fitness")}
                                  for a in result.artifacts]}
         write_output(json_out, json.dumps(payload, indent=2) + "\n", "--json")
@@ -271,15 +309,15 @@ def demo(out: Path) -> None:
 
 
 def _with_status(fn: Any) -> Any:
-    console = _console(True)
-    if _STATE["verbose"] or not console.is_terminal:
-        def step(msg: str) -> None:
-            if _STATE["verbose"]:
-                console.print(f"[dim]… {msg}[/]")
+    """Run ``fn(on_step)`` with progress on stderr (mobilize.progress): a live line in a terminal, one timestamped
+    line per step otherwise (CI logs), nothing with --quiet. With -v the converters' logs interleave with the
+    steps, so the steps are printed as lines there too."""
+    from mobilize.progress import Reporter
 
-        return fn(step)
-    with console.status("starting") as status:
-        return fn(lambda msg: status.update(f"{msg}…"))
+    console = _console(True)
+    live = console.is_terminal and not _STATE["verbose"]
+    with Reporter(console, live=live, quiet=_STATE["quiet"]) as report:
+        return fn(report)
 
 
 def _fmt_bytes(n: int | None) -> str:
@@ -320,10 +358,10 @@ def _print_result(result: Any, title: str) -> None:
     quantized = any(a.get("quantization") for a in result.artifacts)
     with_acc = any(a.get("accuracy") for a in result.artifacts)
     cols = ["format", "precision", "size", "parity", "fit", "max abs err", "SNR dB", "runtime"]
-    cols += ["recipe", "held-out SNR / top-1", "latency vs fp32"] if quantized else []
+    cols += ["recipe", "held-out SNR / top-1", "latency ÷ fp32"] if quantized else []
     cols += ["test accuracy"] if with_acc else []
     for col in cols:
-        table.add_column(col, justify="right" if col in ("size", "max abs err", "SNR dB", "latency vs fp32",
+        table.add_column(col, justify="right" if col in ("size", "max abs err", "SNR dB", "latency ÷ fp32",
                                                          "test accuracy") else "left",
                          no_wrap=col in ("format", "precision", "runtime", "recipe"))
     extra = len(cols) - 8
@@ -335,6 +373,8 @@ def _print_result(result: Any, title: str) -> None:
         tail = _quant_cells(a, quantized, with_acc)
         for line in _quant_notes(a):
             notes.append(f"[yellow]{label}[/]: {_escape(line)}")
+        for rec in a.get("repairs") or []:
+            notes.append(f"[cyan]{label}[/]: {_escape(_repair_line(rec))}")
         if a["status"] != "ok":
             err = a["error"] or {}
             where = "; ".join(err.get("modules") or err.get("ops") or [])
@@ -402,6 +442,13 @@ def _quant_cells(a: dict[str, Any], quantized: bool, with_acc: bool) -> list[str
         cells.append(f"{acc['top1_accuracy']:.1%}" if acc.get("top1_accuracy") is not None else
                      ("unverified" if acc else ""))
     return cells
+
+
+def _repair_line(rec: dict[str, Any]) -> str:
+    """One line per repair record: what ran, where, why (docs/repairs.md)."""
+    verb = "repaired:" if rec.get("status") == "applied" else f"repair {rec.get('status', '')}:"
+    where = " in " + ", ".join(rec["modules"]) if rec.get("modules") else ""
+    return f"{verb} {rec['name']} ({rec.get('rewrites', 0)} node(s){where}) — {rec.get('why')}"
 
 
 def _quant_notes(a: dict[str, Any]) -> list[str]:

@@ -354,7 +354,8 @@ def _describe(exc: BaseException) -> dict[str, Any]:
                             "filename": getattr(exc, "filename", None) if isinstance(exc, OSError) else None,
                             "chain": []}
     if isinstance(exc, ConversionError):
-        info["conversion"] = {"format": exc.format, "ops": list(exc.ops), "modules": list(exc.modules)}
+        info["conversion"] = {"format": exc.format, "ops": list(exc.ops), "modules": list(exc.modules),
+                              "repairs": list(getattr(exc, "repairs", None) or [])}  # mobilize.repair's records
     cause: BaseException | None = exc
     for _ in range(8):  # disk-full causes hide under converter wrappers: keep the chain's errnos and messages
         cause = cause.__cause__ or cause.__context__ if cause is not None else None
@@ -380,6 +381,7 @@ def _rebuild(info: dict[str, Any]) -> BaseException:
     if "conversion" in info:
         c = info["conversion"]
         exc = ConversionError(info["message"], format=c["format"], ops=c["ops"], modules=c["modules"])
+        exc.repairs = c.get("repairs") or []  # type: ignore[attr-defined]
     elif info["pickled"] is not None:
         exc = pickle.loads(info["pickled"])
     elif info["errno"] is not None:

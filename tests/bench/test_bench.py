@@ -45,6 +45,9 @@ ROW_FIELDS = {
     "peak_gmacs": OPT_NUM,
     "peak_share": OPT_NUM,
     "speedup_vs_pytorch": OPT_NUM,
+    "latency_vs_pytorch": OPT_NUM,
+    "samples_ms": (list, type(None)),
+    "samples_stride": (int, type(None)),
     "parity": OPT_STR,
     "budget": OPT_STR,
 }
@@ -96,8 +99,12 @@ def test_json_has_every_documented_field(bench_run) -> None:  # noqa: ANN001
         lat = row["latency_ms"]
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         assert row["runs"] >= 5 and row["load_ms"] > 0 and row["first_inference_ms"] > 0
+        # every timed run up to 1000, else every stride-th one (in timing order)
+        assert len(row["samples_ms"]) == -(-row["runs"] // row["samples_stride"]) <= 1000
+        assert lat["min"] <= min(row["samples_ms"]) and max(row["samples_ms"]) <= lat["max"]
         assert row["peak_rss_mb"] > 0 and row["gmacs_per_s"] > 0 and row["peak_share"] > 0
         assert row["speedup_vs_pytorch"] > 0
+        assert row["latency_vs_pytorch"] == pytest.approx(1 / row["speedup_vs_pytorch"], rel=3e-3)
     for row in data["results"][1:]:
         assert row["parity"] == "pass" and row["budget"] == "pass"
         assert row["floor_ratio"] == pytest.approx(row["bytes"] / row["floor_bytes"], rel=1e-3)
@@ -133,9 +140,9 @@ def test_reports_written_and_self_contained(bench_run) -> None:  # noqa: ANN001
     assert re.search(r"^- tflite fp32: gpu: \w+; xnnpack: 1 partition, 100% MACs", md, re.M), md
     assert "- onnx fp32: nnapi: 1 partition" in md and "not a device measurement" in md
     assert "<h2>Placement</h2>" in page and "xnnpack: 1 partition" in page
-    assert page.count("<svg") >= 3
+    assert page.count("<svg") == 4  # distribution, latency vs size, load/first inference/memory, size and parity
     assert not re.search(r"https?://", page), "report.html must not reference the network"
-    assert not re.search(r"<script|<link|@import|url\(", page, re.I)
+    assert not re.search(r"<script|<link|@import|url\((?!#)", page, re.I)  # url(#clip) is inside the page
 
 
 def test_reports_go_to_report_dir(bench_run, tmp_path: Path) -> None:  # noqa: ANN001

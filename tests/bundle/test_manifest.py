@@ -340,7 +340,7 @@ def test_pipeline_manifest_passes_the_schema(tmp_path: Path, linear_spec) -> Non
     manifest = api._manifest(linear_spec, "file.py:build", cap, ref, [ok, failed])
     mf.validate(manifest)
     assert manifest["summary"] == {"exported": 1, "failed": 1, "parity": {"pass": 1, "fail": 0, "unverified": 0},
-                                   "fitness": {"fit": 0, "unfit": 0, "below_target": 0}}
+                                   "fitness": {"fit": 0, "unfit": 0, "below_target": 0}, "repaired": 0}
     assert manifest["model"]["outputs"] == [{"name": "y", "shape": [2, 3], "dtype": "float32"}]
     bundle = write_bundle(tmp_path / "b", manifest)
     assert mf.read(bundle)["model"]["parameters"] == 4 * 3 + 3

@@ -26,7 +26,8 @@ JOBS: dict[str, list[str]] = {
     },
     "bert": ["export", f"{FIXTURES / 'bert_tiny.py'}:build", "--precisions", "fp32"],
     "dynamic": ["export", f"{FIXTURES / 'dynamic_conv.py'}:spec", "--precisions", "fp32"],
-    "fmod": ["export", f"{FIXTURES / 'unsupported_ops.py'}:fmod_model", "--precisions", "fp32"],
+    "fmod": ["export", f"{FIXTURES / 'unsupported_ops.py'}:fmod_model", "--precisions", "fp32", "--no-repair"],
+    "fmod_repaired": ["export", f"{FIXTURES / 'unsupported_ops.py'}:fmod_model", "--precisions", "fp32"],
     "spectral": [
         "export",
         f"{FIXTURES / 'unsupported_ops.py'}:spectral_model",
@@ -35,7 +36,8 @@ JOBS: dict[str, list[str]] = {
         "--precisions",
         "fp32",
     ],
-    "verbose": ["-v", "export", "zoo:digits", "--formats", "coreml,tflite", "--precisions", "fp32"],
+    # -v after the subcommand: the global flags are accepted anywhere
+    "verbose": ["export", "zoo:digits", "--formats", "coreml,tflite", "--precisions", "fp32", "-v"],
     "placement": ["export", f"{FIXTURES / 'placement_models.py'}:accelerator_model", "--formats",
                   "onnx,ort,tflite,coreml", "--precisions", "fp32,int8-weights", "--coreml-target", "iOS15"],
 }
@@ -48,6 +50,7 @@ ORDER = [
     "placement",
     "bert",
     "fmod",
+    "fmod_repaired",
     "dynamic",
     "spectral",
     "verbose",
@@ -59,6 +62,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "bert_run": ("bert",),
     "dynamic_run": ("dynamic",),
     "fmod_run": ("fmod",),
+    "fmod_repaired_run": ("fmod_repaired",),
     "spectral_run": ("spectral",),
     "verbose_run": ("verbose",),
     "placement_run": ("placement",),
@@ -166,6 +170,11 @@ def fmod_run(export_pool: ExportPool) -> ExportRun:
 
 
 @pytest.fixture(scope="session")
+def fmod_repaired_run(export_pool: ExportPool) -> ExportRun:
+    return export_pool.get("fmod_repaired")
+
+
+@pytest.fixture(scope="session")
 def spectral_run(export_pool: ExportPool) -> ExportRun:
     return export_pool.get("spectral")
 
@@ -173,3 +182,15 @@ def spectral_run(export_pool: ExportPool) -> ExportRun:
 @pytest.fixture(scope="session")
 def verbose_run(export_pool: ExportPool) -> ExportRun:
     return export_pool.get("verbose")
+
+
+@pytest.fixture
+def bundle(digits_run: ExportRun, tmp_path: Path) -> Path:
+    """A private copy of the digits bundle (every format, fp32 + fp16) at ``tmp_path / "b"``, for tests that edit or
+    re-verify it."""
+    import shutil
+
+    assert digits_run.run.returncode == 0, digits_run.run.describe()
+    dest = tmp_path / "b"
+    shutil.copytree(digits_run.out, dest, symlinks=True)
+    return dest

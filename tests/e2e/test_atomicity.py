@@ -18,14 +18,6 @@ from ._util import FIXTURES, cli_env, listing, run_cli, tree_digest
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def bundle(digits_run, tmp_path: Path) -> Path:
-    assert digits_run.run.returncode == 0, digits_run.run.describe()
-    dest = tmp_path / "bundle"
-    shutil.copytree(digits_run.out, dest, symlinks=True)
-    return dest
-
-
 @pytest.mark.parametrize(
     "args",
     [
@@ -38,7 +30,7 @@ def bundle(digits_run, tmp_path: Path) -> Path:
 def test_failed_export_leaves_bundle_byte_identical(bundle: Path, args: list[str]) -> None:
     shutil.copy(FIXTURES / "bad_models.py", bundle.parent / "bad_models.py")
     before, siblings = tree_digest(bundle), listing(bundle.parent)
-    run = run_cli([*args, "--out", "bundle"], bundle.parent, timeout=300)
+    run = run_cli([*args, "--out", bundle.name], bundle.parent, timeout=300)
     assert run.returncode == 2, run.describe()
     assert tree_digest(bundle) == before
     assert listing(bundle.parent) == siblings
@@ -108,7 +100,7 @@ def test_next_export_cleans_leftovers_of_a_killed_run(bundle: Path) -> None:
     stale = _leftovers(bundle)
     assert stale, "expected a staging folder left by the killed run"
     run = run_cli(
-        ["export", "zoo:digits", "--formats", "onnx", "--precisions", "fp32", "--out", "bundle"],
+        ["export", "zoo:digits", "--formats", "onnx", "--precisions", "fp32", "--out", bundle.name],
         bundle.parent,
         timeout=300,
     )

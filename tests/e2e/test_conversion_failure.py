@@ -1,6 +1,7 @@
 """One converter fails on one op; the others still deliver (task 6). Fixture: tests/fixtures/models/unsupported_ops.py.
 
-- ``fmod_model``: ``torch.fmod`` inside ``head.phase`` — Core ML cannot convert it; ONNX and TFLite can.
+- ``fmod_model``: ``torch.fmod`` inside ``head.phase`` — Core ML cannot convert it; ONNX and TFLite can. Exported
+  with ``--no-repair`` (the converter's own failure); without it mobilize rewrites the fmod (docs/repairs.md).
 - ``spectral_model``: ``torch.fft.rfft`` in ``spectrum`` (Core ML fails on the decomposed ``aten._fft_r2c``) and
   ``torch.cumprod`` in ``decay`` (torch.onnx fails on its decomposition ``prims.prod``); exported to onnx,coreml.
 """
@@ -71,3 +72,17 @@ def test_spectral_onnx_message_is_readable(spectral_run) -> None:
     err = artifact(spectral_run.manifest, "onnx", "fp32")["error"]
     assert "\x1b[" not in err["message"], err["message"]
     assert "prod" in err["message"], err["message"]
+
+
+def test_fmod_is_repaired_by_default(fmod_repaired_run) -> None:
+    """Without --no-repair the Core ML file exists, passes parity, and the manifest says which rewrite ran and why."""
+    run = fmod_repaired_run
+    assert run.run.returncode == 0, run.run.describe()
+    a = artifact(run.manifest, "coreml", "fp32")
+    assert a["status"] == "ok" and a["parity"]["status"] == "pass", a
+    (rec,) = a["repairs"]
+    assert rec["name"] == "fmod-remainder" and rec["status"] == "applied" and rec["modules"] == ["head.phase (Phase)"]
+    assert "fmod" in rec["why"]
+    for fmt in ("onnx", "tflite"):
+        assert artifact(run.manifest, fmt, "fp32")["repairs"] == []
+    assert "fmod-remainder" in run.run.stdout, run.run.describe()

@@ -15,14 +15,6 @@ from ._util import artifact, error_line, load_json, run_cli
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def bundle(digits_run, tmp_path: Path) -> Path:
-    assert digits_run.run.returncode == 0, digits_run.run.describe()
-    dest = tmp_path / "b"
-    shutil.copytree(digits_run.out, dest, symlinks=True)
-    return dest
-
-
 def test_verify_fresh_bundle(bundle: Path) -> None:
     run = run_cli(["verify", "b", "--json", "v.json"], bundle.parent, timeout=300)
     assert run.returncode == 0, run.describe()

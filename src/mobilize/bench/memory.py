@@ -59,8 +59,8 @@ def measure(job: dict[str, Any], *, timeout: float = 600.0) -> dict[str, Any]:
             data = json.loads(line[len(MARKER) :])
             if "error" in data:
                 return {"error": data["error"]}
-            peak = data["peak_kb"] / 1024.0
-            base = data["baseline_kb"] / 1024.0
+            peak = data["peak_kb"] * 1024 / 1e6  # ru_maxrss is KiB on Linux; reported in decimal MB like sizes
+            base = data["baseline_kb"] * 1024 / 1e6
             return {
                 "peak_rss_mb": round(peak, 2),
                 "baseline_rss_mb": round(base, 2),

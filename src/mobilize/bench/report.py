@@ -1,10 +1,10 @@
 """Reports of a bench record: a rich terminal table, ``report.md`` (fits a PR comment) and ``report.html`` (one
-self-contained page: inline CSS and hand-drawn inline SVG charts, no scripts, no network)."""
+self-contained page: inline CSS and matplotlib's SVG charts inlined (:mod:`mobilize.bench.charts`), no scripts, no
+network)."""
 
 from __future__ import annotations
 
 import html as _html
-import math
 from typing import Any
 
 FORMAT_COLORS = {"pytorch": "#6b7280", "onnx": "#2563eb", "tflite": "#ea580c", "coreml": "#16a34a",
@@ -141,7 +141,7 @@ def _table_rows(data: dict[str, Any]) -> list[list[str]]:
                 fmt_num(r.get("floor_ratio"), ".2f", "×"),
                 fmt_num(r.get("gmacs_per_s"), ".2f"),
                 fmt_num(None if r.get("peak_share") is None else r["peak_share"] * 100, ".1f", "%"),
-                fmt_num(r.get("speedup_vs_pytorch"), ".2f", "×"),
+                fmt_num(r.get("latency_vs_pytorch"), ".2f", "×"),
                 r.get("parity") or "—",
                 r.get("budget") or "",
                 _status_cell(r),
@@ -166,7 +166,7 @@ HEADERS = [
     "/floor",
     "GMAC/s",
     "peak",
-    "vs torch",
+    "p50 ÷ torch",
     "parity",
     "budget",
     "status",
@@ -215,12 +215,13 @@ def print_table(data: dict[str, Any], console: Any) -> None:
         "RSS MB",
         "GMAC/s",
         "peak",
-        "vs torch",
+        "p50 ÷ torch",
         "budget",
     ]
     if not data.get("budget"):
         cols.remove("budget")
-    timing.caption = "n/a = not measurable here (see notes); CV flagged ⚠ above the noise threshold"
+    timing.caption = ("n/a = not measurable here (see notes); CV flagged ⚠ above the noise threshold; "
+                      "p50 ÷ torch: this file's latency over PyTorch eager's (< 1× is faster)")
     for h in cols:
         timing.add_column(
             h,
@@ -329,292 +330,6 @@ def _color(fmt: str) -> str:
     return _EXTRA_COLORS[sum(map(ord, fmt)) % len(_EXTRA_COLORS)]
 
 
-def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """About ``n`` round tick values covering [lo, hi] (1-2-5 steps)."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / max(n, 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    start = math.floor(lo / step) * step
-    ticks = []
-    v = start
-    while v <= hi + step * 0.5:
-        ticks.append(round(v, 10))
-        v += step
-    return ticks
-
-
-def log_ticks(lo: float, hi: float) -> list[float]:
-    """1-2-5 ticks per decade covering [lo, hi] (both > 0)."""
-    lo, hi = max(lo, 1e-9), max(hi, lo * 10)
-    ticks = []
-    for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
-        for m in (1, 2, 5):
-            ticks.append(m * 10.0**k)
-    first = max(i for i, t in enumerate(ticks) if t <= lo)
-    last = min(i for i, t in enumerate(ticks) if t >= hi)
-    return [float(f"{t:.6g}") for t in ticks[first : last + 1]]
-
-
-def _marker(shape: str, x: float, y: float, color: str, r: float = 6, hollow: bool = False) -> str:
-    fill = "white" if hollow else color
-    if shape == "square":
-        return (
-            f'<rect x="{x - r:.1f}" y="{y - r:.1f}" width="{2 * r:.1f}" height="{2 * r:.1f}" fill="{fill}" '
-            f'stroke="{color}" stroke-width="2"/>'
-        )
-    if shape == "triangle":
-        pts = f"{x:.1f},{y - r * 1.2:.1f} {x - r * 1.1:.1f},{y + r * 0.8:.1f} {x + r * 1.1:.1f},{y + r * 0.8:.1f}"
-        return f'<polygon points="{pts}" fill="{fill}" stroke="{color}" stroke-width="2"/>'
-    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" fill="{fill}" stroke="{color}" stroke-width="2"/>'
-
-
-_SHAPES = {"fp32": "circle", "fp16": "square"}
-
-
-def _shape(precision: str) -> str:
-    return _SHAPES.get(precision, "triangle")
-
-
-def scatter_svg(data: dict[str, Any], width: int = 640, height: int = 380) -> str:
-    """Latency p50 (y) against size on disk (x), one marker per artifact × thread count; PyTorch eager as dashed
-    lines (it has no file)."""
-    pts = [r for r in data["results"] if r["status"] == "ok" and r.get("bytes") and _lat(r, "p50")]
-    base = [r for r in data["results"] if r["format"] == "pytorch" and _lat(r, "p50")]
-    ml, mr, mt, mb = 64, 150, 20, 46
-    pw, ph = width - ml - mr, height - mt - mb
-    parts = [
-        f'<svg class="chart" role="img" aria-label="latency versus size" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}">'
-    ]
-    if not pts:
-        parts.append(
-            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="muted">no artifact could be '
-            "timed on this machine</text></svg>"
-        )
-        return "".join(parts)
-    xs = [r["bytes"] / 1e6 for r in pts]
-    ys = [_lat(r, "p50") for r in pts] + [_lat(r, "p50") for r in base]
-    xt = nice_ticks(0, max(xs) * 1.1)
-    x_hi = xt[-1]
-    log_y = max(ys) / max(min(ys), 1e-9) > 20  # spans more than ~1.3 decades: log axis so every point is readable
-    if log_y:
-        yt = log_ticks(min(ys) / 1.3, max(ys) * 1.3)
-        y_lo, y_hi = math.log10(yt[0]), math.log10(yt[-1])
-    else:
-        yt = nice_ticks(0, max(ys) * 1.1)
-        y_lo, y_hi = 0.0, yt[-1]
-
-    def sx(v: float) -> float:
-        return ml + pw * v / x_hi
-
-    def sy(v: float) -> float:
-        v = math.log10(max(v, 1e-12)) if log_y else v
-        return mt + ph - ph * (v - y_lo) / (y_hi - y_lo)
-
-    for t in xt:
-        parts.append(
-            f'<line x1="{sx(t):.1f}" y1="{mt}" x2="{sx(t):.1f}" y2="{mt + ph}" class="grid"/>'
-            f'<text x="{sx(t):.1f}" y="{mt + ph + 16}" text-anchor="middle" class="tick">{t:g}</text>'
-        )
-    for t in yt:
-        parts.append(
-            f'<line x1="{ml}" y1="{sy(t):.1f}" x2="{ml + pw}" y2="{sy(t):.1f}" class="grid"/>'
-            f'<text x="{ml - 6}" y="{sy(t) + 4:.1f}" text-anchor="end" class="tick">{t:g}</text>'
-        )
-    parts.append(
-        f'<text x="{ml + pw / 2}" y="{height - 8}" text-anchor="middle" class="axis">size on disk (MB)</text>'
-        f'<text x="14" y="{mt + ph / 2}" text-anchor="middle" class="axis" '
-        f'transform="rotate(-90 14 {mt + ph / 2})">latency p50 (ms{", log scale" if log_y else ""})</text>'
-    )
-    threads = sorted({r["threads"] for r in pts})
-    for r in base:
-        y = sy(_lat(r, "p50"))
-        dash = "6 4" if r["threads"] == threads[0] else "2 3"
-        parts.append(
-            f'<line x1="{ml}" y1="{y:.1f}" x2="{ml + pw}" y2="{y:.1f}" stroke="{FORMAT_COLORS["pytorch"]}" '
-            f'stroke-dasharray="{dash}"/><text x="{ml + pw - 4}" y="{y - 4:.1f}" text-anchor="end" '
-            f'class="tick">PyTorch eager ×{r["threads"]}</text>'
-        )
-    for r in pts:
-        hollow = r["threads"] != threads[0]
-        x, y = sx(r["bytes"] / 1e6), sy(_lat(r, "p50"))
-        parts.append(
-            f"<g><title>{_e(r['format'])} {_e(r['precision'])} ×{r['threads']}: p50 "
-            f"{fmt_ms(_lat(r, 'p50'))} ms, {fmt_bytes(r['bytes'])}</title>"
-            + _marker(_shape(r["precision"]), x, y, _color(r["format"]), hollow=hollow)
-            + "</g>"
-        )
-    # legend
-    lx, ly = ml + pw + 16, mt + 8
-    fmts = list(dict.fromkeys(r["format"] for r in pts))
-    precs = list(dict.fromkeys(r["precision"] for r in pts))
-    for f in fmts:
-        parts.append(
-            _marker("circle", lx + 6, ly, _color(f)) + f'<text x="{lx + 18}" y="{ly + 4}" class="tick">{_e(f)}</text>'
-        )
-        ly += 20
-    ly += 6
-    for p in precs:
-        parts.append(
-            _marker(_shape(p), lx + 6, ly, "#374151") + f'<text x="{lx + 18}" y="{ly + 4}" class="tick">{_e(p)}</text>'
-        )
-        ly += 20
-    ly += 6
-    for i, t in enumerate(threads):
-        parts.append(
-            _marker("circle", lx + 6, ly, "#374151", hollow=i > 0) + f'<text x="{lx + 18}" y="{ly + 4}" '
-            f'class="tick">{t} thread{"s" if t > 1 else ""}</text>'
-        )
-        ly += 20
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def bars_svg(data: dict[str, Any], width: int = 640) -> str:
-    """Horizontal bars: latency p50 per format × precision, one bar per thread count, a whisker to p90."""
-    rows = [r for r in data["results"] if _lat(r, "p50")]
-    groups = list(dict.fromkeys((r["format"], r["precision"]) for r in data["results"]))
-    threads = sorted({r["threads"] for r in data["results"]})
-    bar_h, gap, ml, mr, mt = 14, 12, 130, 70, 24
-    height = mt + len(groups) * (len(threads) * (bar_h + 3) + gap) + 30
-    parts = [
-        f'<svg class="chart" role="img" aria-label="latency per format and precision" '
-        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
-    ]
-    files = [r for r in rows if r["format"] != "pytorch"] or rows
-    hi = max((_lat(r, "p90") or 0 for r in files), default=1.0) or 1.0
-    ticks = nice_ticks(0, hi * 1.05)
-    pw = width - ml - mr
-
-    def sx(v: float) -> float:  # bars beyond the axis (a slow baseline) are clipped and marked ▸
-        return ml + pw * min(v, ticks[-1] * 1.04) / ticks[-1]
-
-    for t in ticks:
-        parts.append(
-            f'<line x1="{sx(t):.1f}" y1="{mt - 6}" x2="{sx(t):.1f}" y2="{height - 26}" class="grid"/>'
-            f'<text x="{sx(t):.1f}" y="{height - 12}" text-anchor="middle" class="tick">{t:g}</text>'
-        )
-    parts.append(
-        f'<text x="{ml}" y="14" class="axis">latency p50 (ms), whisker to p90; lighter bar = more threads</text>'
-    )
-    y = mt
-    for fmt, prec in groups:
-        parts.append(
-            f'<text x="{ml - 8}" y="{y + (len(threads) * (bar_h + 3)) / 2 + 2:.1f}" text-anchor="end" '
-            f'class="label">{_e(fmt)} {_e(prec)}</text>'
-        )
-        for i, t in enumerate(threads):
-            r = next(
-                (r for r in data["results"] if (r["format"], r["precision"], r["threads"]) == (fmt, prec, t)), None
-            )
-            p50, p90 = (_lat(r, "p50"), _lat(r, "p90")) if r else (None, None)
-            opacity = 1.0 - 0.45 * i / max(len(threads) - 1, 1)
-            if p50:
-                parts.append(
-                    f"<g><title>{_e(fmt)} {_e(prec)} ×{t}: p50 {fmt_ms(p50)} ms, p90 {fmt_ms(p90)} ms"
-                    f'</title><rect x="{ml}" y="{y}" width="{max(sx(p50) - ml, 1):.1f}" height="{bar_h}" '
-                    f'fill="{_color(fmt)}" fill-opacity="{opacity:.2f}"/>'
-                    f'<line x1="{sx(p50):.1f}" y1="{y + bar_h / 2}" x2="{sx(p90 or p50):.1f}" '
-                    f'y2="{y + bar_h / 2}" stroke="#111827" stroke-width="1.5"/>'
-                    f'<line x1="{sx(p90 or p50):.1f}" y1="{y + 3}" x2="{sx(p90 or p50):.1f}" '
-                    f'y2="{y + bar_h - 3}" stroke="#111827" stroke-width="1.5"/>'
-                    + (
-                        f'<text x="{sx(p50) - 4:.1f}" y="{y + bar_h - 3}" text-anchor="end" class="tick" '
-                        f'style="fill:white;font-weight:600">{fmt_ms(p50)} ms ×{t} ▸ off scale</text></g>'
-                        if p50 > ticks[-1]
-                        else f'<text x="{sx(p90 or p50) + 5:.1f}" y="{y + bar_h - 3}" class="tick">{fmt_ms(p50)} '
-                        f"×{t}</text></g>"
-                    )
-                )
-            else:
-                why = _status_cell(r) if r else "not run"
-                parts.append(f'<text x="{ml + 4}" y="{y + bar_h - 3}" class="muted">×{t}: {_e(why)}</text>')
-            y += bar_h + 3
-        y += gap
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def size_parity_svg(data: dict[str, Any], width: int = 640) -> str:
-    """Per artifact: size on disk (bar, coloured by parity status), zipped size (inner bar), parameter-byte floor
-    (tick)."""
-    seen: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in data["results"]:
-        if r["format"] != "pytorch":
-            seen.setdefault((r["format"], r["precision"]), r)
-    arts = list(seen.values())
-    bar_h, gap, ml, mr, mt = 18, 10, 130, 170, 24
-    height = mt + len(arts) * (bar_h + gap) + 58
-    parts = [
-        f'<svg class="chart" role="img" aria-label="size and parity per artifact" '
-        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
-    ]
-    hi = max((r.get("bytes") or 0 for r in arts), default=0) / 1e6 or 1.0
-    ticks = nice_ticks(0, hi * 1.05)
-    pw = width - ml - mr
-
-    def sx(v: float) -> float:
-        return ml + pw * v / ticks[-1]
-
-    for t in ticks:
-        parts.append(
-            f'<line x1="{sx(t):.1f}" y1="{mt - 6}" x2="{sx(t):.1f}" y2="{height - 54}" class="grid"/>'
-            f'<text x="{sx(t):.1f}" y="{height - 40}" text-anchor="middle" class="tick">{t:g}</text>'
-        )
-    parts.append(
-        f'<text x="{ml}" y="14" class="axis">MB on disk (bar, coloured by parity), zipped (inner bar), '
-        "parameter floor (tick)</text>"
-    )
-    y = mt
-    for r in arts:
-        parity = r.get("parity")
-        color = PARITY_COLORS.get(parity, PARITY_COLORS[None])
-        parts.append(
-            f'<text x="{ml - 8}" y="{y + bar_h - 4}" text-anchor="end" class="label">{_e(r["format"])} '
-            f"{_e(r['precision'])}</text>"
-        )
-        if r.get("bytes"):
-            mb = r["bytes"] / 1e6
-            zmb = (r.get("zipped_bytes") or 0) / 1e6
-            parts.append(
-                f"<g><title>{_e(r['format'])} {_e(r['precision'])}: {fmt_bytes(r['bytes'])} on disk, "
-                f"{fmt_bytes(r.get('zipped_bytes'))} zipped, parity {_e(parity or 'not checked')}</title>"
-                f'<rect x="{ml}" y="{y}" width="{max(sx(mb) - ml, 1):.1f}" height="{bar_h}" fill="{color}" '
-                f'fill-opacity="0.35" stroke="{color}"/>'
-                f'<rect x="{ml}" y="{y + 5}" width="{max(sx(zmb) - ml, 1):.1f}" height="{bar_h - 10}" '
-                f'fill="{color}"/></g>'
-            )
-            if r.get("floor_bytes"):
-                fx = sx(r["floor_bytes"] / 1e6)
-                parts.append(
-                    f'<line x1="{fx:.1f}" y1="{y - 2}" x2="{fx:.1f}" y2="{y + bar_h + 2}" stroke="#111827" '
-                    'stroke-width="2"/>'
-                )
-            parts.append(
-                f'<text x="{sx(mb) + 6:.1f}" y="{y + bar_h - 4}" class="tick">{fmt_bytes(r["bytes"])} · '
-                f"parity {_e(parity or '—')}</text>"
-            )
-        else:
-            parts.append(f'<text x="{ml + 4}" y="{y + bar_h - 4}" class="muted">{_e(_status_cell(r))}</text>')
-        y += bar_h + gap
-    legend = (
-        ("pass", PARITY_COLORS["pass"]),
-        ("fail", PARITY_COLORS["fail"]),
-        ("unverified", PARITY_COLORS["unverified"]),
-        ("not checked", PARITY_COLORS[None]),
-    )
-    for i, (name, col) in enumerate(legend):
-        lx = ml + i * 130
-        parts.append(
-            f'<rect x="{lx}" y="{height - 20}" width="12" height="12" fill="{col}"/>'
-            f'<text x="{lx + 18}" y="{height - 10}" class="tick">parity {name}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#111827;margin:24px;max-width:1400px}
 h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px}
@@ -653,13 +368,11 @@ def html(data: dict[str, Any]) -> str:
             f'<p>Budget <span class="badge" style="background:{col}">{_e(b["status"])}</span> '
             f"<code>{_e(limits)}</code></p>"
         )
-    charts = [
-        '<div class="charts">',
-        f'<div class="card"><h2>Latency vs size</h2>{scatter_svg(data)}</div>',
-        f'<div class="card"><h2>Latency per format × precision</h2>{bars_svg(data)}</div>',
-        f'<div class="card"><h2>Size and parity</h2>{size_parity_svg(data)}</div>',
-        "</div>",
-    ]
+    from mobilize.bench.charts import charts_html
+
+    charts = ['<div class="charts">',
+              *(f'<div class="card"><h2>{_e(title)}</h2>{chart}</div>' for title, chart in charts_html(data)),
+              "</div>"]
     left = {"format", "prec", "parity", "budget", "status"}
     table = [
         "<h2>All figures</h2><table><thead><tr>"

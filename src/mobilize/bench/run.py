@@ -36,6 +36,14 @@ class BenchResult:
         return self.data["exit_code"]
 
 
+#: at most this many timed runs are kept per row (``samples_ms``); beyond it every ``samples_stride``-th one
+KEPT_SAMPLES = 1000
+
+
+def _stride(n: int) -> int:
+    return max(1, -(-n // KEPT_SAMPLES))
+
+
 def check_threads(n: int, where: str) -> int:
     """A thread count no larger than the cores this process may use: more cannot run in parallel, and runtimes
     asked for thousands of threads crash while creating them."""
@@ -95,19 +103,67 @@ def bench(
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for a bad bundle or option (CLI exit 2).
     """
-    from mobilize import formats as registry
-    from mobilize.bench import budget as budgets
-    from mobilize.bench import latency, machine
-    from mobilize.bench import memory as mem
-    from mobilize.bench.size import size_record
-    from mobilize.bundle import manifest as mf
-    from mobilize.errors import BundleError
-    from mobilize.verify.parity import Reference
-
     step = on_step or (lambda _m: None)
     settings = settings or Settings()
-    bundle = Path(bundle)
+    plan = _plan(Path(bundle), threads, budget, formats, precisions, source, weights, baseline, memory, step)
+    _measure(plan, settings, step)
+    budget_out = _judge(plan)
+    return BenchResult(plan.bundle, _record(plan, settings, memory, budget_out))
+
+
+@dataclasses.dataclass
+class _Plan:
+    """Everything :func:`bench` decided before measuring: the bundle read, the baseline loaded, the machine
+    described, and one row per artifact × thread count (``targets`` to time, ``mem_jobs`` to probe)."""
+
+    bundle: Path
+    ref_path: Path
+    ref: Any
+    input_names: list[str]
+    arts: list[dict[str, Any]]
+    model: dict[str, Any]
+    base: dict[str, Any]
+    example: dict[str, Any]
+    parameters: int | None
+    macs: int | None
+    macs_method: str
+    threads: list[int]
+    budget: Any
+    machine: dict[str, Any]
+    peaks: dict[int, float | None]
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    targets: list[Any] = dataclasses.field(default_factory=list)
+    mem_jobs: list[tuple[dict[str, Any], dict[str, Any]]] = dataclasses.field(default_factory=list)
+
+
+# --- plan: read, load, describe, lay out the rows --------------------------------------------------------------------
+
+
+def _plan(bundle: Path, threads: str | Sequence[int] | None, budget: Any, formats: Any, precisions: Any,
+          source: str | None, weights: str | Path | None, baseline: bool, memory: bool, step: StepCallback) -> _Plan:
+    from mobilize import formats as registry
+    from mobilize.bench import budget as budgets
+    from mobilize.bench import memory as mem
+
     budget_obj = budgets.parse(budget) if isinstance(budget, str) or budget is None else budget
+    thread_list = _threads_for(threads, budget_obj)
+    step("reading the bundle")
+    manifest, ref_path, ref = _read_bundle(bundle)
+    input_names = [t["name"] for t in manifest["model"]["inputs"]]
+    model = manifest["model"]
+    base, spec = _baseline(model, source, weights, baseline, step)
+    example = mem.pick_set(ref, input_names)
+    parameters, macs, macs_method = _compute(model, spec, example, input_names, step)
+    desc, peaks = _machine(thread_list, step)
+    plan = _Plan(bundle, ref_path, ref, input_names, _select(manifest["artifacts"], formats, precisions, registry),
+                 model, base, example, parameters, macs, macs_method, thread_list, budget_obj, desc, peaks)
+    _baseline_rows(plan, spec, memory)
+    _artifact_rows(plan, memory, step)
+    return plan
+
+
+def _threads_for(threads: str | Sequence[int] | None, budget_obj: Any) -> list[int]:
+    """The thread counts to measure: ``--threads``, plus the budget's own count when only the default was asked."""
     thread_list = parse_threads(threads)
     if budget_obj is not None and budget_obj.threads is not None and budget_obj.threads not in thread_list:
         if threads is not None:
@@ -116,11 +172,16 @@ def bench(
                 f"{','.join(map(str, thread_list))}; add it there"
             )
         thread_list = sorted({*thread_list, budget_obj.threads})
+    return thread_list
 
-    step("reading the bundle")
+
+def _read_bundle(bundle: Path) -> tuple[dict[str, Any], Path, Any]:
+    from mobilize.bundle import manifest as mf
+    from mobilize.errors import BundleError
+    from mobilize.verify.parity import Reference
+
     manifest = mf.read(bundle, check_files=True)
-    mpath = str(bundle / mf.MANIFEST)
-    ref_path = mf.safe_member(bundle, manifest["reference"]["path"], mpath)
+    ref_path = mf.safe_member(bundle, manifest["reference"]["path"], str(bundle / mf.MANIFEST))
     if not ref_path.is_file():
         raise BundleError(
             f"{bundle}: {manifest['reference']['path']} is missing; bench feeds each file the stored "
@@ -130,10 +191,12 @@ def bench(
         ref = Reference.load(ref_path)
     except Exception as exc:  # noqa: BLE001 - any decoding problem is a bad bundle
         raise BundleError(f"{ref_path}: unreadable reference data ({type(exc).__name__}: {exc})") from None
-    input_names = [t["name"] for t in manifest["model"]["inputs"]]
-    arts = _select(manifest["artifacts"], formats, precisions, registry)
+    return manifest, ref_path, ref
 
-    model = manifest["model"]
+
+def _baseline(model: dict[str, Any], source: str | None, weights: str | Path | None, baseline: bool,
+              step: StepCallback) -> tuple[dict[str, Any], Any]:
+    """The PyTorch eager baseline's record and spec (None when it is skipped or cannot load)."""
     base: dict[str, Any] = {"status": "missing", "reason": None, "load_ms": None, "source": None, "weights": None}
     spec = None
     if baseline and source is None:
@@ -151,29 +214,36 @@ def bench(
             base["status"] = "ok"
     else:
         base["reason"] = "baseline skipped (--no-baseline)"
+    return base, spec
 
-    example = mem.pick_set(ref, input_names)
+
+def _compute(model: dict[str, Any], spec: Any, example: dict[str, Any], input_names: list[str],
+             step: StepCallback) -> tuple[int | None, int | None, str]:
+    """``(parameters, MACs per inference, how the MACs were counted)``."""
     parameters = model.get("parameters")
-    macs = macs_method = None
-    if spec is not None:
-        from mobilize.bench.macs import count_macs, count_parameters
+    if spec is None:
+        return parameters, None, "unknown: the PyTorch model could not be loaded"
+    from mobilize.bench.macs import count_macs, count_parameters
 
-        step("counting MACs")
-        parameters = parameters or count_parameters(spec.module)
-        try:
-            import torch
+    step("counting MACs")
+    parameters = parameters or count_parameters(spec.module)
+    try:
+        import torch
 
-            macs = count_macs(spec.module, tuple(torch.from_numpy(example[n].copy()) for n in input_names))
-            macs_method = "torch.utils.flop_counter on one eager forward pass (conv/linear/matmul/attention MACs)"
-        except Exception as exc:  # noqa: BLE001 - compute figures are optional
-            macs_method = f"could not count: {type(exc).__name__}: {str(exc)[:200]}"
-    else:
-        macs_method = "unknown: the PyTorch model could not be loaded"
+        macs = count_macs(spec.module, tuple(torch.from_numpy(example[n].copy()) for n in input_names))
+        return parameters, macs, ("torch.utils.flop_counter on one eager forward pass "
+                                  "(conv/linear/matmul/attention MACs)")
+    except Exception as exc:  # noqa: BLE001 - compute figures are optional
+        return parameters, None, f"could not count: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _machine(thread_list: list[int], step: StepCallback) -> tuple[dict[str, Any], dict[int, float | None]]:
+    """The machine's description and its float32 matmul peak per thread count."""
+    from mobilize.bench import machine
+    from mobilize.bench.macs import peak_gmacs
 
     step("describing the machine")
     desc = machine.describe()
-    from mobilize.bench.macs import peak_gmacs
-
     peaks: dict[int, float | None] = {}
     for t in thread_list:
         step(f"measuring this CPU's peak (float32 matmul, {t} thread{'s' if t > 1 else ''})")
@@ -182,54 +252,56 @@ def bench(
         except Exception:  # noqa: BLE001 - no peak means no peak_share, nothing else
             peaks[t] = None
     desc["peak_gmacs"] = {str(t): _r(v, 2) for t, v in peaks.items()}
+    return desc, peaks
 
-    # rows: one per artifact × thread count, baseline first
-    rows: list[dict[str, Any]] = []
-    targets: list[latency.Target] = []
-    mem_jobs: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    common = {"reference": str(ref_path), "input_names": input_names}
-    for t in thread_list:
-        row = _row(BASELINE_FORMAT, "fp32", None, "torch (eager)", t, parameters, macs)
+
+def _baseline_rows(plan: _Plan, spec: Any, memory: bool) -> None:
+    from mobilize.bench import latency
+
+    common = {"reference": str(plan.ref_path), "input_names": plan.input_names}
+    for t in plan.threads:
+        row = _row(BASELINE_FORMAT, "fp32", None, "torch (eager)", t, plan.parameters, plan.macs)
         row.update(bytes=None, zipped_bytes=None, floor_bytes=None, floor_ratio=None, parity=None)
         if spec is None:
-            row.update(status="missing", reason=base["reason"])
+            row.update(status="missing", reason=plan.base["reason"])
         else:
             row["key"] = f"pytorch ×{t}"
-            targets.append(
-                latency.TorchTarget(
-                    row["key"], spec.module, [example[n] for n in input_names], t, load_ms=base["load_ms"]
-                )
-            )
+            plan.targets.append(latency.TorchTarget(row["key"], spec.module,
+                                                    [plan.example[n] for n in plan.input_names], t,
+                                                    load_ms=plan.base["load_ms"]))
             if memory:
-                mem_jobs.append(
-                    (
-                        row,
-                        {"kind": "torch", "source": base["source"], "weights": base["weights"], "threads": t, **common},
-                    )
-                )
-        rows.append(row)
+                plan.mem_jobs.append((row, {"kind": "torch", "source": plan.base["source"],
+                                            "weights": plan.base["weights"], "threads": t, **common}))
+        plan.rows.append(row)
 
-    for art in arts:
+
+def _artifact_rows(plan: _Plan, memory: bool, step: StepCallback) -> None:
+    from mobilize import formats as registry
+    from mobilize.bench import latency
+    from mobilize.bench import memory as mem
+    from mobilize.bench.size import size_record
+    from mobilize.bundle import manifest as mf
+
+    common = {"reference": str(plan.ref_path), "input_names": plan.input_names}
+    for art in plan.arts:
         fmt, prec = art["format"], art["precision"]
         plugin = registry.get(fmt)
         runner_cls = plugin.load("runner")
-        parity = (art.get("parity") or {}).get("status")
-        path = mf.artifact_path(bundle, art) if art["status"] == "ok" else None
-        sizes = size_record(path, prec, parameters) if path is not None else {}
+        path = mf.artifact_path(plan.bundle, art) if art["status"] == "ok" else None
+        sizes = size_record(path, prec, plan.parameters) if path is not None else {}
         available, why = runner_cls.available()
         if available and runner_cls.runtime in REFERENCE_RUNTIMES:
-            available, why = (
-                False,
-                "only a reference interpreter runs this format here; its speed is not device latency",
-            )
+            available, why = False, ("only a reference interpreter runs this format here; its speed is not device "
+                                     "latency")
         crashed = None
         if available and path is not None:  # a file that crashes its runtime must not take this process down
             step(f"checking that {fmt} {prec} runs (isolated worker)")
-            crashed = _preflight(plugin, path, prec, ref_path, input_names)
-        for t in thread_list:
-            row = _row(fmt, prec, art["path"], runner_cls.runtime if available else None, t, parameters, macs)
+            crashed = _preflight(plugin, path, prec, plan.ref_path, plan.input_names)
+        for t in plan.threads:
+            row = _row(fmt, prec, art["path"], runner_cls.runtime if available else None, t, plan.parameters,
+                       plan.macs)
             row.update(sizes or {"bytes": None, "zipped_bytes": None, "floor_bytes": None, "floor_ratio": None})
-            row["parity"] = parity
+            row["parity"] = (art.get("parity") or {}).get("status")
             row["placement"] = placement_summary(art.get("placement"))
             if art["status"] != "ok":
                 message = (art.get("error") or {}).get("message", "")
@@ -240,25 +312,33 @@ def bench(
                 row.update(status="error", reason=f"could not run: {crashed}"[:300])
             else:
                 row["key"] = f"{fmt} {prec} ×{t}"
-                targets.append(
-                    latency.RunnerTarget(row["key"], runner_cls, path, t, lambda r: mem.feeds_for(r, ref, input_names))
-                )
+                ref, names = plan.ref, plan.input_names
+                plan.targets.append(latency.RunnerTarget(row["key"], runner_cls, path, t,
+                                                         lambda r, ref=ref, names=names: mem.feeds_for(r, ref, names)))
                 if memory:
-                    mem_jobs.append((row, {"kind": "runner", "format": fmt, "path": str(path), "threads": t, **common}))
-            rows.append(row)
+                    plan.mem_jobs.append((row, {"kind": "runner", "format": fmt, "path": str(path), "threads": t,
+                                                **common}))
+            plan.rows.append(row)
 
-    for row, job in mem_jobs:
+
+# --- measure: memory probes (subprocesses), then every target timed interleaved ------------------------------------
+
+
+def _measure(plan: _Plan, settings: Settings, step: StepCallback) -> None:
+    from mobilize.bench import latency
+    from mobilize.bench import memory as mem
+
+    for row, job in plan.mem_jobs:
         step(f"peak memory of {row['key']} (subprocess)")
         res = mem.measure(job)
         if "error" in res:
             row["memory_error"] = res["error"]
         else:
             row.update(res)
-
     step("timing")
-    measured = latency.measure(targets, settings, step)
+    measured = latency.measure(plan.targets, settings, step)
     torch_p50: dict[int, float] = {}
-    for row in rows:
+    for row in plan.rows:
         m = measured.get(row.pop("key", None) or "")
         if m is None:
             continue
@@ -266,10 +346,15 @@ def bench(
             row.update(status="error", reason=f"could not run: {m.error}")
             continue
         stats = m.stats or {}
+        stride = _stride(len(m.samples_ms))
         row.update(
             status="ok",
             latency_ms={k: _r(v, 5) for k, v in stats.items()},
             runs=len(m.samples_ms),
+            # the timed runs in order (the report's distributions): all of them up to KEPT_SAMPLES, else every
+            # stride-th one, so a fast model timed 100 000 times does not make a 20 MB manifest
+            samples_stride=stride,
+            samples_ms=[_r(x, 5) for x in m.samples_ms[::stride]],
             measured_s=_r(m.measured_seconds, 3),
             load_ms=_r(m.load_ms, 3),
             first_inference_ms=_r(m.first_inference_ms, 3),
@@ -277,63 +362,62 @@ def bench(
             cv_first=_r(m.cv_first, 5),
             noisy=stats.get("cv", 0) > settings.cv_threshold,
         )
-        if macs and stats.get("p50"):
-            row["gmacs_per_s"] = _r(macs / (stats["p50"] / 1000.0) / 1e9, 4)
-            peak = peaks.get(row["threads"])
+        if plan.macs and stats.get("p50"):
+            row["gmacs_per_s"] = _r(plan.macs / (stats["p50"] / 1000.0) / 1e9, 4)
+            peak = plan.peaks.get(row["threads"])
             row["peak_gmacs"] = _r(peak, 2)
             row["peak_share"] = _r(row["gmacs_per_s"] / peak, 5) if peak else None
         if row["format"] == BASELINE_FORMAT:
             torch_p50[row["threads"]] = stats["p50"]
-    for row in rows:
+    for row in plan.rows:
         p50 = (row.get("latency_ms") or {}).get("p50")
         tp = torch_p50.get(row["threads"])
         row["speedup_vs_pytorch"] = _r(tp / p50, 4) if (p50 and tp) else None
+        # the ratio every table shows: this file's latency ÷ the reference's (< 1: faster), as export's "÷ fp32"
+        row["latency_vs_pytorch"] = _r(p50 / tp, 4) if (p50 and tp) else None
 
-    budget_out = None
-    if budget_obj is not None:
-        per_art = []
-        for art in arts:
-            group = [r for r in rows if r["format"] == art["format"] and r["precision"] == art["precision"]]
-            verdict = budgets.judge(budget_obj, group)
-            if art["status"] != "ok":
-                verdict["status"] = "fail"
-            for r in group:
-                r["budget"] = verdict["status"]
-            per_art.append({"format": art["format"], "precision": art["precision"], **verdict})
-        status = (
-            "fail"
-            if any(a["status"] == "fail" for a in per_art)
-            else "unknown"
-            if any(a["status"] == "unknown" for a in per_art)
-            else "pass"
-        )
-        budget_out = {**budget_obj.to_dict(), "status": status, "artifacts": per_art}
 
-    exit_code = 1 if (budget_out and budget_out["status"] == "fail") or any(r["status"] == "error" for r in rows) else 0
-    data = {
+# --- judge: budgets per artifact -------------------------------------------------------------------------------------
+
+
+def _judge(plan: _Plan) -> dict[str, Any] | None:
+    from mobilize.bench import budget as budgets
+
+    if plan.budget is None:
+        return None
+    per_art = []
+    for art in plan.arts:
+        group = [r for r in plan.rows if r["format"] == art["format"] and r["precision"] == art["precision"]]
+        verdict = budgets.judge(plan.budget, group)
+        if art["status"] != "ok":
+            verdict["status"] = "fail"
+        for r in group:
+            r["budget"] = verdict["status"]
+        per_art.append({"format": art["format"], "precision": art["precision"], **verdict})
+    status = ("fail" if any(a["status"] == "fail" for a in per_art) else
+              "unknown" if any(a["status"] == "unknown" for a in per_art) else "pass")
+    return {**plan.budget.to_dict(), "status": status, "artifacts": per_art}
+
+
+# --- record: the JSON-ready result ---------------------------------------------------------------------------------
+
+
+def _record(plan: _Plan, settings: Settings, memory: bool, budget_out: dict[str, Any] | None) -> dict[str, Any]:
+    failed = (budget_out and budget_out["status"] == "fail") or any(r["status"] == "error" for r in plan.rows)
+    return {
         "schema": BENCH_SCHEMA,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "bundle": str(bundle),
-        "model": {
-            "name": model.get("name"),
-            "source": model.get("source"),
-            "parameters": parameters,
-            "macs": macs,
-            "macs_method": macs_method,
-        },
-        "machine": desc,
-        "settings": {
-            **settings.to_dict(),
-            "threads": thread_list,
-            "memory": memory,
-            "input_shapes": {n: list(example[n].shape) for n in input_names},
-        },
-        "baseline": base,
-        "results": rows,
+        "bundle": str(plan.bundle),
+        "model": {"name": plan.model.get("name"), "source": plan.model.get("source"), "parameters": plan.parameters,
+                  "macs": plan.macs, "macs_method": plan.macs_method},
+        "machine": plan.machine,
+        "settings": {**settings.to_dict(), "threads": plan.threads, "memory": memory,
+                     "input_shapes": {n: list(plan.example[n].shape) for n in plan.input_names}},
+        "baseline": plan.base,
+        "results": plan.rows,
         "budget": budget_out,
-        "exit_code": exit_code,
+        "exit_code": 1 if failed else 0,
     }
-    return BenchResult(bundle, data)
 
 
 def placement_summary(record: dict[str, Any] | None) -> str:
@@ -356,6 +440,8 @@ def _row(
         "reason": None,
         "latency_ms": None,
         "runs": None,
+        "samples_ms": None,
+        "samples_stride": None,
         "measured_s": None,
         "noisy": None,
         "remeasured": None,
@@ -371,6 +457,7 @@ def _row(
         "peak_gmacs": None,
         "peak_share": None,
         "speedup_vs_pytorch": None,
+        "latency_vs_pytorch": None,
         "budget": None,
     }
 

@@ -30,7 +30,7 @@ HOW_TO_CREATE = (f'create {CONFIG_NAME} with at least `source = "model.py:build"
 #: key → what it is, for the "unknown key" message (order = the documented order)
 TOP_KEYS = ("source", "weights", "trust_pickle", "formats", "precisions", "calibration", "strict", "output", "baseline",
             "export", "accuracy", "parity", "budget", "bench", "regression", "fitness")
-EXPORT_KEYS = ("onnx_opset", "coreml_target", "fp16_io")
+EXPORT_KEYS = ("onnx_opset", "coreml_target", "fp16_io", "repair")
 ACCURACY_KEYS = ("min_snr", "min_top1", "max_size_ratio", "holdout", "snr_headroom", "metric", "min_metric",
                  "class_axes", "allow_below_target")
 BENCH_KEYS = ("enabled", "threads", "min_runs", "min_seconds", "warmup_seconds", "memory")
@@ -126,6 +126,7 @@ class Config:
     fitness: Any = None  # mobilize.verify.fitness.Thresholds
     allow_unfit: bool = False
     allow_below_target: bool = False
+    repair: bool = True  # [export] repair: rewrite ops a converter rejects (docs/repairs.md)
     digest: str = ""
 
     @property
@@ -142,7 +143,8 @@ class Config:
             "accuracy": self.accuracy.to_dict(), "tolerances": self.tolerances, "budgets": self.budgets.to_dict(),
             "bench": self.bench.to_dict(), "regression": self.regression.to_dict(),
             "fitness": self.fitness.to_dict() if self.fitness is not None else None,
-            "allow_unfit": self.allow_unfit, "allow_below_target": self.allow_below_target, "digest": self.digest,
+            "allow_unfit": self.allow_unfit, "allow_below_target": self.allow_below_target, "repair": self.repair,
+            "digest": self.digest,
         }
 
 
@@ -346,7 +348,9 @@ def _parse(r: _Reader, data: dict[str, Any], path: Path, digest: str) -> Config 
                 or root / DEFAULT_BASELINE)
     if baseline.is_dir():
         r.problem("baseline", f"{baseline} is a folder; give a file path, e.g. baseline = \"{DEFAULT_BASELINE}\"")
-    export = _export(r, r.table(data, "export"))
+    export_table = r.table(data, "export")
+    export = _export(r, export_table)
+    repair = bool(r.boolean(export_table, "repair", True, "export."))
     accuracy_table = r.table(data, "accuracy")
     accuracy = _accuracy(r, accuracy_table, root)
     allow_below_target = bool(r.boolean(accuracy_table, "allow_below_target", False, "accuracy."))
@@ -363,7 +367,8 @@ def _parse(r: _Reader, data: dict[str, Any], path: Path, digest: str) -> Config 
                   weights=weights, trust_pickle=trust_pickle, formats=formats, precisions=precisions,
                   calibration=calibration, strict=strict, output=output, baseline=baseline, export=export,
                   accuracy=accuracy, tolerances=tolerances, budgets=budgets, bench=bench, regression=regression,
-                  fitness=fitness, allow_unfit=allow_unfit, allow_below_target=allow_below_target, digest=digest)
+                  fitness=fitness, allow_unfit=allow_unfit, allow_below_target=allow_below_target, repair=repair,
+                  digest=digest)
 
 
 def _resolve(root: Path, text: str) -> Path:

@@ -268,7 +268,7 @@ def _export_or_verify(cfg: Config, bundle: Path | None, step: StepCallback) -> t
         result = api.export(cfg.source, cfg.bundle, formats=cfg.formats, precisions=cfg.precisions,
                             options=cfg.export, strict=cfg.strict, weights=cfg.weights,
                             trust_pickle=cfg.trust_pickle, calibration=cfg.calibration, target=cfg.accuracy,
-                            tolerances=cfg.tolerances, on_step=step, fitness=cfg.fitness)
+                            tolerances=cfg.tolerances, on_step=step, fitness=cfg.fitness, repair=cfg.repair)
         return result.manifest, cfg.bundle
     step(f"re-verifying {bundle}")
     try:

@@ -39,3 +39,4 @@ class ExportedFile:
 
     path: Any  # pathlib.Path
     notes: list[str] = dataclasses.field(default_factory=list)
+    repairs: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # set by mobilize.repair.convert

@@ -84,6 +84,15 @@ def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, option
     return ExportedFile(dest, notes)
 
 
+def decompose(program: Any, extra: dict[Any, Any] | None = None) -> Any:
+    """The program as coremltools converts it: torch's default decompositions (without the recurrent layers that stay
+    native, :func:`coreml_recurrent.plan`), with ``extra`` entries (mobilize.repair's rewrites) replacing or adding to
+    them. Idempotent: the exporter decomposes a program decomposed here to the same program again."""
+    table = coreml_recurrent.plan(program).decompositions()
+    table.update(extra or {})
+    return program.run_decompositions(table)
+
+
 def _fp16_recurrent(ct: Any, model: Any, options: ExportOptions) -> tuple[Any, list[str]]:
     """An fp16 file whose recurrent ops compute in float32 (Core ML's lstm/gru/rnn are float32-only before iOS17):
     from iOS16 on their weights are stored in float16 and cast to float32 at load
@@ -107,8 +116,10 @@ def _fp16_recurrent(ct: Any, model: Any, options: ExportOptions) -> tuple[Any, l
     stored = "their weights are" if done.ops == kept else \
         f"the weights of {', '.join(f'{op} ×{n}' for op, n in sorted(done.ops.items()))} are"
     rest = "" if done.ops == kept else ", the other ops keep float32 weights (constants shared with other ops)"
+    from mobilize.bench.report import fmt_bytes
+
     return rewritten, [f"{head}; {stored} stored in float16 and cast to float32 when the model loads "
-                       f"(constexpr_cast; {done.tensors} tensors, {done.saved_bytes // 1024} KB smaller){rest}; "
+                       f"(constexpr_cast; {done.tensors} tensors, {fmt_bytes(done.saved_bytes)} smaller){rest}; "
                        f"{later}"]
 
 

@@ -280,7 +280,61 @@ CASES = [
      lambda x: x.argmin(0)[None].astype(np.int32), 0),
     ("one_hot", "one_hot", lambda x: mb.one_hot(indices=mb.cast(x=x, dtype="int32"), one_hot_vector_size=4),
      [np.array([0, 3, 1], np.float32)], lambda x: np.eye(4, dtype=np.float32)[x.astype(int)], 0),
+    # --- resizing: torch.nn.functional.interpolate is the reference for every torch-reachable mode ---
+    ("upsample_bilinear_align_corners", "upsample_bilinear",
+     lambda x: mb.upsample_bilinear(x=x, scale_factor_height=2, scale_factor_width=3, align_corners=True),
+     [f32(1, 2, 3, 4)], lambda x: F.interpolate(t(x), scale_factor=(2, 3), mode="bilinear",
+                                                align_corners=True).numpy(), 1e-6),
+    ("upsample_bilinear_half_pixel", "upsample_bilinear",
+     lambda x: mb.upsample_bilinear(x=x, scale_factor_height=2, scale_factor_width=4, align_corners=False),
+     [f32(2, 3, 5)], lambda x: F.interpolate(t(x)[None], scale_factor=(2, 4), mode="bilinear",
+                                             align_corners=False)[0].numpy(), 1e-6),
+    ("upsample_bilinear_asymmetric", "upsample_bilinear",
+     lambda x: mb.upsample_bilinear(x=x, scale_factor_height=2, scale_factor_width=2, align_corners=False,
+                                    half_pixel_centers=False),
+     [f32(1, 1, 3, 3)], lambda x: _asymmetric_bilinear(x, 6, 6), 1e-6),
+    ("resize_bilinear_strict_align", "resize_bilinear",
+     lambda x: mb.resize_bilinear(x=x, target_size_height=7, target_size_width=2,
+                                  sampling_mode="STRICT_ALIGN_CORNERS"),
+     [f32(1, 2, 4, 5)], lambda x: F.interpolate(t(x), size=(7, 2), mode="bilinear", align_corners=True).numpy(),
+     1e-6),
+    ("resize_bilinear_unalign_down", "resize_bilinear",
+     lambda x: mb.resize_bilinear(x=x, target_size_height=3, target_size_width=5, sampling_mode="UNALIGN_CORNERS"),
+     [f32(1, 2, 8, 7)], lambda x: F.interpolate(t(x), size=(3, 5), mode="bilinear", align_corners=False).numpy(),
+     1e-6),
+    ("resize_bilinear_default", "resize_bilinear",
+     lambda x: mb.resize_bilinear(x=x, target_size_height=5, target_size_width=6, sampling_mode="DEFAULT"),
+     [np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)],
+     # the spec's own example grid for X_in=2, X_out=5, DEFAULT: [0, .4, .8, 1, 1]; X_in=3, X_out=6: spacing 0.5
+     lambda x: _grid_bilinear(x, [0, .4, .8, 1, 1], [0, .5, 1, 1.5, 2, 2]), 1e-6),
+    ("resize_bilinear_offset_corners", "resize_bilinear",
+     lambda x: mb.resize_bilinear(x=x, target_size_height=5, target_size_width=1, sampling_mode="OFFSET_CORNERS"),
+     [np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)],
+     lambda x: _grid_bilinear(x, [.1, .3, .5, .7, .9], [.5]), 1e-6),
+    ("resize_nearest_neighbor", "resize_nearest_neighbor",
+     lambda x: mb.resize_nearest_neighbor(x=x, target_size_height=5, target_size_width=2),
+     [f32(1, 3, 4, 6)], lambda x: F.interpolate(t(x), size=(5, 2), mode="nearest").numpy(), 0),
 ]
+
+
+def _grid_bilinear(x: np.ndarray, gh: list[float], gw: list[float]) -> np.ndarray:
+    """Bilinear sampling of the last two axes at explicit fractional positions (a direct loop, no shared code)."""
+    h, w = x.shape[-2:]
+    out = np.zeros(x.shape[:-2] + (len(gh), len(gw)), np.float32)
+    for i, y in enumerate(gh):
+        for j, z in enumerate(gw):
+            y0, z0 = int(math.floor(y)), int(math.floor(z))
+            y1, z1 = min(y0 + 1, h - 1), min(z0 + 1, w - 1)
+            fy, fz = y - y0, z - z0
+            out[..., i, j] = ((1 - fy) * (1 - fz) * x[..., y0, z0] + (1 - fy) * fz * x[..., y0, z1]
+                              + fy * (1 - fz) * x[..., y1, z0] + fy * fz * x[..., y1, z1])
+    return out
+
+
+def _asymmetric_bilinear(x: np.ndarray, oh: int, ow: int) -> np.ndarray:
+    """TF ResizeBilinear(align_corners=False, half_pixel_centers=False): position i·X_in/X_out."""
+    h, w = x.shape[-2:]
+    return _grid_bilinear(x, [min(i * h / oh, h - 1) for i in range(oh)], [min(j * w / ow, w - 1) for j in range(ow)])
 
 
 def _put(x: np.ndarray, u: np.ndarray) -> np.ndarray:

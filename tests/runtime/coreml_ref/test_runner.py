@@ -40,8 +40,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def unsupported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     def build(x):  # noqa: ANN001, ANN202
-        y = mb.upsample_bilinear(x=x, scale_factor_height=2.0, scale_factor_width=2.0)
-        y = mb.space_to_depth(x=y, block_size=2)
+        y = mb.space_to_depth(x=x, block_size=2)
+        y = mb.depth_to_space(x=y, block_size=2)
         return mb.relu(x=y, name="y")
 
     return save_program(build, [np.zeros((1, 1, 2, 2), np.float32)],
@@ -65,8 +65,8 @@ def test_runner_reads_io_from_the_model_description(tiny: Path) -> None:
 def test_unsupported_ops_are_all_listed_at_load(unsupported: Path) -> None:
     with pytest.raises(UnsupportedOpsError) as ei, CoreMLReferenceRunner(unsupported):
         pass
-    assert ei.value.ops == ["space_to_depth", "upsample_bilinear"]
-    assert "space_to_depth" in str(ei.value) and "upsample_bilinear" in str(ei.value)
+    assert ei.value.ops == ["depth_to_space", "space_to_depth"]
+    assert "space_to_depth" in str(ei.value) and "depth_to_space" in str(ei.value)
 
 
 @linux_only
@@ -93,7 +93,7 @@ def test_unsupported_ops_make_parity_unverified_never_pass(unsupported: Path) ->
     rec = verify_file(CoreMLRunner, unsupported, "coreml", "fp32", _reference(x, np.zeros((1, 4, 2, 2))), ["x"])
     assert rec.status == "unverified"
     assert rec.runtime == "reference"
-    assert "space_to_depth" in rec.reason and "upsample_bilinear" in rec.reason
+    assert "space_to_depth" in rec.reason and "depth_to_space" in rec.reason
     assert REFERENCE_NOTE in rec.warnings
 
 

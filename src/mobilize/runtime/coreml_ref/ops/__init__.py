@@ -9,5 +9,6 @@ from mobilize.runtime.coreml_ref.ops import (  # noqa: F401
     nn,
     recurrent,
     reduction,
+    resize,
     tensor,
 )
