@@ -143,6 +143,65 @@ def test_analyzer_imports_and_takes_a_path(name: str) -> None:
     assert callable(fn) and list(inspect.signature(fn).parameters) == ["path"]
 
 
+# --- every stage knows every format (adding a format must touch each of these, or this fails) ------------------
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_finalizer_takes_a_path_and_file_info(name: str) -> None:
+    plugin = formats.REGISTRY[name]
+    assert plugin.finalizer, f"{name} has no finalizer (metadata inside the file, reproducible bytes)"
+    fn = plugin.load("finalizer")
+    assert callable(fn) and list(inspect.signature(fn).parameters) == ["path", "info"]
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_quantized_precisions_have_a_quantizer_module(name: str) -> None:
+    import importlib
+
+    from mobilize.quantize import recipes
+
+    plugin = formats.REGISTRY[name]
+    quantized = [p for p in plugin.precisions if p in recipes.QUANT_PRECISIONS]
+    if not quantized:
+        pytest.skip(f"{name} has no quantized precision")
+    if plugin.converts_from:  # its quantized files are converted from the source format's (e.g. ort from onnx)
+        name = plugin.converts_from
+    mod = importlib.import_module(f"mobilize.quantize.{name}")  # the driver's convention (driver.module_for)
+    assert list(inspect.signature(mod.quantize).parameters)[:6] == ["fp32", "dest", "recipe", "calib", "exclude",
+                                                                    "work"]
+    assert "method" in inspect.signature(mod.quantize).parameters
+    assert callable(mod.layers) and list(inspect.signature(mod.layers).parameters) == ["fp32"]
+    for prec in quantized:
+        assert recipes.candidates(name, prec), f"{name} lists {prec} but has no recipe for it"
+        if prec in recipes.STATIC_PRECISIONS:
+            assert any(r.calibrated for r in recipes.candidates(name, prec))
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_tolerances_diff_module_and_content_kind_exist(name: str) -> None:
+    import importlib
+
+    from mobilize.api import _KIND_OF_FORMAT
+    from mobilize.diff import worker
+    from mobilize.sniff import KINDS
+    from mobilize.verify import tolerance
+
+    for prec in ("fp32", "fp16"):
+        assert (name, prec) in tolerance.DEFAULTS, f"no default parity tolerance for {name} {prec}"
+    assert _KIND_OF_FORMAT.get(name) in KINDS, f"no content check (sniff kind) for {name} files"
+    via = formats.REGISTRY[name].converts_from or name  # a converted format is diffed through its source's file
+    assert via in worker.MODULES, f"mobilize diff cannot read {name} files"
+    mod = importlib.import_module(worker.MODULES[via])
+    assert callable(mod.read) and callable(mod.run)
+
+
+def test_the_manifest_schema_knows_every_format() -> None:
+    from mobilize.bundle import manifest
+
+    enum = manifest.schema()["$defs"]["artifact"]["properties"]["format"]["enum"]
+    assert set(enum) == set(formats.REGISTRY)
+
+
 @pytest.mark.parametrize("name", FORMATS)
 def test_placement_reader_imports_and_takes_path_and_options(name: str) -> None:
     fn = formats.REGISTRY[name].load("placement")

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 _VERBOSE = False
 _LOUD_LOGGERS = ("coremltools", "torch.onnx", "torch._export", "torch.export", "torch.fx", "torch._dynamo",
                  "torch.utils._pytree", "absl", "root", "onnxscript", "jax", "litert_torch", "ai_edge_quantizer",
-                 "tensorflow", "torchao", "onnx_ir")
+                 "tensorflow", "torchao", "onnx_ir", "executorch")
 
 
 def set_verbose(verbose: bool) -> None:
@@ -51,12 +51,12 @@ def quiet_imports() -> None:
         return
     for name in _LOUD_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:  # litert-torch prints rich progress lines unless told not to
-        import litert_torch
-
-        litert_torch.config.show_progress = False  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - optional package, any failure just means nothing to silence
-        pass
+    # litert-torch prints rich progress lines unless told not to; only when already imported: importing it here
+    # would load JAX (≈220 MB, seconds) into every process that silences anything, e.g. an ExecuTorch runner's
+    litert_torch = sys.modules.get("litert_torch")
+    if litert_torch is not None:
+        with contextlib.suppress(Exception):  # any failure just means nothing to silence
+            litert_torch.config.show_progress = False  # type: ignore[attr-defined]
 
 
 class _Captured:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import importlib
 import re
 import tempfile
 import time
@@ -457,6 +458,11 @@ def _quantize_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: Mode
             step(f"exporting {plugin.name} fp32 (input of the quantizer)")
             with captured_output():
                 repairs = _convert(plugin, cap, spec, "fp32", fp32, options, repair).repairs
+    # a quantizer that starts from the torch program rather than the file (ExecuTorch's PT2E) re-attaches that
+    # program here: the fp32 file was written in another converter child, whose memory is gone
+    attach = getattr(importlib.import_module(f"mobilize.quantize.{plugin.name}"), "from_capture", None)
+    if attach is not None:
+        attach(cap, spec, fp32)
     work = scratch / plugin.name / prec
     work.mkdir(parents=True, exist_ok=True)
     notes, record = quantize_artifact(plugin.name, prec, fp32, dest, quant, work, step)
@@ -740,7 +746,7 @@ def _needs_isolation(plugin: registry.FormatPlugin) -> bool:
     return bool(plugin.fallback_runner) and bool(plugin.load("fallback_runner").available()[0])
 
 
-_KIND_OF_FORMAT = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage", "ort": "ort"}
+_KIND_OF_FORMAT = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage", "ort": "ort", "pte": "pte"}
 
 
 def _check_kind(fmt: str, path: Path, where: str) -> None:

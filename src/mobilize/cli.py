@@ -123,7 +123,7 @@ def main(verbose: int, quiet: bool) -> None:
 
 
 _FORMATS_HELP = ("Comma-separated formats: onnx, coreml, tflite, ort (ORT format + required_operators.config for a "
-                 "reduced onnxruntime build).")
+                 "reduced onnxruntime build), pte (ExecuTorch; not in the default set).")
 
 
 def _fitness_options(fn: Any) -> Any:

@@ -81,6 +81,11 @@ register(FormatPlugin("ort", ".ort", "mobilize.export.ort:export", "mobilize.run
                       analyzer="mobilize.analysis.ort:read", finalizer="mobilize.export.ort:finalize",
                       placement="mobilize.analysis.onnx_placement:place_ort", converts_from="onnx",
                       companions=(".required_operators.config",), extra="onnx"))
+register(FormatPlugin("pte", ".pte", "mobilize.export.pte:export", "mobilize.runtime.pte:PteRunner",
+                      "mobilize.runtime.pte:read_io", supported("pte"),
+                      "ExecuTorch program (torch.export → XNNPACK delegate → executorch.runtime)",
+                      analyzer="mobilize.analysis.pte:read", finalizer="mobilize.export.pte:finalize",
+                      placement="mobilize.analysis.pte_placement:place", extra="pte"))
 
 DEFAULT_FORMATS = ("onnx", "coreml", "tflite")
 
@@ -89,6 +94,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxscript", "onnxruntime"),
     "coreml": ("coremltools",),
     "tflite": ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
+    "pte": ("executorch",),
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mobilize.errors import MobilizeInputError
 
-KINDS = ("onnx", "tflite", "ort", "mlpackage", "pt2", "torch-zip", "pickle", "safetensors", "npz", "unknown")
+KINDS = ("onnx", "tflite", "ort", "pte", "mlpackage", "pt2", "torch-zip", "pickle", "safetensors", "npz", "unknown")
 
 
 def sniff(path: str | Path) -> str:
@@ -37,6 +37,8 @@ def sniff_bytes(head: bytes, path: Path | None = None) -> str:
         return "tflite"
     if len(head) >= 8 and head[4:8] == b"ORTM":  # onnxruntime's ORT-format flatbuffer
         return "ort"
+    if len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit():  # ExecuTorch program flatbuffer ("ET12")
+        return "pte"
     if head[:4] == b"PK\x03\x04" and path is not None:
         return _sniff_zip(path)
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:

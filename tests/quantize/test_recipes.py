@@ -10,7 +10,8 @@ from mobilize.quantize import recipes as R
 
 
 def test_every_format_has_every_quantized_precision_with_a_native_tool() -> None:
-    tools = {"onnx": "onnxruntime.quantization", "coreml": "coremltools.optimize.coreml", "tflite": "ai-edge-quantizer"}
+    tools = {"onnx": "onnxruntime.quantization", "coreml": "coremltools.optimize.coreml", "tflite": "ai-edge-quantizer",
+             "pte": "torchao PT2E + executorch XNNPACKQuantizer"}
     # onnxruntime has no weight-only int8 recipe for Conv (its weight-only quantizers cover MatMul/Gather): that one
     # recipe is mobilize's own DequantizeLinear rewrite, measured beside onnxruntime's dynamic recipe
     own = {("onnx", "int8-weights", "weight-only")}

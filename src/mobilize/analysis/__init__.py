@@ -1,8 +1,8 @@
 """What an exported file holds: its ops and its constants, read statically (no runtime, no inference).
 
-One reader per format (``analysis/onnx.py``, ``tflite.py``, ``coreml.py``, registered as each format plug-in's
-``analyzer``) lists the file's ops and constant tensors; :func:`summarize` turns that into the record the manifest
-keeps and the fitness judgement reads (:mod:`mobilize.verify.fitness`):
+One reader per format (``analysis/onnx.py``, ``tflite.py``, ``coreml.py``, ``pte.py``, registered as each format
+plug-in's ``analyzer``) lists the file's ops and constant tensors; :func:`summarize` turns that into the record the
+manifest keeps and the fitness judgement reads (:mod:`mobilize.verify.fitness`):
 
 - the op histogram and count (an unrolled recurrence shows up as thousands of elementwise ops);
 - parameters, bytes and tensors of the constants per consuming op type (``weights_by_op``: where the file's size is);
@@ -59,6 +59,8 @@ class FileContents:
 
     ops: list[str]
     constants: list[Constant]
+    #: format-specific facts for the record, merged in as they are (ExecuTorch: ``delegation``)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def summarize(contents: FileContents) -> dict[str, Any]:
@@ -66,9 +68,12 @@ def summarize(contents: FileContents) -> dict[str, Any]:
     hist = Counter(contents.ops)
     consts = contents.constants
     float_weights: dict[str, int] = defaultdict(int)
+    float32_weights: dict[str, int] = defaultdict(int)
     for c in consts:
         if c.is_float_matrix and c.nbytes >= COMPARE_MIN_BYTES:
             float_weights["+".join(sorted(set(c.consumers))) or "(unused)"] += c.nbytes
+            if c.dtype == "float32":
+                float32_weights["+".join(sorted(set(c.consumers))) or "(unused)"] += c.nbytes
     kinds = {k: int(sum(n for op, n in hist.items() if op.lower().split(".")[-1] in names))
              for k, names in KIND_OPS.items()}
     by_op: dict[str, dict[str, int]] = defaultdict(lambda: {"parameters": 0, "bytes": 0, "tensors": 0})
@@ -83,9 +88,11 @@ def summarize(contents: FileContents) -> dict[str, Any]:
         "kinds": kinds,
         "constants": {"count": len(consts), "bytes": int(sum(c.nbytes for c in consts))},
         "float_weight_bytes": dict(sorted(float_weights.items(), key=lambda kv: -kv[1])),
+        "float32_weight_bytes": dict(sorted(float32_weights.items(), key=lambda kv: -kv[1])),
         "weights_by_op": dict(sorted(by_op.items(), key=lambda kv: (-kv[1]["bytes"], kv[0]))),
         "duplicates": duplicates(consts),
         "repeated_constants": repeated(consts),
+        **contents.extra,
     }
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 #: accelerator paths ``mobilize check`` judges by default, per format (``[budget] accelerators`` replaces them)
 DEFAULT_ACCELERATORS: dict[str, tuple[str, ...]] = {"tflite": ("gpu",), "onnx": ("coreml-ep", "nnapi"),
-                                                    "coreml": ("ane",), "ort": ()}
+                                                    "coreml": ("ane",), "ort": (), "pte": ("xnnpack",)}
 ALL_ACCELERATORS = ("gpu", "xnnpack", "npu", "nnapi", "coreml-ep", "coreml-ep-neuralnetwork", "ane")
 
 

@@ -126,10 +126,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
         from mobilize import formats
 
         runner_cls = formats.get(job["format"]).load("runner")
-        if runner_cls.runtime == "onnxruntime":
-            import onnxruntime  # noqa: F401 - imported before the baseline so it counts as runtime, not model
-        elif runner_cls.runtime == "ai-edge-litert":
-            import ai_edge_litert.interpreter  # noqa: F401
+        runner_cls.preload()  # imported before the baseline so the runtime counts as runtime, not model
         baseline = _current_kb()
         with runner_cls(job["path"], threads=threads) as runner:
             feeds = feeds_for(runner, ref, job["input_names"])

@@ -23,7 +23,7 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
 _TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "coremltools", "litert-torch", "ai-edge-litert",
-          "ai-edge-quantizer", "numpy")
+          "ai-edge-quantizer", "executorch", "numpy")
 
 
 def tool_versions() -> dict[str, str | None]:
@@ -100,8 +100,9 @@ def safe_member(root: Path, rel: str, where: str) -> Path:
     return full
 
 
-#: the largest file of each format: ONNX and TFLite are single protobufs / flatbuffers (2 GB at most)
-FILE_LIMITS = {"onnx": 2 << 30, "tflite": 2 << 30, "coreml": 16 << 30}
+#: the largest file of each format: ONNX and TFLite are single protobufs / flatbuffers (2 GB at most); an ExecuTorch
+#: program keeps its weights in segments after the flatbuffer (64-bit offsets: multi-GB LLM programs exist)
+FILE_LIMITS = {"onnx": 2 << 30, "tflite": 2 << 30, "coreml": 16 << 30, "pte": 16 << 30}
 
 
 def artifact_where(bundle: Path, art: dict[str, Any]) -> str:

@@ -5,8 +5,8 @@
     min_accelerated_mac_share = 0.9    at least this share of MACs inside the delegated partition(s)
     coreml_min_target = "iOS16"        the app's oldest OS: a Core ML file must not need a newer one
     accelerators = ["gpu", "coreml-ep"]  which paths the first two judge (default: gpu for TFLite, coreml-ep and
-                                        nnapi for ONNX, ane for Core ML; others: xnnpack, npu,
-                                        coreml-ep-neuralnetwork)
+                                        nnapi for ONNX, ane for Core ML, xnnpack for
+                                        ExecuTorch; others: npu, coreml-ep-neuralnetwork)
 
 A path whose tool could not answer (``unverified``: e.g. the TFLite GPU analyzer in this ai-edge-litert build) is a
 ``skip`` with that reason, never a pass; a format without a judged path is a ``skip`` too, so check names stay

@@ -142,7 +142,7 @@ def run(bundle: Path, manifest: dict[str, Any], chosen: list[dict[str, Any]], sp
     import numpy as np
 
     from mobilize.bundle import manifest as mf
-    from mobilize.diff import analyze, torch_side
+    from mobilize.diff import analyze, torch_side, worker
 
     step = step or (lambda _m: None)
     step("running PyTorch with a hook on every module")
@@ -161,7 +161,17 @@ def run(bundle: Path, manifest: dict[str, Any], chosen: list[dict[str, Any]], sp
         for art in chosen:
             path = mf.artifact_path(bundle, art)
             sibling = _sibling(bundle, manifest, art)
+            why = getattr(worker.module(art["format"]), "OUTPUTS_ONLY", None)
             try:
+                if why:  # the format exposes no per-layer tensors: its outputs against PyTorch's
+                    step(f"{art['format']} {art['precision']}: comparing the outputs")
+                    rep = analyze.outputs_only(art, path, samples_path, list(spec.input_names),
+                                               _torch_outputs(spec, [feeds[i] for i in usable]),
+                                               list(spec.output_names), threshold_db=threshold, isolate=isolate,
+                                               why=why)
+                    _integrity(bundle, art, rep)
+                    reports.append(rep)
+                    continue
                 rep = analyze.run_artifact(art, path, side, samples_path, list(spec.input_names),
                                            threshold_db=threshold, isolate=isolate, sibling=sibling, step=step)
             except Exception as exc:  # noqa: BLE001 - one artifact's failure is its report, the others continue
@@ -179,6 +189,22 @@ def run(bundle: Path, manifest: dict[str, Any], chosen: list[dict[str, Any]], sp
             reports.append(rep)
     modules = {p: q.rsplit(".", 1)[-1] for p, q in side.classes.items()}
     return DiffResult(bundle, reports, described, source, modules)
+
+
+def _torch_outputs(spec: Any, feeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PyTorch's outputs on each feed, by output name."""
+    import numpy as np
+    import torch
+
+    from mobilize.source import flatten_outputs
+
+    out = []
+    with torch.no_grad():
+        for f in feeds:
+            _, flat = flatten_outputs(spec.module(*(torch.from_numpy(np.ascontiguousarray(f[n]))
+                                                    for n in spec.input_names)))
+            out.append({n: t.detach().cpu().numpy() for n, t in zip(spec.output_names, flat)})
+    return out
 
 
 def _integrity(bundle: Path, art: dict[str, Any], rep: dict[str, Any]) -> None:

@@ -479,13 +479,14 @@ def _feeding(fmt: str, done: bool, note: str | None) -> dict[str, Any]:
 
 def outputs_only(art: dict[str, Any], path: Path, samples: Path, input_names: list[str],
                  ref_outputs: list[dict[str, np.ndarray]], output_names: list[str], *, threshold_db: float | None,
-                 isolate: bool) -> dict[str, Any]:
-    """Without the model (no ``--source``): the file's outputs against the bundle's stored reference outputs."""
+                 isolate: bool, why: str | None = None) -> dict[str, Any]:
+    """Without the model (no ``--source``): the file's outputs against the bundle's stored reference outputs. Also
+    for formats that expose no per-layer tensors (``why``: the format's reason, shown instead)."""
     thr = threshold_for(art["precision"], threshold_db)
     report: dict[str, Any] = {"format": art["format"], "precision": art["precision"], "path": art["path"],
                               "threshold_db": thr, "layers": [], "unmatched": [], "coverage": None,
-                              "notes": ["per-layer comparison needs the model: pass --source (the model the bundle "
-                                        "was exported from); a bundle never names code that mobilize runs"]}
+                              "notes": [why or "per-layer comparison needs the model: pass --source (the model the "
+                                        "bundle was exported from); a bundle never names code that mobilize runs"]}
     with tempfile.TemporaryDirectory(prefix="mobilize-diff-") as tmp:
         obs_path = Path(tmp) / "observed.npz"
         found = _job({"op": "diff", "format": art["format"], "path": str(path), "samples": str(samples),
@@ -514,6 +515,8 @@ def outputs_only(art: dict[str, Any], path: Path, samples: Path, input_names: li
     report["outputs"] = rows
     worst = min((score(r["metrics"]) for r in rows), default=SNR_CAP)
     report["first_divergent"] = None
-    report["summary"] = (f"{art['format']} {art['precision']}: outputs only (worst SNR {worst:.1f} dB); "
-                         "per-layer comparison needs --source")
+    tail = "this format exposes no per-layer tensors" if why else "per-layer comparison needs --source"
+    report["summary"] = f"{art['format']} {art['precision']}: outputs only (worst SNR {worst:.1f} dB); {tail}"
+    if why:
+        report["outputs_only"] = why
     return report

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-MODULES = {"onnx": "mobilize.diff.onnx", "tflite": "mobilize.diff.tflite", "coreml": "mobilize.diff.coreml"}
+MODULES = {"onnx": "mobilize.diff.onnx", "tflite": "mobilize.diff.tflite", "coreml": "mobilize.diff.coreml",
+           "pte": "mobilize.diff.pte"}
 
 
 def module(fmt: str) -> Any:

@@ -3,8 +3,8 @@ the file (no manifest.json) still finds the labels, the normalisation, the tenso
 
 Each format's finalizer (``finalize(path, info) -> notes``, registered as the format plug-in's ``finalizer``) writes
 :meth:`FileInfo.entries` into the file's own metadata slot — ONNX ``metadata_props``, Core ML
-``user_defined_metadata``, a TFLite ``metadata`` entry — and makes the bytes reproducible (no dates, no random ids,
-sorted maps). The keys are documented in docs/metadata.md.
+``user_defined_metadata``, a TFLite ``metadata`` entry, an ExecuTorch constant method — and makes the bytes
+reproducible (no dates, no random ids, sorted maps). The keys are documented in docs/metadata.md.
 """
 
 from __future__ import annotations

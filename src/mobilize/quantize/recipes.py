@@ -51,6 +51,7 @@ class Recipe:
 _ORT = "onnxruntime.quantization"
 _CT = "coremltools.optimize.coreml"
 _AEQ = "ai-edge-quantizer"
+_PT2E = "torchao PT2E + executorch XNNPACKQuantizer"
 
 RECIPES: tuple[Recipe, ...] = (
     # --- ONNX -------------------------------------------------------------------------------------------------
@@ -93,6 +94,15 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("tflite", "int4-weights", "blockwise-int4", "int4 blockwise (block 32) where the op allows, else "
            "channelwise int4", "float (weights dequantized before each op)", False, _AEQ,
            "weight-only int4 (ai-edge-quantizer)"),
+    # --- ExecuTorch -------------------------------------------------------------------------------------------
+    Recipe("pte", "int8-weights", "dynamic", "int8 per-channel symmetric (linear layers; 2D convolutions where the "
+           "XNNPACK quantizer annotates them)", "float in the file; quantized to int8 per run (dynamic, per tensor)",
+           False, _PT2E, "PT2E dynamic per-channel config: XNNPACK's dynamically quantized kernels"),
+    Recipe("pte", "int8", "static", "int8 per-channel symmetric", "int8 static (calibrated), per tensor; float I/O",
+           True, _PT2E, "PT2E static per-channel config, calibrated on real data: XNNPACK int8 kernels"),
+    Recipe("pte", "int4-weights", "dynamic-int4", "int4 per output channel for linear layers (XNNPACK qc4w); other "
+           "layers float", "int8 per run (dynamic) for those linear layers; float elsewhere", False, _PT2E,
+           "PT2E dynamic config with 4-bit weights (qmin −8, qmax 7) on nn.Linear layers"),
 )
 
 

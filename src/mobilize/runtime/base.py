@@ -26,6 +26,8 @@ class IOTensor:
     image: dict[str, Any] | None = None
     #: a classifier's label → score output, read back as a vector in this label order
     classes: list[str] | None = None
+    #: the largest shape a file with bounded dynamic dims accepts (ExecuTorch plans memory for it)
+    max_shape: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
@@ -35,6 +37,8 @@ class IOTensor:
             d["image"] = self.image
         if self.classes is not None:
             d["classes"] = list(self.classes)
+        if self.max_shape is not None:
+            d["max_shape"] = list(self.max_shape)
         return d
 
 
@@ -43,6 +47,8 @@ class Runner(abc.ABC):
 
     format: ClassVar[str]
     runtime: ClassVar[str]
+    #: modules a runtime imports on first use; :meth:`preload` imports them (memory baselines count them as runtime)
+    preload_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, path: Path | str, *, threads: int | None = None) -> None:
         self.path = Path(path)
@@ -53,6 +59,14 @@ class Runner(abc.ABC):
     def available(cls) -> tuple[bool, str]:
         """Whether this runtime exists on this machine, and if not, why."""
         return True, ""
+
+    @classmethod
+    def preload(cls) -> None:
+        """Import the runtime's own modules (:attr:`preload_modules`) before any file is loaded."""
+        import importlib
+
+        for name in cls.preload_modules:
+            importlib.import_module(name)
 
     def __enter__(self) -> Runner:
         self._load()

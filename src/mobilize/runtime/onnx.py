@@ -17,6 +17,7 @@ _ORT_TYPES = {
 class OnnxRunner(Runner):
     format = "onnx"
     runtime = "onnxruntime"
+    preload_modules = ("onnxruntime",)
 
     def session_options(self) -> object:
         """Quiet CPU session options honouring ``threads`` (intra-op; one inter-op thread)."""

@@ -15,6 +15,7 @@ from mobilize.runtime.base import IOTensor, Runner, natural_key
 class TFLiteRunner(Runner):
     format = "tflite"
     runtime = "ai-edge-litert"
+    preload_modules = ("ai_edge_litert.interpreter",)
 
     #: set when XNNPACK refused the graph and the builtin kernels ran instead (recorded in the parity record)
     fallback: str | None = None

@@ -159,6 +159,12 @@ def size_reasons(analysis: dict[str, Any] | None, graph: dict[str, Any], fmt_ops
         if total:
             ops = ", ".join(f"{k} {_kb(v)}" for k, v in list(fl.items())[:4])
             found.append((total, f"weights left in float: {_kb(total)} ({ops})"))
+    elif precision == "fp16":
+        fl = analysis.get("float32_weight_bytes") or {}
+        total = sum(fl.values())
+        if total:
+            ops = ", ".join(f"{k} {_kb(v)}" for k, v in list(fl.items())[:4])
+            found.append((total, f"weights stored as float32 in an fp16 file: {_kb(total)} ({ops})"))
     const = (analysis.get("constants") or {}).get("bytes", 0)
     return [text for _, text in sorted(found, key=lambda x: -x[0])] or (
         [f"constants hold {_kb(const)}; the rest is graph structure and metadata"] if const else [])

@@ -45,6 +45,9 @@ DEFAULTS: dict[tuple[str, str], Tolerance] = {
     ("coreml", "fp16"): FP16,
     # TFLite fp16 stores weights as fp16 but computes in fp32 on CPU: only weight rounding, tighter than fp16 compute
     ("tflite", "fp16"): Tolerance(atol=5e-3, rtol=5e-3, max_mismatch_ratio=0.01, min_cosine=0.9995, min_snr_db=35.0),
+    ("pte", "fp32"): FP32,
+    # ExecuTorch fp16 computes in float16 (XNNPACK fp16 kernels, or portable kernels on float16 tensors)
+    ("pte", "fp16"): FP16,
 }
 
 
