@@ -173,6 +173,20 @@ def find(start: str | Path | None = None) -> Path:
 
 def load(path: str | Path | None = None) -> Config:
     """Read and validate a configuration (``path`` None: :func:`find` in the current folder)."""
+    path, label, prefix, data, digest = read(path)
+    if "models" in data:
+        raise ConfigError(f"{label}: {prefix}models lists several models (a fleet); run it with `mobilize check` or "
+                          "mobilize.fleet.run (mobilize.check.config.load reads one model)")
+    reader = _Reader(label, prefix)
+    config = _parse(reader, data, path, digest)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    assert config is not None
+    return config
+
+
+def read(path: str | Path | None = None) -> tuple[Path, str, str, dict[str, Any], str]:
+    """The config file's table: (path, label, key prefix, table, sha256 of the file's bytes)."""
     path = find() if path is None else Path(path)
     label = str(path)
     if not path.exists():
@@ -196,12 +210,7 @@ def load(path: str | Path | None = None) -> Config:
         data, prefix = tool["mobilize"], "tool.mobilize."
         if not isinstance(data, dict):
             raise ConfigError(f"{label}: tool.mobilize must be a table ([tool.mobilize]); see docs/ci.md")
-    reader = _Reader(label, prefix)
-    config = _parse(reader, data, path, hashlib.sha256(raw).hexdigest())
-    if reader.problems:
-        raise ConfigError(reader.problems)
-    assert config is not None
-    return config
+    return path, label, prefix, data, hashlib.sha256(raw).hexdigest()
 
 
 # --- validation -----------------------------------------------------------------------------------------------------
