@@ -191,7 +191,8 @@ def _failed_model(cfg: Any, name: str, mine: list[tuple[Job, dict[str, Any]]]) -
             "config": {**cfg.to_dict(), "source": cfg.source_text}, "bundle": str(cfg.bundle), "model_name": name,
             "mobilize_version": __version__, "baseline": {"path": str(cfg.baseline), "exists": False,
                                                           "created": None, "updated": False},
-            "notes": [f"no job of {name} produced a file"], "artifacts": arts, "jobs": [r for _, r in mine]}
+            "notes": [f"no job of {name} produced a file"], "artifacts": arts, "jobs": [r for _, r in mine],
+            "no_bundle": True}
 
 
 def write_outputs(result: FleetResult) -> list[Path]:

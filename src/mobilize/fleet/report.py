@@ -52,7 +52,7 @@ def summary(result: Any) -> str:
         lines += [f"- `{j['model']}/{j['format']}/{j['precision']}` {j['status']} after {j['attempts']} attempt(s): "
                   f"{j.get('error', '')}" for j in bad]
     for name, data in result.models.items():
-        if "config" in data and "formats" in data["config"]:
+        if not data.get("no_bundle"):
             lines += ["", f"## {name}", "", single.render(data).replace("\n## ", "\n### ", 1)]
     return "\n".join(lines) + "\n"
 
