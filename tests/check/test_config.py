@@ -38,6 +38,14 @@ def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
     assert cfg.regression.max_size_growth_pct == 10 and cfg.regression.max_latency_growth_pct == 25
     assert cfg.budgets.default == {} and cfg.tolerances == {} and not cfg.strict
     assert cfg.bench.threads == (1,) and cfg.bench.enabled
+    assert cfg.accuracy.time_budget_s == 300.0
+
+
+def test_accuracy_time_budget(tmp_path: Path) -> None:
+    cfg = load(_write(tmp_path, 'source = "model.py:build"\n[accuracy]\ntime_budget = 45\n'))
+    assert cfg.accuracy.time_budget_s == 45.0
+    problems = _problems(_write(tmp_path, 'source = "model.py:build"\n[accuracy]\ntime_budget = 0\n'))
+    assert len(problems) == 1 and "accuracy.time_budget: 0 is out of range" in problems[0]
 
 
 def test_unknown_keys_suggest_the_right_one(tmp_path: Path) -> None:
