@@ -86,4 +86,4 @@ def outlier() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 def outlier_calibration(n: int = 96, seed: int = 5) -> dict[str, object]:
     """Real-looking calibration samples for :func:`outlier` (an ``.npz`` payload keyed by input name)."""
     g = torch.Generator().manual_seed(seed)
-    return {"input_0": torch.randn(n, 1, 16, generator=g).numpy()}
+    return {"x": torch.randn(n, 1, 16, generator=g).numpy()}  # forward(self, x) names the input

@@ -22,6 +22,12 @@ def module(fmt: str) -> Any:
     from mobilize.errors import OptionError
 
     if fmt not in MODULES:
+        from mobilize import formats
+
+        plugin = formats.REGISTRY.get(fmt)
+        if plugin is not None and plugin.converts_from:
+            raise OptionError(f"mobilize diff compares {plugin.converts_from} files, not the {fmt!r} files converted "
+                              f"from them: use --artifact {plugin.converts_from}/<precision>")
         raise OptionError(f"mobilize diff cannot expose the tensors of {fmt!r} files (it can: {', '.join(MODULES)})")
     return importlib.import_module(MODULES[fmt])
 
