@@ -25,6 +25,9 @@ def test_a_budget_that_binds_keeps_the_first_file_and_says_so(tmp_path: Path) ->
     assert sum(1 for c in q["candidates"]) == 1
     assert any("search budget ran out" in n for n in art["notes"])
 
+
+@pytest.mark.slow
+def test_a_budget_that_does_not_bind_changes_nothing(tmp_path: Path) -> None:
     roomy = api.export("zoo:digits", tmp_path / "roomy", formats="onnx", precisions="int8",
                        calibration=calibration_set(32), isolate=False, diagnose=False)
     r = roomy.artifacts[0]["quantization"]
@@ -38,3 +41,16 @@ def test_a_budget_that_binds_keeps_the_first_file_and_says_so(tmp_path: Path) ->
 def test_bad_budget(bad: float) -> None:
     with pytest.raises(OptionError, match="--time-budget"):
         AccuracyTarget(time_budget_s=bad)
+
+
+def test_cli_refuses_a_bad_budget_before_any_work(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from click.testing import CliRunner
+
+    from mobilize.cli import main
+
+    got = CliRunner().invoke(main, ["export", "zoo:digits", "--out", str(tmp_path / "b"), "--formats", "onnx",
+                                    "--precisions", "fp32", "--time-budget", "0"])
+    assert got.exit_code == 2, got.output
+    err = got.output + capfd.readouterr().err
+    assert "--time-budget 0 must be a number of seconds > 0" in err
+    assert not (tmp_path / "b").exists()

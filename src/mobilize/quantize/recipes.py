@@ -184,7 +184,7 @@ class AccuracyTarget:
         import math
 
         if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
-            raise OptionError(f"--time-budget {self.time_budget_s} must be a number of seconds > 0, e.g. 300")
+            raise OptionError(f"--time-budget {self.time_budget_s:g} must be a number of seconds > 0, e.g. 300")
 
         if not -100 <= self.min_snr_db <= 300:  # also refuses NaN (the manifest is strict JSON: no NaN/Infinity)
             raise OptionError(f"--min-snr {self.min_snr_db} must be a finite number of dB in [-100, 300], e.g. 25")
