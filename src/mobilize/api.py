@@ -185,6 +185,7 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
         _collect_verified(artifacts)
+        _shipped_size_ratios(artifacts)
         _placement_modules(artifacts, cap.program)
         floors = floor_bytes(cap.program)
         judge_fitness(tmp, artifacts, cap.graph, floors, ref_path=tmp / mf.REFERENCE,
@@ -307,6 +308,17 @@ def preload_converter(fmt: str) -> None:
         except Exception:  # noqa: BLE001 - the converter child imports it again and reports what is wrong
             return
     quiet_imports()
+
+
+def _shipped_size_ratios(artifacts: list[dict[str, Any]]) -> None:
+    """A quantized file's ``size_ratio`` compares the shipped files: the quantizer measured its candidates before the
+    finalizer added metadata to both, so the chosen file's ratio is taken again from the bundle's own fp32 sibling."""
+    fp32 = {a["format"]: a["bytes"] for a in artifacts
+            if a["precision"] == "fp32" and a["status"] == "ok" and a.get("bytes")}
+    for a in artifacts:
+        q = a.get("quantization")
+        if q and a["status"] == "ok" and a.get("bytes") and fp32.get(a["format"]):
+            q["size_ratio"] = round(a["bytes"] / fp32[a["format"]], 4)
 
 
 def _finalized(exported: Any, plugin: registry.FormatPlugin, info: Any, precision: str) -> Any:

@@ -187,10 +187,6 @@ def test_text_encoder_both_outputs_verified(zoo_runs, fmt: str, precision: str) 
 # --- task 2: rerun the files ourselves on fresh inputs ---------------------------------------------------------------
 
 
-def _natural(name: str) -> list[object]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
 def _fresh_inputs(name: str) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(20240611)
     if name == "mobilenet_v2":
@@ -223,13 +219,14 @@ def _run_onnx(path: Path, arrays: tuple[np.ndarray, ...]) -> list[np.ndarray]:
     return sess.run(None, feeds)
 
 
-def _run_tflite(path: Path, arrays: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+def _run_tflite(path: Path, arrays: tuple[np.ndarray, ...], names: list[str], out_names: list[str]
+                ) -> list[np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(path))
     runner = interp.get_signature_runner()
     ins = runner.get_input_details()
-    names = sorted(ins, key=_natural)
+    assert sorted(names) == sorted(ins), (names, list(ins))
     feeds = {}
     for n, a in zip(names, arrays):
         want = np.dtype(ins[n]["dtype"])
@@ -237,7 +234,8 @@ def _run_tflite(path: Path, arrays: tuple[np.ndarray, ...]) -> list[np.ndarray]:
             assert np.issubdtype(want, np.integer) and np.all(a == a.astype(want)), (n, want, a.dtype)
         feeds[n] = a.astype(want)
     out = runner(**feeds)
-    return [np.asarray(out[k]) for k in sorted(out, key=_natural)]
+    assert sorted(out_names) == sorted(out), (out_names, list(out))
+    return [np.asarray(out[k]) for k in out_names]
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "text_encoder"])
@@ -251,7 +249,9 @@ def test_independent_rerun_matches_pytorch(zoo_runs, name: str, fmt: str) -> Non
         if k.startswith("in"):
             assert not any(x.shape == stored[k].shape and np.array_equal(x, stored[k]) for x in arrays)
     want = _torch_outputs(name, arrays)
-    got = (_run_onnx if fmt == "onnx" else _run_tflite)(er.out / a["path"], arrays)
+    # the file's signature names are the model's own (forward()'s argument names, in order), as the manifest lists them
+    got = (_run_onnx(er.out / a["path"], arrays) if fmt == "onnx" else
+           _run_tflite(er.out / a["path"], arrays, [i["name"] for i in a["inputs"]], [o["name"] for o in a["outputs"]]))
     assert len(got) == len(want)
     for g, w in zip(got, want):
         g = np.asarray(g).reshape(w.shape)

@@ -14,17 +14,18 @@ def test_every_format_has_every_quantized_precision_with_a_native_tool() -> None
     # onnxruntime has no weight-only int8 recipe for Conv (its weight-only quantizers cover MatMul/Gather): that one
     # recipe is mobilize's own DequantizeLinear rewrite, measured beside onnxruntime's dynamic recipe
     own = {("onnx", "int8-weights", "weight-only")}
-    for fmt in formats.REGISTRY:
-        made_from = formats.get(fmt).converts_from
-        if made_from:  # ort: converted from the run's quantized onnx file, so it has the onnx file's precisions
-            assert not any(R.candidates(fmt, prec) for prec in R.QUANT_PRECISIONS)
-            assert formats.get(fmt).precisions == R.supported(made_from)
+    for fmt, plugin in formats.REGISTRY.items():
+        if plugin.converts_from:
+            # a converted format (ort from onnx) has no recipes of its own: each quantized file is its source's
+            # quantized file converted, so it offers exactly what its source offers
+            assert not any(r.format == fmt for r in R.RECIPES), fmt
+            assert plugin.precisions == R.supported(plugin.converts_from), fmt
             continue
         for prec in R.QUANT_PRECISIONS:
             cands = R.candidates(fmt, prec)
             assert cands, (fmt, prec)
             assert {c.tool for c in cands if (fmt, prec, c.name) not in own} == {tools[fmt]}
-        assert formats.get(fmt).precisions == R.supported(fmt)
+        assert plugin.precisions == R.supported(fmt)
 
 
 def test_recipe_ids_are_unique() -> None:

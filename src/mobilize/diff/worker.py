@@ -41,7 +41,8 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
         path = Path(job["path"])
         with captured_output():
             graph = Graph.from_dict(job["graph"]) if job.get("graph") else mod.read(path)
-            samples, used, skipped = _feeds(graph, Path(job["samples"]), list(job["input_names"]))
+            samples, used, skipped = _feeds(graph, Path(job["samples"]), list(job["input_names"]),
+                                            _images(job["format"], path))
             if not samples:
                 return {"error": "no input sample fits the file's input shapes: " + "; ".join(skipped[:2]),
                         "kind": "FeedError"}
@@ -64,15 +65,25 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {one_line(exc, 400)}", "kind": type(exc).__name__}
 
 
-def _feeds(graph: Any, path: Path, input_names: list[str]
+def _images(fmt: str, path: Path) -> dict[str, dict[str, Any]]:
+    """The file's image inputs (a Core ML image input takes pixels and normalises inside the file), by name, as the
+    format's own I/O reader declares them."""
+    from mobilize import formats
+
+    inputs, _ = formats.get(fmt).load("io_reader")(path)
+    return {t.name: t.image for t in inputs if t.image}
+
+
+def _feeds(graph: Any, path: Path, input_names: list[str], images: dict[str, dict[str, Any]] | None = None
            ) -> tuple[list[dict[int, np.ndarray]], list[int], list[str]]:
-    """Model-named input samples → per usable sample {graph input index: array in the file's dtype}, the indices of
-    the samples used, and why the others were skipped."""
+    """Model-named input samples → per usable sample {graph input index: array in the file's dtype, as pixels for an
+    image input}, the indices of the samples used, and why the others were skipped."""
     from mobilize.runtime.base import IOTensor
     from mobilize.verify.parity import _fits, adapt_feed, io_map
 
+    images = images or {}
     file_in = [IOTensor(t.io_name or t.name, tuple(s if s >= 0 else None for s in (t.shape or [])),
-                        t.dtype or "float32", t.quant) for t in graph.inputs]
+                        t.dtype or "float32", t.quant, image=images.get(t.io_name or t.name)) for t in graph.inputs]
     by_name = {f.name: (f, t) for f, t in zip(file_in, graph.inputs)}
     mapping = io_map(input_names, file_in)
     samples, used, skipped = [], [], []
