@@ -51,12 +51,10 @@ def quiet_imports() -> None:
         return
     for name in _LOUD_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:  # litert-torch prints rich progress lines unless told not to
-        import litert_torch
-
-        litert_torch.config.show_progress = False  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - optional package, any failure just means nothing to silence
-        pass
+    litert_torch = sys.modules.get("litert_torch")  # imported by whoever converts; importing it here costs ~2 s
+    if litert_torch is not None:  # it prints rich progress lines unless told not to
+        with contextlib.suppress(Exception):
+            litert_torch.config.show_progress = False  # type: ignore[attr-defined]
 
 
 class _Captured:

@@ -300,14 +300,13 @@ def preload_converter(fmt: str) -> None:
 
     if fmt not in CONVERTER_IMPORTS or not forking_available():
         return
-    from mobilize._quiet import quiet_imports
-
+    # the loggers these packages configure are silenced in each converter child (isolate.in_child), never here:
+    # api.export must not change the host process's logging (its root logger among them)
     for module in CONVERTER_IMPORTS[fmt]:
         try:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001 - the converter child imports it again and reports what is wrong
             return
-    quiet_imports()
 
 
 def _shipped_size_ratios(artifacts: list[dict[str, Any]]) -> None:

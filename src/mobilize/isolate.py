@@ -520,6 +520,7 @@ def _child_main(fn: Callable[[Callable[[str], None]], Any], label: str, fd: int,
             import faulthandler
 
             faulthandler.disable()
+        _quiet.quiet_imports()  # the converters the parent imported (api.preload_converter), silenced here only
         _fault_hook(label)
         result = fn(lambda msg: _send(fd, ("step", str(msg))))
         try:
