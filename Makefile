@@ -4,14 +4,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mobilize-installed
 
-.PHONY: demo test test-fast lint clean
+.PHONY: demo test test-fast test-onnx-only lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 2; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,ray]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[all,dev,ray]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,11 +20,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# an install holding only mobilize[onnx] (no coremltools, litert, jax, scikit-learn) exports and verifies
+test-onnx-only:
+	test -x $(VENV)-onnx/bin/python || $(PYTHON) -m venv $(VENV)-onnx
+	$(VENV)-onnx/bin/python -m pip install -q --upgrade "pip>=24"
+	$(VENV)-onnx/bin/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(VENV)-onnx/bin/python -m pip install -q -c constraints.txt -e ".[onnx]" pytest pytest-timeout
+	$(VENV)-onnx/bin/python -m pytest -q -p no:cacheprovider tests/extras/test_onnx_only_install.py
+
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) mobilize-demo .pytest_cache
+	rm -rf $(VENV) $(VENV)-onnx mobilize-demo .pytest_cache

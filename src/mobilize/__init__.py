@@ -20,11 +20,14 @@ __version__ = "0.1.0"
 import mobilize.diff as _diff_stage  # noqa: E402, F401
 import mobilize.export as _export_stage  # noqa: E402, F401
 import mobilize.verify as _verify_stage  # noqa: E402, F401
+from mobilize.api import Result, export, load_bundle, verify  # noqa: E402
+from mobilize.diff import DiffResult, diff  # noqa: E402
 from mobilize.errors import (  # noqa: E402
     BundleError,
     CaptureError,
     ConfigError,
     ConversionError,
+    MissingExtraError,
     MobilizeError,
     MobilizeInputError,
     OptionError,
@@ -33,36 +36,6 @@ from mobilize.errors import (  # noqa: E402
 )
 from mobilize.spec import ModelSpec, Normalization  # noqa: E402
 
-
-def export(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - thin lazy wrapper, see mobilize.api.export
-    from mobilize import api
-
-    return api.export(*args, **kwargs)
-
-
-def verify(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - see mobilize.api.verify
-    from mobilize import api
-
-    return api.verify(*args, **kwargs)
-
-
-def diff(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - see mobilize.diff.diff
-    from mobilize.diff import diff as _diff
-
-    return _diff(*args, **kwargs)
-
-
-def load_bundle(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - see mobilize.api.load_bundle
-    from mobilize import api
-
-    return api.load_bundle(*args, **kwargs)
-
-
-export.__doc__ = "Export a model source to a verified bundle; see :func:`mobilize.api.export`."
-verify.__doc__ = "Re-verify a bundle; see :func:`mobilize.api.verify`."
-load_bundle.__doc__ = "Read and check a bundle's manifest; see :func:`mobilize.api.load_bundle`."
-diff.__doc__ = "Where each file of a bundle diverges from PyTorch, layer by layer; see :func:`mobilize.diff.diff`."
-
-__all__ = ["BundleError", "CaptureError", "ConfigError", "ConversionError", "MobilizeError", "MobilizeInputError",
-           "ModelSpec", "Normalization", "OptionError", "SourceError", "SpecError", "diff", "export", "load_bundle",
-           "verify"]
+__all__ = ["BundleError", "CaptureError", "ConfigError", "ConversionError", "DiffResult", "MissingExtraError",
+           "MobilizeError", "MobilizeInputError", "ModelSpec", "Normalization", "OptionError", "Result", "SourceError",
+           "SpecError", "diff", "export", "load_bundle", "verify"]

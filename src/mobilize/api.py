@@ -39,9 +39,14 @@ class Result:
     allow_below_target: bool = False
     diagnosis: Any = None  # mobilize.diff.DiffResult for files that fail parity or miss their target (export only)
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{"bundle", "exit_code", "manifest"}`` (the manifest as written, docs/manifest.md)."""
+        return {"bundle": str(self.out), "exit_code": self.exit_code, "manifest": self.manifest}
+
     @property
     def artifacts(self) -> list[dict[str, Any]]:
-        return self.manifest["artifacts"]
+        arts: list[dict[str, Any]] = self.manifest["artifacts"]
+        return arts
 
     @property
     def exit_code(self) -> int:
@@ -55,7 +60,7 @@ class Result:
         return 0
 
 
-def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] | str = registry.DEFAULT_FORMATS,
+def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] | str | None = None,
            precisions: Sequence[str] | str = registry.DEFAULT_PRECISIONS, options: ExportOptions | None = None,
            verify: bool = True, strict: bool = False, weights: str | Path | None = None,
            trust_pickle: bool = False, isolate: bool = True, on_step: StepCallback | None = None,
@@ -63,6 +68,10 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
            fitness: Thresholds | None = None, allow_unfit: bool = False, allow_below_target: bool = False,
            dynamic: Mapping[str, Mapping[int, Any]] | None = None, diagnose: bool = True) -> Result:
     """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
+
+    ``formats``: ``"onnx,tflite"`` or a list; None exports every default format (onnx, coreml, tflite) whose pip
+    extra is installed. A format asked for by name whose extra is missing raises
+    :class:`~mobilize.errors.MissingExtraError` naming the ``pip install`` to run.
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for bad input (nothing is written); conversion and parity
     failures are recorded in the manifest and reflected in ``Result.exit_code``. Each exported file is read and
@@ -94,8 +103,9 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     from mobilize.verify.tolerance import check_overrides
 
     step = on_step or (lambda _msg: None)
-    fmts = registry.parse_list(formats, what="formats", allowed=tuple(registry.REGISTRY))
-    precs = registry.parse_list(precisions, what="precisions", allowed=registry.PRECISIONS)
+    fmts = _formats(formats, step)
+    precs = registry.parse_list(precisions if isinstance(precisions, str) else list(precisions), what="precisions",
+                                allowed=registry.PRECISIONS)
     from mobilize.quantize import calibration as qcal
     from mobilize.quantize import recipes as qrec
 
@@ -160,6 +170,26 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
         return result
 
 
+def _formats(formats: Sequence[str] | str | None, step: StepCallback) -> list[str]:
+    """The formats to export: as asked (each one's extra installed), or every installed default format."""
+    from mobilize.errors import MissingExtraError
+    from mobilize.progress import Done
+
+    if formats is not None:
+        fmts = registry.parse_list(formats if isinstance(formats, str) else list(formats), what="formats",
+                                   allowed=tuple(registry.REGISTRY))
+        registry.require_installed(fmts)
+        return fmts
+    fmts = registry.installed()
+    if not fmts:
+        raise MissingExtraError("no converter is installed: pip install 'mobilize[onnx]' (or [coreml], [tflite], "
+                                "[all])")
+    for f in registry.DEFAULT_FORMATS:
+        if f not in fmts:
+            step(Done(f"{f} skipped: {registry.missing_extra_message(f)}"))
+    return fmts
+
+
 def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: ModelSpec, options: ExportOptions,
                   verify: bool, isolate: bool, ref: Any, source_str: str, weights: Any, trust_pickle: bool,
                   step: StepCallback, quant: Any = None, tolerances: Overrides | None = None,
@@ -181,6 +211,7 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
                 artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step,
                                              quant, Path(scratch), tolerances, info))
                 _inherit_quantization(plugin, artifacts)
+                step(_done_line(artifacts[-1], len(artifacts), len(fmts) * len(precs)))
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
@@ -189,8 +220,8 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
         _placement_modules(artifacts, cap.program)
         floors = floor_bytes(cap.program)
         judge_fitness(tmp, artifacts, cap.graph, floors, ref_path=tmp / mf.REFERENCE,
-                      input_names=spec.input_names, isolate=isolate, thresholds=fitness, step=step,
-                      dynamic=dict(spec.dynamic_dims or {}))
+                      input_names=list(spec.input_names or ()), isolate=isolate, thresholds=fitness, step=step,
+                      dynamic={k: dict(v) for k, v in (spec.dynamic_dims or {}).items()})
         manifest = _manifest(spec, source_str, cap, ref, artifacts)
         manifest["model"]["floor_bytes"] = floors
         if dropped:
@@ -254,19 +285,23 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
         art["companions"] = companions
     if verify:
         step(f"verifying {plugin.name} {prec}")
-    later = inspect_and_verify_later(plugin, dest, prec, tmp / mf.REFERENCE if verify else None, spec.input_names,
-                                     isolate=isolate, tolerance=_tolerance(plugin.name, prec, tolerances),
-                                     analyze=True, place=placement_options(options))
+    later = inspect_and_verify_later(plugin, dest, prec, tmp / mf.REFERENCE if verify else None,
+                                     list(spec.input_names or ()), isolate=isolate,
+                                     tolerance=_tolerance(plugin.name, prec, tolerances), analyze=True,
+                                     place=placement_options(options))
     art["_verified"] = lambda: _set_verified(art, later(), spec, verify)
     return art
 
 
 def _set_verified(art: dict[str, Any], found: dict[str, Any], spec: ModelSpec, verify: bool) -> None:
     """The worker's answer for one exported file: its I/O, analysis, placement and parity records."""
-    art["inputs"] = _io_records(spec.input_names, found.get("inputs", []))
+    art["inputs"] = _io_records(list(spec.input_names or ()), found.get("inputs", []))
     art["outputs"] = _io_records(spec.output_names or [], found.get("outputs", []))
     _set_analysis(art, found)
     _set_placement(art, found)
+    # reading, analysing and (if asked) verifying: from the file's hand-over to its worker until the answer (a pooled
+    # worker may first finish the previous file of its format)
+    art["verify_seconds"] = round(found.pop("_seconds", 0.0), 3)
     if verify:
         art["parity"] = found["parity"]
     elif "error" in found:
@@ -307,6 +342,19 @@ def preload_converter(fmt: str) -> None:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001 - the converter child imports it again and reports what is wrong
             return
+
+
+def _done_line(art: dict[str, Any], k: int, n: int) -> str:
+    """``onnx fp16 exported 3.10 MB, parity pass (3/12)``: the progress line of a finished artifact."""
+    from mobilize.bench.report import fmt_bytes
+    from mobilize.progress import Done
+
+    label = f"{art['format']} {art['precision']}"
+    if art["status"] != "ok":
+        why = " ".join(str((art.get("error") or {}).get("message") or "").split())[:120]
+        return Done(f"{label} failed: {why} ({k}/{n})")
+    parity = f", parity {art['parity']['status']}" if art.get("parity") else ""
+    return Done(f"{label} exported {fmt_bytes(art['bytes'])}{parity} ({k}/{n})")
 
 
 def _shipped_size_ratios(artifacts: list[dict[str, Any]]) -> None:
@@ -477,8 +525,10 @@ def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str
     :class:`~mobilize.verify.tolerance.Tolerance`) replaces the default for the format × precision. ``analyze`` adds
     the static ``analysis`` record; ``place`` (options such as ``coreml_target``) adds the ``placement`` record
     (:mod:`mobilize.analysis.placement`)."""
-    return inspect_and_verify_later(plugin, path, precision, ref_path, input_names, isolate=isolate,
-                                    tolerance=tolerance, analyze=analyze, place=place)()
+    found = inspect_and_verify_later(plugin, path, precision, ref_path, input_names, isolate=isolate,
+                                     tolerance=tolerance, analyze=analyze, place=place)()
+    found.pop("_seconds", None)
+    return found
 
 
 def inspect_and_verify_later(plugin: registry.FormatPlugin, path: Path, precision: str | None,
@@ -494,17 +544,35 @@ def inspect_and_verify_later(plugin: registry.FormatPlugin, path: Path, precisio
            "precision": precision, "reference": str(ref_path) if ref_path else None,
            "input_names": list(input_names), "tolerance": tolerance.to_dict() if tolerance is not None else None,
            "analyze": analyze, **({"place": place} if place is not None else {})}
+    missing = registry.missing_extra_message(plugin.name)
+    if missing is not None:  # an ONNX-only install re-verifying a bundle that also holds Core ML files
+        from mobilize.verify.parity import ParityRecord
+        from mobilize.verify.tolerance import for_artifact
+
+        record = ParityRecord("unverified", None, missing, tolerance or for_artifact(plugin.name, precision or "fp32"))
+        unverified = {"error": missing, "kind": "MissingExtraError",
+                      **({"parity": record.to_dict()} if ref_path else {}), "_seconds": 0.0}
+        return lambda: unverified
+    t0 = time.perf_counter()
     if not isolate or not _needs_isolation(plugin):
         from mobilize._worker import handle
 
-        found = handle(job)
+        found = {**handle(job), "_seconds": time.perf_counter() - t0}
         return lambda: found
     active = iso.active_pool()
     if active is None:
-        found = _run_isolated(plugin, precision, tolerance, lambda: iso.run(job))
+        found = {**_run_isolated(plugin, precision, tolerance, lambda: iso.run(job)),
+                 "_seconds": time.perf_counter() - t0}
         return lambda: found
     future = active.submit(plugin.name, job)
-    return lambda: _run_isolated(plugin, precision, tolerance, future.result)
+    done: list[float] = []  # when the worker answered (the answer is collected later)
+    future.add_done_callback(lambda _f: done.append(time.perf_counter()))
+
+    def answer() -> dict[str, Any]:
+        found = _run_isolated(plugin, precision, tolerance, future.result)
+        return {**found, "_seconds": (done[0] if done else time.perf_counter()) - t0}
+
+    return answer
 
 
 def _run_isolated(plugin: registry.FormatPlugin, precision: str | None, tolerance: Any,
@@ -717,6 +785,7 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
                 tolerance=_tolerance(plugin.name, art["precision"], tolerances), analyze=True)))
         for art, path, later in pending:  # each file's worker answers in the order the files were queued
             found = later()
+            found.pop("_seconds", None)
             record = found["parity"]
             art.setdefault("notes", [])
             _set_analysis(art, found)

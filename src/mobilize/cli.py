@@ -12,13 +12,16 @@ import click
 
 from mobilize import __version__
 
-_STATE: dict[str, Any] = {"verbose": False}
+_STATE: dict[str, Any] = {"verbose": 0, "quiet": False}
+#: options of the ``mobilize`` group that may stand anywhere on the command line (``mobilize zoo -v``)
+_GLOBAL_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")
 
 
 def _console(stderr: bool = False) -> Any:
     """A rich console on a duplicate of the original stdout/stderr, so it survives fd redirection of converters."""
     from rich.console import Console
 
+    stderr = stderr or bool(_STATE.get("json_stdout"))  # `--json -`: stdout carries the JSON document only
     key = "err" if stderr else "out"
     if key not in _STATE:
         fd = os.dup(2 if stderr else 1)
@@ -53,6 +56,15 @@ def _fail(exc: BaseException) -> None:
     raise SystemExit(2)
 
 
+def json_target(json_out: Path | str | None) -> None:
+    """Every ``--json`` takes a path or ``-`` (standard output; the human-readable output then goes to stderr)."""
+    _STATE["json_stdout"] = json_out is not None and str(json_out) == "-"
+
+
+VERIFY_SCHEMA = "mobilize-verify/1"
+JSON_HELP = "Write the results as JSON to FILE, or to standard output with `-` (the tables then go to stderr)."
+
+
 def _escape(text: str) -> str:
     """Text from files (paths, converter messages, a bundle's manifest) made safe to print: rich markup escaped, and
     terminal control characters (ESC sequences, bidi overrides) shown as ``\\x1b`` instead of being obeyed."""
@@ -64,6 +76,13 @@ def _escape(text: str) -> str:
 
 
 class _Group(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """-v / -vv / --quiet are accepted anywhere before ``--``: moved in front of the subcommand."""
+        end = args.index("--") if "--" in args else len(args)
+        flags = [a for a in args[:end] if a in _GLOBAL_FLAGS]
+        rest = [a for a in args[:end] if a not in _GLOBAL_FLAGS] + args[end:]
+        return super().parse_args(ctx, flags + rest)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -79,15 +98,24 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Show converter logs and tracebacks.")
+@click.option("-v", "--verbose", count=True,
+              help="-v: converter logs and tracebacks; -vv: also their debug logging. Accepted anywhere.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output (results and errors only). Accepted anywhere.")
 @click.version_option(__version__, prog_name="mobilize")
-def main(verbose: bool) -> None:
+def main(verbose: int, quiet: bool) -> None:
     """Turn a PyTorch model into verified ONNX, Core ML and TFLite files in an app-ready bundle."""
     from mobilize import _quiet
     from mobilize.guard import start_cli
 
+    if verbose and quiet:
+        raise click.UsageError("-v and --quiet contradict each other: pass one")
     _STATE["verbose"] = verbose
-    _quiet.set_verbose(verbose)
+    _STATE["quiet"] = quiet
+    _quiet.set_verbose(verbose > 0)
+    if verbose > 1:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
     start_cli()  # SIGTERM unwinds like Ctrl-C; MOBILIZE_* settings are checked before any work
 
 
@@ -116,7 +144,8 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
 @click.argument("source")
 @click.option("--out", "out", default=None, type=click.Path(path_type=Path),
               help="Bundle folder (default: ./<model-name>-bundle). Replaced atomically.")
-@click.option("--formats", default="onnx,coreml,tflite", show_default=True, help=_FORMATS_HELP)
+@click.option("--formats", default=None, help=_FORMATS_HELP + " Default: onnx, coreml and tflite, each whose extra is "
+              "installed (pip install 'mobilize[all]').")
 @click.option("--precisions", default="fp32,fp16", show_default=True, help=_PREC_HELP)
 @click.option("--coreml-target", default="iOS16", show_default=True,
               help="Core ML minimum deployment target (iOS15..iOS18, macOS12..macOS15).")
@@ -128,7 +157,8 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
               "that cannot keep it dynamic say so (a fitness finding).")
 @click.option("--no-verify", is_flag=True, help="Skip parity checks (artifacts get parity null).")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity (e.g. Core ML on Linux) as a failure.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the manifest to this file.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
+              help="Also write the manifest (schema_version 1, docs/manifest.md) to FILE, or to stdout with `-`.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Checkpoint loaded into the model (.safetensors preferred; torch.save files load weights-only).")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling arbitrary Python objects from --weights or a "
@@ -174,6 +204,7 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
     from mobilize.spec import parse_dynamic
     from mobilize.verify.fitness import parse_thresholds
 
+    json_target(json_out)
     check_outputs(("--json", json_out))  # an unwritable --json must fail before the bundle is replaced
     options = ExportOptions(onnx_opset=onnx_opset, coreml_target=coreml_target, fp16_io=fp16_io)
     target = AccuracyTarget(min_snr_db=min_snr, min_top1=min_top1, max_size_ratio=max_size_ratio, holdout=holdout,
@@ -211,7 +242,8 @@ def _print_diagnosis(result: Any, source: str) -> None:
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the verification results here.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
+              help="Write the verification results (schema mobilize-verify/1) to FILE, or to stdout with `-`.")
 @click.option("--source", default=None, help="Recompute the reference from this model source instead of the "
               "bundle's stored reference.npz.")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity as a failure.")
@@ -224,6 +256,7 @@ def verify(bundle: Path, json_out: Path | None, source: str | None, strict: bool
     from mobilize.guard import check_outputs, write_output
     from mobilize.verify.fitness import parse_thresholds
 
+    json_target(json_out)
     check_outputs(("--json", json_out))
     thresholds = parse_thresholds(fitness)
     result = _with_status(lambda step: api.verify(bundle, source=source, strict=strict, on_step=step,
@@ -231,7 +264,7 @@ def verify(bundle: Path, json_out: Path | None, source: str | None, strict: bool
                                                   allow_below_target=allow_below_target))
     _print_result(result, title=f"mobilize verify {bundle}")
     if json_out:
-        payload = {"bundle": str(bundle), "summary": result.manifest["summary"],
+        payload = {"schema": VERIFY_SCHEMA, "bundle": str(bundle), "summary": result.manifest["summary"],
                    "artifacts": [{k: a.get(k) for k in ("format", "precision", "path", "sha256", "parity", "fitness")}
                                  for a in result.artifacts]}
         write_output(json_out, json.dumps(payload, indent=2) + "\n", "--json")
@@ -274,15 +307,15 @@ def demo(out: Path) -> None:
 
 
 def _with_status(fn: Any) -> Any:
-    console = _console(True)
-    if _STATE["verbose"] or not console.is_terminal:
-        def step(msg: str) -> None:
-            if _STATE["verbose"]:
-                console.print(f"[dim]… {msg}[/]")
+    """Run ``fn(on_step)`` with progress on stderr (mobilize.progress): a live line in a terminal, one timestamped
+    line per step otherwise (CI logs), nothing with --quiet. With -v the converters' logs interleave with the
+    steps, so the steps are printed as lines there too."""
+    from mobilize.progress import Reporter
 
-        return fn(step)
-    with console.status("starting") as status:
-        return fn(lambda msg: status.update(f"{msg}…"))
+    console = _console(True)
+    live = console.is_terminal and not _STATE["verbose"]
+    with Reporter(console, live=live, quiet=_STATE["quiet"]) as report:
+        return fn(report)
 
 
 def _fmt_bytes(n: int | None) -> str:
@@ -323,10 +356,10 @@ def _print_result(result: Any, title: str) -> None:
     quantized = any(a.get("quantization") for a in result.artifacts)
     with_acc = any(a.get("accuracy") for a in result.artifacts)
     cols = ["format", "precision", "size", "parity", "fit", "max abs err", "SNR dB", "runtime"]
-    cols += ["recipe", "held-out SNR / top-1", "latency vs fp32"] if quantized else []
+    cols += ["recipe", "held-out SNR / top-1", "latency ÷ fp32"] if quantized else []
     cols += ["test accuracy"] if with_acc else []
     for col in cols:
-        table.add_column(col, justify="right" if col in ("size", "max abs err", "SNR dB", "latency vs fp32",
+        table.add_column(col, justify="right" if col in ("size", "max abs err", "SNR dB", "latency ÷ fp32",
                                                          "test accuracy") else "left",
                          no_wrap=col in ("format", "precision", "runtime", "recipe"))
     extra = len(cols) - 8

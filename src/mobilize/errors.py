@@ -42,6 +42,10 @@ class OptionError(MobilizeInputError):
     """A flag or option value is invalid (unknown format, precision, target...)."""
 
 
+class MissingExtraError(OptionError):
+    """A format was asked for whose converter/runtime is not installed (``pip install 'mobilize[<extra>]'``)."""
+
+
 class BundleError(MobilizeInputError):
     """A bundle folder or its manifest is missing, malformed, or unsafe to use."""
 

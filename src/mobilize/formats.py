@@ -42,6 +42,8 @@ class FormatPlugin:
     converts_from: str = ""
     # files the exporter writes beside the artifact that ship with it, as suffixes replacing the artifact's suffix
     companions: tuple[str, ...] = ()
+    # the pip extra that installs this format's converter and runtime (``pip install 'mobilize[<extra>]'``)
+    extra: str = ""
 
     def load(self, attr: str) -> Any:
         mod, _, name = getattr(self, attr).partition(":")
@@ -61,26 +63,64 @@ def register(plugin: FormatPlugin) -> FormatPlugin:
 register(FormatPlugin("onnx", ".onnx", "mobilize.export.onnx:export", "mobilize.runtime.onnx:OnnxRunner",
                       "mobilize.runtime.onnx:read_io", supported("onnx"), "ONNX (torch.onnx dynamo → onnxruntime)",
                       analyzer="mobilize.analysis.onnx:read", finalizer="mobilize.export.onnx:finalize",
-                      placement="mobilize.analysis.onnx_placement:place"))
+                      placement="mobilize.analysis.onnx_placement:place", extra="onnx"))
 register(FormatPlugin("coreml", ".mlpackage", "mobilize.export.coreml:export", "mobilize.runtime.coreml:CoreMLRunner",
                       "mobilize.runtime.coreml:read_io", supported("coreml"), "Core ML ML Program (coremltools)",
                       analyzer="mobilize.analysis.coreml:read",
                       fallback_runner="mobilize.runtime.coreml_ref:CoreMLReferenceRunner",
                       finalizer="mobilize.export.coreml:finalize",
-                      placement="mobilize.analysis.coreml_placement:place"))
+                      placement="mobilize.analysis.coreml_placement:place", extra="coreml"))
 register(FormatPlugin("tflite", ".tflite", "mobilize.export.tflite:export", "mobilize.runtime.tflite:TFLiteRunner",
                       "mobilize.runtime.tflite:read_io", supported("tflite"),
                       "TFLite / LiteRT (litert-torch → ai-edge-litert)", analyzer="mobilize.analysis.tflite:read",
                       finalizer="mobilize.export.tflite:finalize",
-                      placement="mobilize.analysis.tflite_placement:place"))
+                      placement="mobilize.analysis.tflite_placement:place", extra="tflite"))
 register(FormatPlugin("ort", ".ort", "mobilize.export.ort:export", "mobilize.runtime.ort:OrtRunner",
                       "mobilize.runtime.ort:read_io", supported("onnx"),
                       "ORT format for reduced onnxruntime builds (convert_onnx_models_to_ort) + operator config",
                       analyzer="mobilize.analysis.ort:read", finalizer="mobilize.export.ort:finalize",
                       placement="mobilize.analysis.onnx_placement:place_ort", converts_from="onnx",
-                      companions=(".required_operators.config",)))
+                      companions=(".required_operators.config",), extra="onnx"))
 
 DEFAULT_FORMATS = ("onnx", "coreml", "tflite")
+
+#: pip extra → the modules it installs (``pip install 'mobilize[onnx]'``; ``[all]`` installs every one)
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "onnx": ("onnx", "onnxscript", "onnxruntime"),
+    "coreml": ("coremltools",),
+    "tflite": ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
+}
+
+
+def missing_modules(fmt: str) -> list[str]:
+    """The modules of ``fmt``'s extra that are not installed (empty: the format can be used)."""
+    import importlib.util
+
+    return [m for m in EXTRAS.get(get(fmt).extra, ()) if importlib.util.find_spec(m) is None]
+
+
+def missing_extra_message(fmt: str) -> str | None:
+    """``coreml needs coremltools, which is not installed: pip install 'mobilize[coreml]'`` (None when installed)."""
+    missing = missing_modules(fmt)
+    if not missing:
+        return None
+    what = ", ".join(m.replace("_", "-") for m in missing)
+    return (f"{fmt} needs {what}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            f"pip install 'mobilize[{get(fmt).extra}]' (or 'mobilize[all]')")
+
+
+def require_installed(fmts: list[str]) -> None:
+    """Refuse, before any work, formats whose extra is missing: one line naming the ``pip install`` to run."""
+    from mobilize.errors import MissingExtraError
+
+    problems = [m for m in (missing_extra_message(f) for f in fmts) if m]
+    if problems:
+        raise MissingExtraError("; ".join(problems))
+
+
+def installed(fmts: tuple[str, ...] | list[str] = DEFAULT_FORMATS) -> list[str]:
+    """The formats of ``fmts`` whose extras are installed, in order."""
+    return [f for f in fmts if not missing_modules(f)]
 DEFAULT_PRECISIONS = ("fp32", "fp16")
 
 

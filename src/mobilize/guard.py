@@ -36,16 +36,26 @@ def check_outputs(*targets: tuple[str, Path | str | None], folders: tuple[tuple[
     from mobilize.safeio import check_output_dir, check_output_file
 
     for flag, path in targets:
+        if path is not None and str(path) == "-":  # standard output
+            continue
         check_output_file(path, flag)
     for flag, path in folders:
         check_output_dir(path, flag)
 
 
 def write_output(path: Path | str, text: str | bytes, flag: str) -> None:
-    """Write one output file atomically (temp file + rename); an OS failure is a one-line input error."""
+    """Write one output file atomically (temp file + rename); an OS failure is a one-line input error. ``-`` is
+    standard output (the CLI then prints its tables on stderr)."""
+    import sys
+
     from mobilize.bundle.writer import write_atomic
 
     data = text.encode() if isinstance(text, str) else text
+    if str(path) == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
     try:
         write_atomic(Path(path), data)
     except OSError as exc:

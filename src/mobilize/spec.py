@@ -143,12 +143,13 @@ class ModelSpec:
                             f"{_describe(self.dynamic_dims)}")
         out: dict[str, dict[int, str]] = {}
         bounds = dict(self.dynamic_bounds or {})
+        names = list(self.input_names or ())
         for nm, axes in self.dynamic_dims.items():
-            if nm not in self.input_names:
-                raise SpecError(f"dynamic_dims names input {nm!r}, which is not one of {self.input_names}")
+            if nm not in names:
+                raise SpecError(f"dynamic_dims names input {nm!r}, which is not one of {names}")
             if not isinstance(axes, Mapping):
                 raise SpecError(f"dynamic_dims[{nm!r}] must map axis → dim name, e.g. {{0: 'batch'}}")
-            t = self.example_inputs[self.input_names.index(nm)]
+            t = self.example_inputs[names.index(nm)]
             rank = t.dim()
             out[nm] = {}
             for ax, value in axes.items():
@@ -170,10 +171,11 @@ class ModelSpec:
     def add_dynamic(self, extra: Mapping[str, Mapping[int, Any]]) -> None:
         """Declare more dynamic dims (``--dynamic``), replacing the same input axis; validated like the constructor."""
         merged: dict[str, dict[int, Any]] = {k: dict(v) for k, v in (self.dynamic_dims or {}).items()}
+        names = list(self.input_names or ())
         for name, axes in extra.items():
-            if name not in self.input_names:
-                raise SpecError(f"--dynamic names input {name!r}; the model's inputs are {', '.join(self.input_names)}")
-            rank = self.example_inputs[self.input_names.index(name)].dim()
+            if name not in names:
+                raise SpecError(f"--dynamic names input {name!r}; the model's inputs are {', '.join(names)}")
+            rank = self.example_inputs[names.index(name)].dim()
             for ax, value in axes.items():
                 if not -rank <= ax < rank:
                     raise SpecError(f"--dynamic {name}:{ax}: axis out of range for a rank-{rank} input")
@@ -185,11 +187,12 @@ class ModelSpec:
     def input_specs(self) -> list[TensorSpec]:
         """The inputs as TensorSpecs, dynamic dims shown as their names."""
         out = []
-        for nm, t in zip(self.input_names, self.example_inputs):
+        for nm, t in zip(self.input_names or (), self.example_inputs):
             dyn = {a % t.dim(): d for a, d in (self.dynamic_dims or {}).get(nm, {}).items()}
             shape = tuple(dyn.get(a, s) for a, s in enumerate(t.shape))
             rng = (self.input_ranges or {}).get(nm)
-            out.append(TensorSpec(nm, shape, torch_dtype_name(t.dtype), tuple(rng) if rng else None))
+            bounds = (float(rng[0]), float(rng[1])) if rng else None
+            out.append(TensorSpec(nm, shape, torch_dtype_name(t.dtype), bounds))
         return out
 
     def to_dict(self) -> dict[str, Any]:

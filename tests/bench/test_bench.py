@@ -45,6 +45,7 @@ ROW_FIELDS = {
     "peak_gmacs": OPT_NUM,
     "peak_share": OPT_NUM,
     "speedup_vs_pytorch": OPT_NUM,
+    "latency_vs_pytorch": OPT_NUM,
     "parity": OPT_STR,
     "budget": OPT_STR,
 }
@@ -98,6 +99,7 @@ def test_json_has_every_documented_field(bench_run) -> None:  # noqa: ANN001
         assert row["runs"] >= 5 and row["load_ms"] > 0 and row["first_inference_ms"] > 0
         assert row["peak_rss_mb"] > 0 and row["gmacs_per_s"] > 0 and row["peak_share"] > 0
         assert row["speedup_vs_pytorch"] > 0
+        assert row["latency_vs_pytorch"] == pytest.approx(1 / row["speedup_vs_pytorch"], rel=3e-3)
     for row in data["results"][1:]:
         assert row["parity"] == "pass" and row["budget"] == "pass"
         assert row["floor_ratio"] == pytest.approx(row["bytes"] / row["floor_bytes"], rel=1e-3)

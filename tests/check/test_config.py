@@ -194,6 +194,25 @@ def test_documented_example_and_the_ci_example_are_valid(tmp_path: Path) -> None
     assert (EXAMPLE / ".github" / "workflows" / "mobilize.yml").is_file()
 
 
+def test_example_workflow_pins_actions_and_installs_with_constraints() -> None:
+    import re
+
+    text = (EXAMPLE / ".github" / "workflows" / "mobilize.yml").read_text()
+    uses = re.findall(r"^\s*(?:-\s*)?uses:\s*(\S+)", text, flags=re.M)
+    assert len(uses) == 4
+    assert all(re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", u) for u in uses), uses  # full SHAs, never a tag
+    assert "persist-credentials: false" in text and "cache: pip" in text
+    installs = [line for line in text.splitlines() if "pip install" in line and not line.lstrip().startswith("#")]
+    assert installs and all("-c constraints.txt" in line for line in installs)
+    assert "checks: write" in text  # what the JUnit report step needs
+    pins = dict(line.split("==") for line in (EXAMPLE / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert pins["torch"] == "2.13.0"
+    root_pins = dict(line.split("==") for line in (EXAMPLE.parents[1] / "constraints.txt").read_text().splitlines()
+                     if "==" in line and not line.startswith("#"))
+    assert {k: root_pins[k] for k in pins} == pins  # the versions mobilize itself is tested with
+
+
 def test_tolerance_overrides_are_checked_by_the_api() -> None:
     from mobilize.errors import OptionError
     from mobilize.verify.tolerance import check_overrides

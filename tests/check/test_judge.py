@@ -16,6 +16,8 @@ from mobilize.check.config import Config, load
 from mobilize.check.judge import NO_BASELINE, judge_artifact
 from mobilize.errors import ConfigError
 
+from .junit_schema import violations
+
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
 
@@ -29,7 +31,7 @@ def _config(tmp_path: Path, extra: str = "") -> Config:
 def _art(prec: str = "fp32", *, bytes_: int = 2_310_000, sha: str = SHA_A, mae: float = 1e-6, snr: float = 120.0,
          status: str = "pass", **extra: Any) -> dict[str, Any]:
     return {"format": "onnx", "precision": prec, "status": "ok", "path": f"m_{prec}.onnx", "bytes": bytes_,
-            "sha256": sha, "export_seconds": 1.0, "error": None,
+            "sha256": sha, "export_seconds": 1.0, "verify_seconds": 0.25, "error": None,
             "parity": {"status": status, "runtime": "onnxruntime", "reason": None if status == "pass" else "bad",
                        "failures": [] if status == "pass" else ["y: SNR 10.0 dB < 60 dB"], "max_abs_error": mae,
                        "snr_db": snr, "cosine": 1.0, "mismatch_ratio": 0.0,
@@ -191,12 +193,14 @@ def _record(tmp_path: Path) -> dict[str, Any]:
 def test_junit_counts_and_failure_messages(tmp_path: Path) -> None:
     data = _record(tmp_path)
     root = ET.fromstring(junit.render(data))
+    assert violations(root) == []
     suite = root.find("testsuite")
     cases = suite.findall("testcase")
-    # checks that could not be judged are not test cases (some dashboards count a skip as "not passing")
-    assert len(cases) == int(suite.get("tests")) == data["counts"]["tests"] - data["counts"]["skipped"]
-    assert data["counts"]["skipped"] >= 1 and suite.get("skipped") == "0"
-    assert not [c for c in cases if c.find("skipped") is not None]
+    # every check is a test case; the ones that could not be judged are <skipped message="why"/>
+    assert len(cases) == int(suite.get("tests")) == int(root.get("tests")) == data["counts"]["tests"]
+    skipped = [c for c in cases if c.find("skipped") is not None]
+    assert len(skipped) == int(suite.get("skipped")) == data["counts"]["skipped"] >= 1
+    assert all(c.find("skipped").get("message") for c in skipped)
     failures = [c for c in cases if c.find("failure") is not None]
     assert int(suite.get("failures")) == len(failures) == data["counts"]["failed"]
     size = next(c for c in failures if c.get("name") == "budget.size_mb")
@@ -204,8 +208,24 @@ def test_junit_counts_and_failure_messages(tmp_path: Path) -> None:
     path = data["artifacts"][0]["path"]
     assert size.find("failure").get("message") == f"{path}: size 2.31 MB > budget 1.00 MB"
     assert {c.get("classname") for c in cases} == {"mobilize.onnx.fp32", "mobilize.onnx.int8-weights"}
-    out = suite.find("system-out").text
-    assert out.startswith("a note & <angle>") and "\nskipped onnx " in out
+    assert suite.find("system-out").text == "a note & <angle>"
+    # time: the export and verification each verdict rests on, from the manifest; checks read off figures take none
+    times = {(c.get("classname"), c.get("name")): float(c.get("time")) for c in cases}
+    assert times[("mobilize.onnx.fp32", "export")] == pytest.approx(_art()["export_seconds"], abs=1e-3)
+    assert times[("mobilize.onnx.fp32", "parity")] == pytest.approx(_art()["verify_seconds"], abs=1e-3)
+    assert times[("mobilize.onnx.fp32", "budget.size_mb")] == 0
+    assert root.get("time") == suite.get("time") == "1.500"
+
+
+def test_junit_is_valid_when_everything_is_skipped_or_failed(tmp_path: Path) -> None:
+    """The schema check itself catches what a dashboard rejects (a test that cannot fail is a defect)."""
+    data = _record(tmp_path)
+    assert violations(ET.fromstring(junit.render(data))) == []
+    bad = ET.fromstring(junit.render(data))
+    bad.set("skipped", "1")  # what mobilize used to write
+    ET.SubElement(bad.find("testsuite"), "testcase", {"name": "x", "elapsed": "1"})
+    assert violations(bad) == ["/testsuites: attribute 'skipped' not allowed",
+                               "/testsuites/testsuite/testcase: attribute 'elapsed' not allowed"]
 
 
 def test_summary_markdown(tmp_path: Path) -> None:

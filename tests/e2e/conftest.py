@@ -35,7 +35,8 @@ JOBS: dict[str, list[str]] = {
         "--precisions",
         "fp32",
     ],
-    "verbose": ["-v", "export", "zoo:digits", "--formats", "coreml,tflite", "--precisions", "fp32"],
+    # -v after the subcommand: the global flags are accepted anywhere
+    "verbose": ["export", "zoo:digits", "--formats", "coreml,tflite", "--precisions", "fp32", "-v"],
     "placement": ["export", f"{FIXTURES / 'placement_models.py'}:accelerator_model", "--formats",
                   "onnx,ort,tflite,coreml", "--precisions", "fp32,int8-weights", "--coreml-target", "iOS15"],
 }

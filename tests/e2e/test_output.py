@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,19 @@ def test_export_is_quiet(digits_run) -> None:
             run.describe()
         )
     assert _table_rows(run.stdout) == {(f, p) for f in FORMATS for p in PRECISIONS}
+    # not a terminal (a CI log): one timestamped line per step on stderr, and a line per finished artifact
+    lines = run.stderr.splitlines()
+    assert lines and all(re.match(r"\[\d\d:\d\d\] \S", ln) for ln in lines), run.stderr
+    n = len(FORMATS) * len(PRECISIONS)
+    done = [ln for ln in lines if re.search(r" exported [\d.]+ [KMG]?B, parity pass \(\d+/\d+\)$", ln)]
+    assert [ln.rsplit("(", 1)[1] for ln in done] == [f"{k}/{n})" for k in range(1, n + 1)], run.stderr
+
+
+def test_quiet_prints_results_only(tmp_path: Path) -> None:
+    run = run_cli(["export", "zoo:digits", "--formats", "onnx", "--precisions", "fp32", "--out", "b", "--quiet"],
+                  tmp_path, timeout=600)
+    assert run.returncode == 0, run.describe()
+    assert run.stderr.strip() == "" and ("onnx", "fp32") in _table_rows(run.stdout)
 
 
 def test_verbose_shows_converter_output(verbose_run) -> None:
@@ -38,7 +52,7 @@ def test_verbose_shows_converter_output(verbose_run) -> None:
     both = run.stdout + run.stderr
     seen = [m for m in ("Running MIL", "LiteRT-Torch", "Converting PyTorch Frontend") if m in both]
     assert seen, f"-v should show converter logs:\n{run.describe()}"
-    assert "… exporting" in run.stderr  # the step lines
+    assert re.search(r"^\[\d\d:\d\d\] exporting coreml fp32$", run.stderr, flags=re.M), run.stderr  # the steps
 
 
 def test_zoo_lists_every_model(tmp_path: Path) -> None:

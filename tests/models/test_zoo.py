@@ -171,3 +171,13 @@ def test_digits_weights_and_accuracy() -> None:
     with torch.no_grad():
         pred = model(torch.from_numpy(x)).argmax(1).numpy()
     assert float((pred == y).mean()) >= 0.95
+
+
+def test_digits_example_input_is_the_first_test_digit() -> None:
+    """The example input is stored in the package (no dataset needed to load the model) and is the split's own."""
+    import numpy as np
+
+    from mobilize.models import digits
+
+    x, _ = digits.digits_test_set()
+    assert np.array_equal(digits.example_input().numpy(), x[:1])

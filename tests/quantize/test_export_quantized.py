@@ -104,7 +104,7 @@ def test_tflite_static_ranges_use_global_minmax_when_it_measures_better(digits: 
 @pytest.mark.slow  # shares a ~30 s module export
 def test_coreml_int8_is_weight_only_and_says_so(digits: dict) -> None:
     a = digits["arts"][("coreml", "int8")]
-    assert a["quantization"]["recipe"] == "linear-int8-weights"
+    assert a["quantization"]["recipe"] == "weight-only"
     assert "activations stay float" in " ".join(a["notes"])
     assert a["quantization"]["size_ratio"] < 0.4
 

@@ -43,7 +43,8 @@ class InspectResult:
         return 1 if self.findings else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bundle": str(self.bundle), "findings": self.findings, "artifacts": self.artifacts}
+        return {"schema": "mobilize-inspect/1", "bundle": str(self.bundle), "findings": self.findings,
+                "artifacts": self.artifacts}
 
 
 def target_message(dep: dict[str, Any]) -> str:

@@ -18,7 +18,8 @@ import click
 @click.option("--coreml-target", default=None, metavar="iOS16",
               help="Judge Core ML files against this deployment target (default: the one each file was exported "
               "for).")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write every record here.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
+              help="Write every record (schema mobilize-inspect/1) to FILE, or to stdout with `-`.")
 @click.option("--ops", "show_ops", is_flag=True, help="Also print each file's op histogram with parameters and bytes "
               "per op type.")
 def inspect(bundle: Path, coreml_target: str | None, json_out: Path | None, show_ops: bool) -> None:
@@ -27,11 +28,16 @@ def inspect(bundle: Path, coreml_target: str | None, json_out: Path | None, show
     device measurement (docs/inspect.md)."""
     from mobilize import cli as _cli
     from mobilize.analysis.bundle import inspect_bundle
+    from mobilize.guard import check_outputs
 
+    _cli.json_target(json_out)
+    check_outputs(("--json", json_out))
     result = _cli._with_status(lambda step: inspect_bundle(bundle, coreml_target=coreml_target, on_step=step))
     print_result(result, show_ops)
     if json_out:
-        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        from mobilize.guard import write_output
+
+        write_output(json_out, json.dumps(result.to_dict(), indent=2) + "\n", "--json")
     raise SystemExit(result.exit_code)
 
 

@@ -41,6 +41,7 @@ def _bench(
         from mobilize.guard import check_outputs, write_output
 
         writes_bundle = not no_manifest or (not no_report and report_dir is None)
+        _cli.json_target(json_out)
         check_outputs(("--json", json_out), folders=(("--report-dir", report_dir),
                                                      *((("bundle", bundle),) if writes_bundle and bundle.is_dir()
                                                        else ())))
@@ -93,7 +94,8 @@ def _options(fn: Any) -> Any:
             default=None,
             help="Comma-separated thread counts, e.g. 1,2 or 1,all [default: 1 and all usable cores].",
         ),
-        click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write every figure to this file."),
+        click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
+                     help="Write every figure (schema mobilize-bench/1) to FILE, or to stdout with `-`."),
         click.option(
             "--budget",
             default=None,

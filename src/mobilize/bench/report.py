@@ -141,7 +141,7 @@ def _table_rows(data: dict[str, Any]) -> list[list[str]]:
                 fmt_num(r.get("floor_ratio"), ".2f", "×"),
                 fmt_num(r.get("gmacs_per_s"), ".2f"),
                 fmt_num(None if r.get("peak_share") is None else r["peak_share"] * 100, ".1f", "%"),
-                fmt_num(r.get("speedup_vs_pytorch"), ".2f", "×"),
+                fmt_num(r.get("latency_vs_pytorch"), ".2f", "×"),
                 r.get("parity") or "—",
                 r.get("budget") or "",
                 _status_cell(r),
@@ -166,7 +166,7 @@ HEADERS = [
     "/floor",
     "GMAC/s",
     "peak",
-    "vs torch",
+    "p50 ÷ torch",
     "parity",
     "budget",
     "status",
@@ -215,12 +215,13 @@ def print_table(data: dict[str, Any], console: Any) -> None:
         "RSS MB",
         "GMAC/s",
         "peak",
-        "vs torch",
+        "p50 ÷ torch",
         "budget",
     ]
     if not data.get("budget"):
         cols.remove("budget")
-    timing.caption = "n/a = not measurable here (see notes); CV flagged ⚠ above the noise threshold"
+    timing.caption = ("n/a = not measurable here (see notes); CV flagged ⚠ above the noise threshold; "
+                      "p50 ÷ torch: this file's latency over PyTorch eager's (< 1× is faster)")
     for h in cols:
         timing.add_column(
             h,

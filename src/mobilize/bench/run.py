@@ -288,6 +288,8 @@ def bench(
         p50 = (row.get("latency_ms") or {}).get("p50")
         tp = torch_p50.get(row["threads"])
         row["speedup_vs_pytorch"] = _r(tp / p50, 4) if (p50 and tp) else None
+        # the ratio every table shows: this file's latency ÷ the reference's (< 1: faster), as export's "÷ fp32"
+        row["latency_vs_pytorch"] = _r(p50 / tp, 4) if (p50 and tp) else None
 
     budget_out = None
     if budget_obj is not None:
@@ -371,6 +373,7 @@ def _row(
         "peak_gmacs": None,
         "peak_share": None,
         "speedup_vs_pytorch": None,
+        "latency_vs_pytorch": None,
         "budget": None,
     }
 

@@ -40,6 +40,7 @@ class Check:
     name: str
     status: str  # pass | fail | skip
     message: str
+    seconds: float = 0.0  # the work this verdict rests on (export, verification); 0 for checks read off figures
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -172,7 +173,7 @@ def judge_artifact(cfg: Config, art: dict[str, Any], rows: list[dict[str, Any]],
                   Check("integrity", PASS, "sha256 matches the manifest"))
     if integrity and not skip:
         skip = "the file changed after export"
-    checks.append(_parity(art, cfg.strict, skip))
+    checks.append(dataclasses.replace(_parity(art, cfg.strict, skip), seconds=float(art.get("verify_seconds") or 0.0)))
     if prec in ("int8-weights", "int8", "int4-weights"):
         checks.append(_accuracy(cfg, prec, res.accuracy, skip))
     checks += _fitness(cfg, art, skip)
@@ -195,11 +196,13 @@ def _vs_baseline(art: dict[str, Any], baseline: dict[str, Any] | None, base: dic
 def _export(art: dict[str, Any]) -> Check:
     if art["status"] == "ok":
         secs = art.get("export_seconds")
-        return Check("export", PASS, f"{art['path']} ({_mb(art['bytes'])})" + (f" in {secs:.1f} s" if secs else ""))
+        return Check("export", PASS, f"{art['path']} ({_mb(art['bytes'])})" + (f" in {secs:.1f} s" if secs else ""),
+                     float(secs or 0.0))
     err = art.get("error") or {}
     where = "; ".join(err.get("modules") or err.get("ops") or [])
     message = (err.get("message") or "export failed")[:400]
-    return Check("export", FAIL, message + (f" (where: {where})" if where else ""))
+    return Check("export", FAIL, message + (f" (where: {where})" if where else ""),
+                 float(art.get("export_seconds") or 0))
 
 
 def _parity_numbers(p: dict[str, Any]) -> str:

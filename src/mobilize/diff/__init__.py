@@ -40,7 +40,8 @@ class DiffResult:
         return 1 if any(r.get("error") or r.get("first_divergent") for r in self.reports) else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bundle": str(self.bundle), "source": self.source, "inputs": self.inputs, "artifacts": self.reports}
+        return {"schema": "mobilize-diff/1", "bundle": str(self.bundle), "source": self.source, "inputs": self.inputs,
+                "artifacts": self.reports}
 
     def write_html(self, folder: str | Path) -> Path:
         from mobilize.diff.report import write_html
@@ -124,8 +125,9 @@ def diff(bundle: str | Path, *, artifacts: str | Sequence[str] | None = None, in
     else:
         with captured_output():
             spec = load_source(source, weights=weights, trust_pickle=trust_pickle)
-    if list(spec.input_names) != input_names:
-        raise OptionError(f"--source {source}: the model's inputs {list(spec.input_names)} differ from the bundle's "
+    model_inputs = list(spec.input_names or ())
+    if model_inputs != input_names:
+        raise OptionError(f"--source {source}: the model's inputs {model_inputs} differ from the bundle's "
                           f"{input_names}; is this the model the bundle was exported from?")
     feeds, described = _inputs(bundle, manifest, spec, inputs, samples)
     return run(bundle, manifest, chosen, spec, feeds, described, source=source, threshold=threshold,
@@ -152,8 +154,9 @@ def run(bundle: Path, manifest: dict[str, Any], chosen: list[dict[str, Any]], sp
     reports = []
     with tempfile.TemporaryDirectory(prefix="mobilize-diff-") as tmp:
         samples_path = Path(tmp) / "samples.npz"
-        arrays = {f"s{n}/{k}": np.asarray(v) for n, i in enumerate(usable) for k, v in feeds[i].items()}
-        np.savez(samples_path, __count__=np.array(len(usable)), **arrays)
+        arrays: dict[str, Any] = {f"s{n}/{k}": np.asarray(v) for n, i in enumerate(usable) for k, v in feeds[i].items()}
+        arrays["__count__"] = np.array(len(usable))
+        np.savez(samples_path, **arrays)
         # PyTorch's values are indexed by usable sample: keep only those in the leaves (they already are)
         for art in chosen:
             path = mf.artifact_path(bundle, art)

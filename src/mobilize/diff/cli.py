@@ -30,8 +30,8 @@ import click
 @click.option("--top", type=int, default=20, show_default=True, help="Rows per table (worst layers first).")
 @click.option("--html", "html_dir", type=click.Path(path_type=Path), default=None,
               help="Write a self-contained diff.html (chart of the error per layer, module tree) into this folder.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
-              help="Write every layer of every compared file as JSON.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, metavar="FILE|-",
+              help="Write every layer of every compared file (schema mobilize-diff/1) to FILE, or to stdout with `-`.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None, help="Checkpoint for --source "
               "(as export --weights).")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling for --weights / a .pt2 --source (as export).")
@@ -42,13 +42,18 @@ def diff(bundle: Path, artifacts: tuple[str, ...], source: str | None, inputs: s
     from mobilize import cli as _cli
     from mobilize.diff import diff as run_diff
     from mobilize.diff.report import print_result
+    from mobilize.guard import check_outputs
 
+    _cli.json_target(json_out)
+    check_outputs(("--json", json_out))
     result = _cli._with_status(lambda step: run_diff(
         bundle, artifacts=list(artifacts) or None, inputs=inputs, source=source, threshold=threshold,
         samples=samples, weights=weights, trust_pickle=trust_pickle, on_step=step))
     print_result(result, _cli._console(), top=max(1, top))
     if json_out:
-        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        from mobilize.guard import write_output
+
+        write_output(json_out, json.dumps(result.to_dict(), indent=2) + "\n", "--json")
     if html_dir:
         path = result.write_html(html_dir)
         _cli._console().print(f"report: {path}")

@@ -107,8 +107,10 @@ def _fp16_recurrent(ct: Any, model: Any, options: ExportOptions) -> tuple[Any, l
     stored = "their weights are" if done.ops == kept else \
         f"the weights of {', '.join(f'{op} ×{n}' for op, n in sorted(done.ops.items()))} are"
     rest = "" if done.ops == kept else ", the other ops keep float32 weights (constants shared with other ops)"
+    from mobilize.bench.report import fmt_bytes
+
     return rewritten, [f"{head}; {stored} stored in float16 and cast to float32 when the model loads "
-                       f"(constexpr_cast; {done.tensors} tensors, {done.saved_bytes // 1024} KB smaller){rest}; "
+                       f"(constexpr_cast; {done.tensors} tensors, {fmt_bytes(done.saved_bytes)} smaller){rest}; "
                        f"{later}"]
 
 

@@ -18,11 +18,14 @@ EVAL_SETS = {"zoo:digits": ("mobilize.models.digits:digits_test_set",
 def eval_set(source: str, spec: Any) -> dict[str, Any] | None:
     """``{"dataset", "x", "y", "pytorch"}`` for ``source``, or None when mobilize has no labelled set for it."""
     import importlib
+    import importlib.util
 
     import torch
 
     entry = EVAL_SETS.get(source)
     if entry is None:
+        return None
+    if importlib.util.find_spec("sklearn") is None:  # the zoo's datasets come with scikit-learn ([all] installs it)
         return None
     mod, _, fn = entry[0].partition(":")
     x, y = getattr(importlib.import_module(mod), fn)()

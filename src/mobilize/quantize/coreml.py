@@ -1,6 +1,6 @@
 """Core ML quantizer: coremltools.optimize.coreml on the fp32 ``.mlpackage`` the exporter wrote.
 
-- ``linear-int8`` (int8-weights) and ``linear-int8-weights`` (int8): ``linear_quantize_weights``, int8 per-channel
+- ``weight-only`` (int8-weights, and int8's fallback candidate): ``linear_quantize_weights``, int8 per-channel
   symmetric weights (``constexpr_affine_dequantize`` in the file). Activation quantization
   (``linear_quantize_activations``) calibrates by running Core ML predictions, which exist only on macOS; on other
   systems ``int8`` is therefore weight-only and the manifest says activations stay float.
@@ -263,14 +263,14 @@ def quantize(fp32: Path, dest: Path, recipe: Recipe, calib: list[dict[str, np.nd
     model = ct.models.MLModel(str(fp32), skip_model_load=True)
     notes: list[str] = []
     try:
-        if recipe.name in ("linear-int8", "linear-int8-weights"):
+        if recipe.name == "weight-only":
             op_cfg = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
                                                  weight_threshold=2048)
             config = cto.OptimizationConfig(global_config=op_cfg, op_name_configs=dict.fromkeys(exclude))
             out = cto.linear_quantize_weights(model, config=config)
             notes.append("weights int8 per-channel symmetric (constexpr_affine_dequantize); tensors under 2048 "
                          "elements stay float")
-            if recipe.name == "linear-int8-weights":
+            if recipe.precision == "int8":
                 notes.append("activations stay float (fp32 in the file; Core ML may compute in fp16 on device): "
                              "coremltools' activation calibration runs Core ML predictions, which need macOS"
                              if sys.platform != "darwin" else "activations stay float (weight-only int8)")

@@ -72,13 +72,13 @@ RECIPES: tuple[Recipe, ...] = (
            "LSTM/GRU/RNN) float",
            "float", False, _ORT, "MatMulNBitsQuantizer: MatMul weights as 4-bit blocks (MatMulNBits kernel)"),
     # --- Core ML ----------------------------------------------------------------------------------------------
-    Recipe("coreml", "int8-weights", "linear-int8", "int8 per-channel symmetric (linear_quantize_weights)",
+    Recipe("coreml", "int8-weights", "weight-only", "int8 per-channel symmetric (linear_quantize_weights)",
            "float (fp16 compute on device)", False, _CT, "weights stored as int8, dequantized at load"),
     Recipe("coreml", "int8", "w8a8", "int8 per-channel symmetric (linear_quantize_weights)",
            "int8 static (calibrated): quantize/dequantize pairs around fp16 compute", True, _CT,
            "linear_quantize_activations + linear_quantize_weights; activation ranges from Core ML predictions on "
            "macOS, from mobilize's reference interpreter elsewhere"),
-    Recipe("coreml", "int8", "linear-int8-weights", "int8 per-channel symmetric (linear_quantize_weights)",
+    Recipe("coreml", "int8", "weight-only", "int8 per-channel symmetric (linear_quantize_weights)",
            "float: activation quantization needs Core ML predictions (macOS only)", False, _CT,
            "on Linux, int8 for Core ML is weight-only: coremltools' activation calibration runs Core ML predict"),
     Recipe("coreml", "int4-weights", "palettize-4bit", "4-bit palettization (16-entry k-means LUT per tensor)",
