@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -124,10 +125,14 @@ def artifact(manifest: dict[str, Any], fmt: str, precision: str) -> dict[str, An
     return found[0]
 
 
+PROGRESS_LINE = re.compile(r"\[\d\d:\d\d\] ")
+
+
 def error_line(run: Run) -> str:
     """Assert the one-line error contract of the CLI and return that line."""
     assert "Traceback" not in run.stderr and "Traceback" not in run.stdout, run.describe()
-    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"stderr should be exactly one line:\n{run.describe()}"
+    # progress lines ("[00:02] timing 6 file(s)", one per step when stderr is a log) aside, exactly one line
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip() and not PROGRESS_LINE.match(ln)]
+    assert len(lines) == 1, f"stderr should be exactly one line besides progress:\n{run.describe()}"
     assert lines[0].startswith("error:"), run.describe()
     return lines[0]
