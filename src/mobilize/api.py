@@ -211,11 +211,11 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
                 artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step,
                                              quant, Path(scratch), tolerances, info))
                 _inherit_quantization(plugin, artifacts)
-                step(_done_line(artifacts[-1], len(artifacts), len(fmts) * len(precs)))
+                _collect_verified(artifacts, step, len(fmts) * len(precs), block=False)
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
-        _collect_verified(artifacts)
+        _collect_verified(artifacts, step, len(fmts) * len(precs), block=True)
         _shipped_size_ratios(artifacts)
         _placement_modules(artifacts, cap.program)
         floors = floor_bytes(cap.program)
@@ -290,6 +290,7 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
                                      tolerance=_tolerance(plugin.name, prec, tolerances), analyze=True,
                                      place=placement_options(options))
     art["_verified"] = lambda: _set_verified(art, later(), spec, verify)
+    art["_ready"] = getattr(later, "ready", None)
     return art
 
 
@@ -308,12 +309,23 @@ def _set_verified(art: dict[str, Any], found: dict[str, Any], spec: ModelSpec, v
         art["notes"].append(f"could not read the file's I/O: {found['error']}")
 
 
-def _collect_verified(artifacts: list[dict[str, Any]]) -> None:
-    """Wait for every queued verification (in export order) and merge it into its artifact."""
-    for art in artifacts:
+def _collect_verified(artifacts: list[dict[str, Any]], step: StepCallback, total: int, *, block: bool) -> None:
+    """Merge each queued verification into its artifact, in export order, and report the artifact done (with its
+    parity); ``block=False`` stops at the first one whose worker has not answered yet (the export goes on)."""
+    for k, art in enumerate(artifacts, 1):
+        if art.get("_reported"):
+            continue
+        ready = art.get("_ready")
+        if not block and ready is not None and not ready():
+            return
         finish = art.pop("_verified", None)
+        art.pop("_ready", None)
         if finish is not None:
             finish()
+        art["_reported"] = True
+        step(_done_line(art, k, total))
+    for art in artifacts if block else ():
+        art.pop("_reported", None)
 
 
 #: the converter packages a format's exporter imports; imported once in this process before the first converter child
@@ -572,6 +584,7 @@ def inspect_and_verify_later(plugin: registry.FormatPlugin, path: Path, precisio
         found = _run_isolated(plugin, precision, tolerance, future.result)
         return {**found, "_seconds": (done[0] if done else time.perf_counter()) - t0}
 
+    answer.ready = future.done  # type: ignore[attr-defined]  # answered already (answer() will not wait)
     return answer
 
 
