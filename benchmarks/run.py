@@ -440,6 +440,13 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:240]}"
 
 
+def with_overhead(text: str) -> str:
+    """results.md starts with the export-overhead ratios (benchmarks/overhead.md, written by hand from
+    benchmarks/overhead.py's runs), so re-rendering the size/latency tables keeps them."""
+    extra = HERE / "overhead.md"
+    return (extra.read_text().rstrip() + "\n\n" + text) if extra.is_file() else text
+
+
 def main() -> int:
     from mobilize.bench.latency import Settings
     from mobilize.bench.run import parse_threads
@@ -457,14 +464,14 @@ def main() -> int:
         data = json.loads(args.render.read_text())
         for row in data["rows"]:
             row["why"] = explain(row)
-        (args.out / "results.md").write_text(markdown(data))
+        (args.out / "results.md").write_text(with_overhead(markdown(data)))
         return 0
     models = [m for m in args.models.split(",") if m]
     settings = Settings(min_runs=args.min_runs, min_seconds=args.min_seconds)
     data = run(models, parse_threads(args.threads), settings, args.keep)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
-    (args.out / "results.md").write_text(markdown(data))
+    (args.out / "results.md").write_text(with_overhead(markdown(data)))
     print(markdown(data))
     return 0
 

@@ -3,6 +3,7 @@ verify → atomic bundle."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import importlib
@@ -123,50 +124,56 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     out = Path(out)
     check_target(out)
 
-    step("loading model")
-    with captured_output():
-        spec = source if isinstance(source, ModelSpec) else load_source(source, weights=weights,
-                                                                         trust_pickle=trust_pickle)
-    if isinstance(source, ModelSpec):
-        from mobilize.source import _run_once
+    from mobilize import isolate as iso
 
-        _run_once(spec, spec.name)
-    if dynamic:
-        spec.add_dynamic(dynamic)
-    source_str = source if isinstance(source, str) else f"ModelSpec:{spec.name}"
-    quant = None
-    if any(p in qrec.QUANT_PRECISIONS for p in precs) or calibration is not None:
-        from mobilize.quantize.driver import Context
+    # one pooled worker per format for the whole run, started now: its runtime imports while this process loads,
+    # captures and converts, and each file's verification overlaps the next conversion
+    with iso.pool() if isolate else contextlib.nullcontext():
+        warm_workers(fmts, isolate=isolate)
+        step("loading model")
+        with captured_output():
+            spec = source if isinstance(source, ModelSpec) else load_source(source, weights=weights,
+                                                                             trust_pickle=trust_pickle)
+        if isinstance(source, ModelSpec):
+            from mobilize.source import _run_once
 
-        data = qcal.load(calibration, spec) if calibration is not None else None
-        qcal.require(data, precs)
-        step("running PyTorch on the held-out calibration samples")
-        quant = Context.build(spec, data, target or qrec.AccuracyTarget())
+            _run_once(spec, spec.name)
+        if dynamic:
+            spec.add_dynamic(dynamic)
+        source_str = source if isinstance(source, str) else f"ModelSpec:{spec.name}"
+        quant = None
+        if any(p in qrec.QUANT_PRECISIONS for p in precs) or calibration is not None:
+            from mobilize.quantize.driver import Context
 
-    step("capturing with torch.export")
-    with captured_output():
-        cap = capture(spec)
+            data = qcal.load(calibration, spec) if calibration is not None else None
+            qcal.require(data, precs)
+            step("running PyTorch on the held-out calibration samples")
+            quant = Context.build(spec, data, target or qrec.AccuracyTarget())
 
-    step("computing the PyTorch reference")
-    sets = make_input_sets(spec)
-    dropped: list[dict[str, Any]] = []
-    ref = compute_reference(spec, sets, dropped)
+        step("capturing with torch.export")
+        with captured_output():
+            cap = capture(spec)
 
-    try:
-        manifest = _build_bundle(out, fmts, precs, cap, spec, options, verify, isolate, ref, source_str, weights,
-                                 trust_pickle, step, quant, tolerances, fitness, dropped, repair)
-    except OSError as exc:  # full disk, permissions, a vanished folder: the previous bundle is still in place
-        from mobilize.errors import BundleError
+        step("computing the PyTorch reference")
+        sets = make_input_sets(spec)
+        dropped: list[dict[str, Any]] = []
+        ref = compute_reference(spec, sets, dropped)
 
-        raise BundleError(f"could not write the bundle {out}: {exc.strerror or exc}"
-                          f"{f' ({exc.filename})' if getattr(exc, 'filename', None) else ''}; "
-                          "the previous bundle, if any, is untouched") from exc
-    result = Result(out, manifest, strict, allow_unfit, allow_below_target)
-    if verify and diagnose:  # where does a failing file diverge? (docs/diff.md)
-        from mobilize.diff import diagnose as find_divergence
+        try:
+            manifest = _build_bundle(out, fmts, precs, cap, spec, options, verify, isolate, ref, source_str, weights,
+                                     trust_pickle, step, quant, tolerances, fitness, dropped, repair)
+        except OSError as exc:  # full disk, permissions, a vanished folder: the previous bundle is still in place
+            from mobilize.errors import BundleError
 
-        result.diagnosis = find_divergence(out, manifest, spec, quant, isolate=isolate, step=step)
-    return result
+            raise BundleError(f"could not write the bundle {out}: {exc.strerror or exc}"
+                              f"{f' ({exc.filename})' if getattr(exc, 'filename', None) else ''}; "
+                              "the previous bundle, if any, is untouched") from exc
+        result = Result(out, manifest, strict, allow_unfit, allow_below_target)
+        if verify and diagnose:  # where does a failing file diverge? (docs/diff.md)
+            from mobilize.diff import diagnose as find_divergence
+
+            result.diagnosis = find_divergence(out, manifest, spec, quant, isolate=isolate, step=step)
+        return result
 
 
 def _formats(formats: Sequence[str] | str | None, step: StepCallback) -> list[str]:
@@ -213,10 +220,11 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
                                              quant, Path(scratch), tolerances, info, repair,
                                              fp32["repairs"] if fp32 is not None else None))
                 _inherit_quantization(plugin, artifacts)
-                step(_done_line(artifacts[-1], len(artifacts), len(fmts) * len(precs)))
+                _collect_verified(artifacts, step, len(fmts) * len(precs), block=False)
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
+        _collect_verified(artifacts, step, len(fmts) * len(precs), block=True)
         _shipped_size_ratios(artifacts)
         _placement_modules(artifacts, cap.program)
         floors = floor_bytes(cap.program)
@@ -263,6 +271,7 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     label = f"{plugin.name} {prec}"
     try:  # converters and quantizers run in a child process: a crash or abort there costs this artifact only
         with captured_output() as log:
+            preload_converter(plugin.name)
             if prec in QUANT_PRECISIONS and not plugin.converts_from:  # the quantizer takes the fp32 file
                 exported = in_child(lambda s: _finalized(_quantize_one(plugin, prec, cap, spec, tmp, dest, options,
                                                                        quant, scratch, s, repair, fp32_repairs),
@@ -290,20 +299,75 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
         art["companions"] = companions
     if verify:
         step(f"verifying {plugin.name} {prec}")
-    t1 = time.perf_counter()
-    found = inspect_and_verify(plugin, dest, prec, tmp / mf.REFERENCE if verify else None, list(spec.input_names or ()),
-                               isolate=isolate, tolerance=_tolerance(plugin.name, prec, tolerances), analyze=True,
-                               place=placement_options(options))
+    later = inspect_and_verify_later(plugin, dest, prec, tmp / mf.REFERENCE if verify else None,
+                                     list(spec.input_names or ()), isolate=isolate,
+                                     tolerance=_tolerance(plugin.name, prec, tolerances), analyze=True,
+                                     place=placement_options(options))
+    art["_verified"] = lambda: _set_verified(art, later(), spec, verify)
+    art["_ready"] = getattr(later, "ready", None)
+    return art
+
+
+def _set_verified(art: dict[str, Any], found: dict[str, Any], spec: ModelSpec, verify: bool) -> None:
+    """The worker's answer for one exported file: its I/O, analysis, placement and parity records."""
     art["inputs"] = _io_records(list(spec.input_names or ()), found.get("inputs", []))
     art["outputs"] = _io_records(spec.output_names or [], found.get("outputs", []))
     _set_analysis(art, found)
     _set_placement(art, found)
-    art["verify_seconds"] = round(time.perf_counter() - t1, 3)  # reading, analysing and (if asked) verifying
+    # reading, analysing and (if asked) verifying: from the file's hand-over to its worker until the answer (a pooled
+    # worker may first finish the previous file of its format)
+    art["verify_seconds"] = round(found.pop("_seconds", 0.0), 3)
     if verify:
         art["parity"] = found["parity"]
     elif "error" in found:
         art["notes"].append(f"could not read the file's I/O: {found['error']}")
-    return art
+
+
+def _collect_verified(artifacts: list[dict[str, Any]], step: StepCallback, total: int, *, block: bool) -> None:
+    """Merge each queued verification into its artifact, in export order, and report the artifact done (with its
+    parity); ``block=False`` stops at the first one whose worker has not answered yet (the export goes on)."""
+    for k, art in enumerate(artifacts, 1):
+        if art.get("_reported"):
+            continue
+        ready = art.get("_ready")
+        if not block and ready is not None and not ready():
+            return
+        finish = art.pop("_verified", None)
+        art.pop("_ready", None)
+        if finish is not None:
+            finish()
+        art["_reported"] = True
+        step(_done_line(art, k, total))
+    for art in artifacts if block else ():
+        art.pop("_reported", None)
+
+
+#: the converter packages a format's exporter imports; imported once in this process before the first converter child
+#: is forked, so each child (fp32, fp16, every quantization search) inherits them instead of importing them again
+#: (coremltools ≈ 4 s, litert-torch ≈ 2 s under load). Importing litert-torch imports JAX without starting its
+#: runtime; :func:`mobilize.isolate.forking_available` still refuses to fork once a runtime has started.
+CONVERTER_IMPORTS: dict[str, tuple[str, ...]] = {
+    "onnx": ("onnxscript", "onnx_ir", "torch.onnx._internal.exporter._core", "onnxruntime.transformers.float16"),
+    "coreml": ("coremltools",),
+    "tflite": ("litert_torch", "ai_edge_quantizer.quantizer"),
+}
+
+
+def preload_converter(fmt: str) -> None:
+    """Import ``fmt``'s converter packages here when converters run in forked children (see CONVERTER_IMPORTS)."""
+    import importlib
+
+    from mobilize.isolate import forking_available
+
+    if fmt not in CONVERTER_IMPORTS or not forking_available():
+        return
+    # the loggers these packages configure are silenced in each converter child (isolate.in_child), never here:
+    # api.export must not change the host process's logging (its root logger among them)
+    for module in CONVERTER_IMPORTS[fmt]:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - the converter child imports it again and reports what is wrong
+            return
 
 
 def _done_line(art: dict[str, Any], k: int, n: int) -> str:
@@ -515,6 +579,19 @@ def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str
     :class:`~mobilize.verify.tolerance.Tolerance`) replaces the default for the format × precision. ``analyze`` adds
     the static ``analysis`` record; ``place`` (options such as ``coreml_target``) adds the ``placement`` record
     (:mod:`mobilize.analysis.placement`)."""
+    found = inspect_and_verify_later(plugin, path, precision, ref_path, input_names, isolate=isolate,
+                                     tolerance=tolerance, analyze=analyze, place=place)()
+    found.pop("_seconds", None)
+    return found
+
+
+def inspect_and_verify_later(plugin: registry.FormatPlugin, path: Path, precision: str | None,
+                             ref_path: Path | None, input_names: Sequence[str], *, isolate: bool = True,
+                             tolerance: Any = None, analyze: bool = False,
+                             place: dict[str, Any] | None = None) -> Callable[[], dict[str, Any]]:
+    """:func:`inspect_and_verify` started now, answered by the returned function: inside an
+    :func:`mobilize.isolate.pool` block the job is queued on the format's pooled worker and runs while this process
+    goes on (converting the next file); elsewhere it runs before this returns."""
     from mobilize import isolate as iso
 
     job = {"op": "verify" if ref_path is not None else "inspect", "format": plugin.name, "path": str(path),
@@ -527,13 +604,38 @@ def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str
         from mobilize.verify.tolerance import for_artifact
 
         record = ParityRecord("unverified", None, missing, tolerance or for_artifact(plugin.name, precision or "fp32"))
-        return {"error": missing, "kind": "MissingExtraError", **({"parity": record.to_dict()} if ref_path else {})}
+        unverified = {"error": missing, "kind": "MissingExtraError",
+                      **({"parity": record.to_dict()} if ref_path else {}), "_seconds": 0.0}
+        return lambda: unverified
+    t0 = time.perf_counter()
     if not isolate or not _needs_isolation(plugin):
         from mobilize._worker import handle
 
-        return handle(job)
+        found = {**handle(job), "_seconds": time.perf_counter() - t0}
+        return lambda: found
+    active = iso.active_pool()
+    if active is None:
+        found = {**_run_isolated(plugin, precision, tolerance, lambda: iso.run(job)),
+                 "_seconds": time.perf_counter() - t0}
+        return lambda: found
+    future = active.submit(plugin.name, job)
+    done: list[float] = []  # when the worker answered (the answer is collected later)
+    future.add_done_callback(lambda _f: done.append(time.perf_counter()))
+
+    def answer() -> dict[str, Any]:
+        found = _run_isolated(plugin, precision, tolerance, future.result)
+        return {**found, "_seconds": (done[0] if done else time.perf_counter()) - t0}
+
+    answer.ready = future.done  # type: ignore[attr-defined]  # answered already (answer() will not wait)
+    return answer
+
+
+def _run_isolated(plugin: registry.FormatPlugin, precision: str | None, tolerance: Any,
+                  get: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    from mobilize import isolate as iso
+
     try:
-        return iso.run(job)
+        return get()
     except iso.WorkerDied as exc:
         from mobilize.verify.parity import ParityRecord
         from mobilize.verify.tolerance import for_artifact
@@ -545,6 +647,20 @@ def inspect_and_verify(plugin: registry.FormatPlugin, path: Path, precision: str
                               could_not_run=True)
         record.failures.append(reason)
         return {"error": reason, "kind": "WorkerDied", "signal": exc.signal_name, "parity": record.to_dict()}
+
+
+def warm_workers(fmts: Sequence[str], *, isolate: bool = True) -> None:
+    """Start the pooled worker of each format that needs one, importing its runtime in the background (inside an
+    :func:`mobilize.isolate.pool` block; elsewhere nothing happens)."""
+    from mobilize import isolate as iso
+
+    active = iso.active_pool()
+    if active is None or not isolate:
+        return
+    for fmt in fmts:
+        plugin = registry.get(fmt)
+        if _needs_isolation(plugin):
+            active.warm(fmt, [fmt])
 
 
 def _io_records(model_names: Sequence[str], file_io: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -705,10 +821,16 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
             raise BundleError(f"{bundle / mf.MANIFEST}: model inputs {input_names} do not match the inputs stored in "
                               f"{manifest['reference']['path']} ({sorted(s_.arrays)}); the bundle was edited or is "
                               "not from one export")
-    with tempfile.TemporaryDirectory(prefix="mobilize-verify-") as scratch:
+    from mobilize import isolate as iso
+
+    with tempfile.TemporaryDirectory(prefix="mobilize-verify-") as scratch, \
+            iso.pool() if isolate else contextlib.nullcontext():
+        warm_workers(sorted({a["format"] for a in manifest["artifacts"] if a["status"] == "ok"
+                             and a["format"] in registry.REGISTRY}), isolate=isolate)
         if source is not None:
             ref_path = Path(scratch) / mf.REFERENCE
             ref.save(ref_path)
+        pending = []
         for art in manifest["artifacts"]:
             if art["status"] != "ok":
                 continue
@@ -717,8 +839,12 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
             step(f"verifying {art['format']} {art['precision']}")
             plugin = registry.get(art["format"])
             _check_kind(plugin.name, path, where)
-            found = inspect_and_verify(plugin, path, art["precision"], ref_path, input_names, isolate=isolate,
-                                       tolerance=_tolerance(plugin.name, art["precision"], tolerances), analyze=True)
+            pending.append((art, path, inspect_and_verify_later(
+                plugin, path, art["precision"], ref_path, input_names, isolate=isolate,
+                tolerance=_tolerance(plugin.name, art["precision"], tolerances), analyze=True)))
+        for art, path, later in pending:  # each file's worker answers in the order the files were queued
+            found = later()
+            found.pop("_seconds", None)
             record = found["parity"]
             art.setdefault("notes", [])
             _set_analysis(art, found)

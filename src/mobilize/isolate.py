@@ -18,6 +18,8 @@ the child; the parent turns that into a failure of one artifact, with the signal
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import itertools
 import json
 import os
 import pickle
@@ -27,8 +29,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -133,56 +137,261 @@ def python_command(module: str, *args: str, keep_cwd: bool = False) -> list[str]
 _PATH_KEYS = ("path", "reference", "result_path")
 
 
-def run(job: dict[str, Any], *, timeout: float | None = None, memory_mb: int | None = None) -> dict[str, Any]:
+def run(job: dict[str, Any], *, timeout: float | None = None, memory_mb: int | None = None,
+        key: str | None = None) -> dict[str, Any]:
     """Run ``job`` in an isolated worker and return its JSON result, or raise :class:`WorkerDied`.
+
+    Inside a :func:`pool` block the job goes to that pool's worker for ``key`` (default: the job's format), a process
+    reused from one file to the next; otherwise a fresh worker runs it alone.
 
     Raises ``OSError(ENOSPC)`` when the worker could not write its result because the disk is full (that is not a
     fault of the file being checked)."""
+    active = _ACTIVE.get()
+    if active is not None:
+        return active.run(key or str(job.get("format") or "any"), job, timeout=timeout)
     timeout = worker_timeout() if timeout is None else timeout
     memory_mb = worker_memory_mb() if memory_mb is None else memory_mb
     with tempfile.TemporaryDirectory(prefix="mobilize-worker-") as tmp:
         result_path = Path(tmp) / "result.json"
         log_path = Path(tmp) / "log.txt"
-        job = {**job, "result_path": str(result_path), "memory_mb": memory_mb}
-        for key in _PATH_KEYS:  # the worker starts in its own folder: relative paths would not resolve there
-            if job.get(key):
-                job[key] = os.path.abspath(job[key])
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "3"}
+        job = _absolute({**job, "result_path": str(result_path), "memory_mb": memory_mb})
         cwd = Path(tmp) / "cwd"
         cwd.mkdir()
 
         with log_path.open("wb") as log:
             try:
                 proc = subprocess.run(python_command("mobilize._worker"), input=json.dumps(job).encode(),
-                                      stdout=log, stderr=log, timeout=timeout, env=env, cwd=cwd, check=False)
+                                      stdout=log, stderr=log, timeout=timeout, env=_worker_env(), cwd=cwd,
+                                      check=False)
             except subprocess.TimeoutExpired:
                 raise WorkerDied(f"timed out after {timeout:g} s", log_tail=_tail(log_path)) from None
-        if result_path.is_file():
-            try:
-                return json.loads(result_path.read_text())
-            except ValueError:
-                pass
-        tail = _tail(log_path)
-        from mobilize.bundle.writer import raise_if_disk_full
+        return _outcome(result_path, log_path, proc.returncode, 0)
 
-        raise_if_disk_full(None, "\n".join(tail), where="the verification worker's result")
-        rc = proc.returncode
-        if rc < 0:
-            name = _signal_name(-rc)
-            raise WorkerDied(f"the runtime crashed ({name})", signal_name=name, log_tail=tail)
-        if any("MemoryError" in ln or "std::bad_alloc" in ln for ln in tail):
-            raise WorkerDied("the runtime ran out of memory", log_tail=tail)
-        raise WorkerDied(f"the worker exited with code {rc} without a result", log_tail=tail)
+
+def _absolute(job: dict[str, Any]) -> dict[str, Any]:
+    for key in _PATH_KEYS:  # the worker starts in its own folder: relative paths would not resolve there
+        if job.get(key):
+            job[key] = os.path.abspath(job[key])
+    return job
+
+
+def _worker_env() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "3"}
+
+
+def _outcome(result_path: Path, log_path: Path, rc: int | None, since: int) -> dict[str, Any]:
+    """The job's result, or the :class:`WorkerDied` (or disk-full ``OSError``) that explains why there is none."""
+    if result_path.is_file():
+        try:
+            return json.loads(result_path.read_text())
+        except ValueError:
+            pass
+    tail = _tail(log_path, since=since)
+    from mobilize.bundle.writer import raise_if_disk_full
+
+    raise_if_disk_full(None, "\n".join(tail), where="the verification worker's result")
+    if rc is not None and rc < 0:
+        name = _signal_name(-rc)
+        raise WorkerDied(f"the runtime crashed ({name})", signal_name=name, log_tail=tail)
+    if any("MemoryError" in ln or "std::bad_alloc" in ln for ln in tail):
+        raise WorkerDied("the runtime ran out of memory", log_tail=tail)
+    raise WorkerDied(f"the worker exited with code {rc} without a result", log_tail=tail)
+
+
+# --- pooled workers ------------------------------------------------------------------------------------------------
+
+_ACTIVE: contextvars.ContextVar[Pool | None] = contextvars.ContextVar("mobilize_worker_pool", default=None)
+
+
+@contextlib.contextmanager
+def pool(*, timeout: float | None = None, memory_mb: int | None = None) -> Iterator[Pool]:
+    """A :class:`Pool` that :func:`run` uses inside the block; its workers end with the block."""
+    p = Pool(timeout=timeout, memory_mb=memory_mb)
+    token = _ACTIVE.set(p)
+    try:
+        yield p
+    finally:
+        _ACTIVE.reset(token)
+        p.close()
+
+
+def active_pool() -> Pool | None:
+    """The pool of the enclosing :func:`pool` block, if any."""
+    return _ACTIVE.get()
+
+
+class Pool:
+    """Isolated workers kept alive for a whole export or verify: one per key (a format's runtime), each running its
+    jobs one at a time in order, on a thread of this process, so verification overlaps the next conversion.
+
+    Each worker is the same isolated interpreter :func:`run` starts (``-I``, mobilize's own import path, a private
+    working folder) and the same limits apply: ``MOBILIZE_WORKER_TIMEOUT`` per job, ``MOBILIZE_WORKER_MEMORY_MB``
+    per process. A job whose worker crashes, hangs or exits raises :class:`WorkerDied` for that job only; the next
+    job of that key starts a fresh worker, so one bad file never poisons the next one's verdict.
+    """
+
+    def __init__(self, *, timeout: float | None = None, memory_mb: int | None = None) -> None:
+        self.timeout = worker_timeout() if timeout is None else timeout
+        self.memory_mb = worker_memory_mb() if memory_mb is None else memory_mb
+        self._tmp = Path(tempfile.mkdtemp(prefix="mobilize-workers-"))
+        self._lanes: dict[str, _Lane] = {}
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+        self.started = 0  # worker processes started (a test and the docs read it)
+
+    def _lane(self, key: str) -> _Lane:
+        with self._lock:
+            if key not in self._lanes:
+                self._lanes[key] = _Lane(self, key)
+            return self._lanes[key]
+
+    def submit(self, key: str, job: dict[str, Any], *, timeout: float | None = None) -> Future[dict[str, Any]]:
+        """Queue ``job`` on ``key``'s worker; the future's result is the job's result (or :class:`WorkerDied`)."""
+        return self._lane(key).executor.submit(self._lane(key).execute, dict(job),
+                                               self.timeout if timeout is None else timeout)
+
+    def run(self, key: str, job: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        return self.submit(key, job, timeout=timeout).result()
+
+    def warm(self, key: str, formats: Sequence[str]) -> None:
+        """Start ``key``'s worker now and have it import what ``formats``' jobs need (in the background)."""
+        self.submit(key, {"op": "warm", "formats": list(formats)})
+
+    def close(self) -> None:
+        """Cancel queued jobs, end every worker (end of input, then SIGKILL after a grace period)."""
+        lanes = list(self._lanes.values())
+        for lane in lanes:
+            lane.executor.shutdown(wait=False, cancel_futures=True)
+        for lane in lanes:
+            lane.stop()
+        for lane in lanes:
+            lane.executor.shutdown(wait=True)
+        import shutil
+
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class _Lane:
+    """One key's worker process and the single thread that feeds it."""
+
+    def __init__(self, pool: Pool, key: str) -> None:
+        self.pool = pool
+        self.key = key
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mobilize-worker-{key}")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.done_fd = -1
+        self.log_path = Path()
+        self.stopping = False
+
+    def _start(self) -> None:
+        n = next(self.pool._seq)
+        tag = "".join(c if c.isalnum() else "_" for c in self.key)[:40]
+        self.log_path = self.pool._tmp / f"{tag}-{n}.log"
+        cwd = self.pool._tmp / f"cwd-{tag}-{n}"
+        cwd.mkdir()
+        read_fd, write_fd = os.pipe()
+        try:
+            with self.log_path.open("wb") as log:
+                self.proc = subprocess.Popen(
+                    python_command("mobilize._worker", "--serve", str(write_fd), str(int(self.pool.memory_mb))),
+                    stdin=subprocess.PIPE, stdout=log, stderr=log, env=_worker_env(), cwd=cwd,
+                    pass_fds=(write_fd,))
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self.done_fd = read_fd
+        self.pool.started += 1
+
+    def _end(self, *, kill: bool) -> int | None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            proc.stdin.close()  # type: ignore[union-attr]
+        if kill:
+            with contextlib.suppress(OSError):
+                proc.kill()
+        try:
+            rc = proc.wait(timeout=None if kill else 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        with contextlib.suppress(OSError):
+            os.close(self.done_fd)
+        self.done_fd = -1
+        return rc
+
+    def stop(self) -> None:
+        self.stopping = True
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def execute(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if self.stopping:
+            raise WorkerDied("the worker pool was closed")
+        if self.proc is None or self.proc.poll() is not None:
+            if self.proc is not None:
+                self._end(kill=True)
+            self._start()
+        assert self.proc is not None and self.proc.stdin is not None
+        result_path = self.pool._tmp / f"result-{next(self.pool._seq)}.json"
+        job = _absolute({**job, "result_path": str(result_path), "memory_mb": self.pool.memory_mb})
+        since = self.log_path.stat().st_size if self.log_path.exists() else 0
+        try:
+            self.proc.stdin.write(json.dumps(job).encode() + b"\n")
+            self.proc.stdin.flush()
+            finished = self._wait_done(timeout)
+        except (BrokenPipeError, ConnectionResetError):
+            finished = False
+        except _Timeout:
+            self._end(kill=True)
+            raise WorkerDied(f"timed out after {timeout:g} s", log_tail=_tail(self.log_path, since=since)) from None
+        try:
+            if finished:
+                return _outcome(result_path, self.log_path, None, since)
+            rc = self._end(kill=False)
+            return _outcome(result_path, self.log_path, rc, since)
+        finally:
+            result_path.unlink(missing_ok=True)
+
+    def _wait_done(self, timeout: float) -> bool:
+        """True when the worker reported the job done; False when it ended first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Timeout
+            ready, _, _ = select.select([self.done_fd], [], [], min(left, 1.0))
+            if not ready:
+                # a forked converter child may hold a copy of the pipe's write end: do not wait for its EOF
+                if self.proc is not None and self.proc.poll() is not None:
+                    ready, _, _ = select.select([self.done_fd], [], [], 0)
+                    return bool(ready) and bool(os.read(self.done_fd, 64))
+                continue
+            data = os.read(self.done_fd, 64)
+            return bool(data)
+
+
+class _Timeout(Exception):
+    pass
 
 
 def _signal_name(num: int) -> str:
     return signal.Signals(num).name if num in {s.value for s in signal.Signals} else f"signal {num}"
 
 
-def _tail(path: Path, n: int = 5) -> list[str]:
+def _tail(path: Path, n: int = 5, since: int = 0) -> list[str]:
     try:
         with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - 64 * 1024))
+            f.seek(max(since, path.stat().st_size - 64 * 1024))
             lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return []
@@ -311,6 +520,7 @@ def _child_main(fn: Callable[[Callable[[str], None]], Any], label: str, fd: int,
             import faulthandler
 
             faulthandler.disable()
+        _quiet.quiet_imports()  # the converters the parent imported (api.preload_converter), silenced here only
         _fault_hook(label)
         result = fn(lambda msg: _send(fd, ("step", str(msg))))
         try:

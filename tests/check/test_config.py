@@ -39,6 +39,7 @@ def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
     assert cfg.budgets.default == {} and cfg.tolerances == {} and not cfg.strict
     assert cfg.bench.threads == (1,) and cfg.bench.enabled
     assert cfg.repair
+    assert cfg.accuracy.time_budget_s == 300.0
 
 
 def test_export_repair_switch(tmp_path: Path) -> None:
@@ -46,6 +47,13 @@ def test_export_repair_switch(tmp_path: Path) -> None:
     assert cfg.repair is False and cfg.to_dict()["repair"] is False
     assert any("export.repair" in p for p in _problems(_write(tmp_path, 'source = "model.py:build"\n[export]\n'
                                                                          'repair = "no"\n')))
+
+
+def test_accuracy_time_budget(tmp_path: Path) -> None:
+    cfg = load(_write(tmp_path, 'source = "model.py:build"\n[accuracy]\ntime_budget = 45\n'))
+    assert cfg.accuracy.time_budget_s == 45.0
+    problems = _problems(_write(tmp_path, 'source = "model.py:build"\n[accuracy]\ntime_budget = 0\n'))
+    assert len(problems) == 1 and "accuracy.time_budget: 0 is out of range" in problems[0]
 
 
 def test_unknown_keys_suggest_the_right_one(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 MODELS = FIXTURES / "fitness_models.py"
 #: manifest keys that hold timings or what is read off them (they may differ between two runs; nothing else may)
 TIMING_KEYS = {"created", "export_seconds", "latency", "seconds", "latency_ratio", "latency_ms", "vs_fp32",
-               "vs_fastest_sibling", "median_ms", "slower_than_fp32", "latency_ratio_ci"}
+               "vs_fastest_sibling", "median_ms", "slower_than_fp32", "latency_ratio_ci", "spent_s",
+               "verify_seconds"}
 
 
 def _strip(value: Any) -> Any:

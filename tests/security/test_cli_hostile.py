@@ -30,8 +30,8 @@ def _error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
     where = f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-3000:]}"
     assert proc.returncode == 2, where
     assert "Traceback" not in proc.stderr + proc.stdout, where
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()
-             and not re.match(r"\[\d\d:\d\d\] ", ln)]  # progress lines aside
+    # progress lines ("[00:00] loading model", one per step when stderr is a log) aside, one error line
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not re.match(r"\[\d\d:\d\d\] ", ln)]
     assert len(lines) == 1 and lines[0].startswith("error:"), where
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in: {lines[0]}"

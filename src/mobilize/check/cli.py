@@ -59,11 +59,92 @@ def _guard(fn: Callable[[], None]) -> None:
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
               help="Judge this existing bundle instead of exporting (its files are re-verified against its stored "
                    "reference; a file changed after export fails).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Fleets ([[models]]): run the model × format × precision jobs as local processes or as Ray tasks "
+                   "[default: the config's [executor] kind, else local].")
+@click.option("--jobs", "jobs", type=click.IntRange(1, 1024), default=None,
+              help="Fleets, local executor: parallel jobs [default: the usable cores].")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Fleets: run only every N-th job starting at the I-th (CI matrices; each shard writes its own "
+                   "results).")
 def check(config: Path | None, junit: Path | None, summary: Path | None, update_baseline: bool,
-          json_out: str | None, bundle: Path | None) -> None:
-    """Export, verify and benchmark the model a config describes; fail on parity, budgets or regressions against
-    the committed baseline (exit 0 all good, 1 a check failed, 2 could not run)."""
+          json_out: str | None, bundle: Path | None, executor: str | None, jobs: int | None,
+          shard: str | None) -> None:
+    """Export, verify and benchmark the model a config describes — or every model of a fleet ([[models]]); fail
+    on parity, budgets or regressions against the committed baseline (exit 0 all good, 1 a check failed, 2 could
+    not run)."""
+    from mobilize.fleet import is_fleet
+
+    if is_fleet(config):
+        _guard(lambda: _fleet(config, junit, summary, update_baseline, json_out, bundle, executor, jobs, shard))
+        return
+    if executor or jobs or shard:
+        _guard(lambda: _no_fleet(config))
     _guard(lambda: _check(config, junit, summary, update_baseline, json_out, bundle))
+
+
+def _no_fleet(config: Path | None) -> None:
+    from mobilize.errors import OptionError
+
+    raise OptionError(f"--executor, --jobs and --shard run fleets; {config or 'the config'} has no [[models]] "
+                      "tables (put the model in one: [[models]] with its source = …; see docs/ci.md)")
+
+
+def _fleet(config: Path | None, junit: Path | None, summary: Path | None, update_baseline: bool,
+           json_out: str | None, bundle: Path | None, executor: str | None, jobs: int | None,
+           shard: str | None) -> None:
+    from mobilize import cli as _cli
+    from mobilize import fleet
+    from mobilize.bundle.writer import write_atomic
+    from mobilize.errors import OptionError
+    from mobilize.fleet import report
+    from mobilize.guard import check_outputs
+
+    if bundle is not None:
+        raise OptionError("--bundle judges one model's bundle; with a fleet config, run `mobilize check` on a "
+                          "single-model config for that bundle")
+    check_outputs(("--junit", junit), ("--summary", summary), ("--json", None if json_out == "-" else json_out))
+    where = fleet.parse_shard(shard)
+    fl = fleet.load(config)
+    result = _cli._with_status(lambda step: fleet.run(fl, executor=executor, jobs=jobs, shard=where,
+                                                      update_baseline=update_baseline, on_step=step))
+    data = result.to_dict()
+    written = list(result.written)
+    for path, payload in ((junit, report.junit(result)), (summary, report.summary(result).encode())):
+        if path is not None:
+            write_atomic(path, payload)
+            written.append(path)
+    _github_summary(report.summary(result))
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    if json_out not in (None, "-"):
+        write_atomic(Path(json_out), text.encode())
+        written.append(Path(json_out))
+    console = _cli._console(stderr=json_out == "-")
+    for name, rec in result.models.items():
+        c = rec["counts"]
+        mark = "[green]pass[/]" if rec["exit_code"] == 0 else "[red]fail[/]"
+        console.print(f"{_cli._escape(name)}: {mark} ({c['passed']} passed, {c['failed']} failed, {c['skipped']} "
+                      "skipped)")
+        if rec["exit_code"] or _cli._STATE["verbose"]:
+            for a in rec["artifacts"]:
+                for ch in a["checks"]:
+                    if ch["status"] == "fail":
+                        console.print(f"  [red]✗[/] {a['format']} {a['precision']} {ch['name']}: "
+                                      f"{_cli._escape(ch['message'])}")
+    for j in result.jobs:
+        if j["status"] in ("failed", "error"):
+            console.print(f"  [yellow]job[/] {j['model']}/{j['format']}/{j['precision']} {j['status']} after "
+                          f"{j['attempts']} attempt(s): {_cli._escape(j.get('error', ''))}")
+    c = data["counts"]
+    verdict = "[bold green]check passed[/]" if result.exit_code == 0 else "[bold red]check failed[/]"
+    console.print(f"{verdict}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped "
+                  f"({len(result.models)} model(s), {len(result.jobs)} job(s) on {result.executor}, "
+                  f"{data['seconds']:.0f} s)")
+    console.print("[dim]wrote " + ", ".join(_cli._escape(str(p)) for p in written) + "[/]")
+    if json_out == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    raise SystemExit(result.exit_code)
 
 
 def _check(config: Path | None, junit: Path | None, summary: Path | None, update_baseline: bool,

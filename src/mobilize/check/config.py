@@ -32,7 +32,7 @@ TOP_KEYS = ("source", "weights", "trust_pickle", "formats", "precisions", "calib
             "export", "accuracy", "parity", "budget", "bench", "regression", "fitness")
 EXPORT_KEYS = ("onnx_opset", "coreml_target", "fp16_io", "repair")
 ACCURACY_KEYS = ("min_snr", "min_top1", "max_size_ratio", "holdout", "snr_headroom", "metric", "min_metric",
-                 "class_axes", "allow_below_target")
+                 "class_axes", "allow_below_target", "time_budget")
 BENCH_KEYS = ("enabled", "threads", "min_runs", "min_seconds", "warmup_seconds", "memory")
 FITNESS_SWITCHES = ("allow_unfit",)
 REGRESSION_KEYS = ("max_size_growth_pct", "max_parity_worsening", "parity_noise_floor", "max_latency_growth_pct")
@@ -175,6 +175,20 @@ def find(start: str | Path | None = None) -> Path:
 
 def load(path: str | Path | None = None) -> Config:
     """Read and validate a configuration (``path`` None: :func:`find` in the current folder)."""
+    path, label, prefix, data, digest = read(path)
+    if "models" in data:
+        raise ConfigError(f"{label}: {prefix}models lists several models (a fleet); run it with `mobilize check` or "
+                          "mobilize.fleet.run (mobilize.check.config.load reads one model)")
+    reader = _Reader(label, prefix)
+    config = _parse(reader, data, path, digest)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    assert config is not None
+    return config
+
+
+def read(path: str | Path | None = None) -> tuple[Path, str, str, dict[str, Any], str]:
+    """The config file's table: (path, label, key prefix, table, sha256 of the file's bytes)."""
     path = find() if path is None else Path(path)
     label = str(path)
     if not path.exists():
@@ -198,12 +212,7 @@ def load(path: str | Path | None = None) -> Config:
         data, prefix = tool["mobilize"], "tool.mobilize."
         if not isinstance(data, dict):
             raise ConfigError(f"{label}: tool.mobilize must be a table ([tool.mobilize]); see docs/ci.md")
-    reader = _Reader(label, prefix)
-    config = _parse(reader, data, path, hashlib.sha256(raw).hexdigest())
-    if reader.problems:
-        raise ConfigError(reader.problems)
-    assert config is not None
-    return config
+    return path, label, prefix, data, hashlib.sha256(raw).hexdigest()
 
 
 # --- validation -----------------------------------------------------------------------------------------------------
@@ -504,6 +513,8 @@ def _accuracy(r: _Reader, t: dict[str, Any], root: Path) -> Any:
                                       example="max_size_ratio = 0.35", hi=1, above=True)),
         holdout=float(r.number(t, "holdout", d.holdout, "accuracy.", example="holdout = 0.25", hi=0.99,
                                above=True)),
+        time_budget_s=float(r.number(t, "time_budget", d.time_budget_s, "accuracy.",
+                                     example="time_budget = 300 (seconds)", hi=7 * 24 * 3600.0, above=True)),
     )
 
 

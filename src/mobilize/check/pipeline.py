@@ -90,7 +90,8 @@ class CheckResult:
 
 
 def run(config: str | Path | Config | None = None, *, bundle: str | Path | None = None,
-        update_baseline: bool = False, on_step: StepCallback | None = None) -> CheckResult:
+        update_baseline: bool = False, on_step: StepCallback | None = None,
+        exported: tuple[dict[str, Any], Path] | None = None) -> CheckResult:
     """Run the check a config describes and write its outputs into the config's ``output`` folder.
 
     Args:
@@ -98,6 +99,8 @@ def run(config: str | Path | Config | None = None, *, bundle: str | Path | None 
         bundle: judge this existing bundle instead of exporting (its files are re-verified against its stored
             reference, so a file altered after export fails).
         update_baseline: after a passing run, write the baseline (created or refreshed).
+        exported: (manifest, bundle folder) of a bundle this run already made (a fleet's merged jobs): judged and
+            benchmarked as if this call had exported it.
 
     Raises :class:`~mobilize.errors.MobilizeInputError` (CLI exit 2) when the check cannot run: bad config, missing
     source, unusable bundle. Check failures are in the result (``exit_code`` 1), never raised.
@@ -110,9 +113,12 @@ def run(config: str | Path | Config | None = None, *, bundle: str | Path | None 
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     baseline = bl.load(cfg.baseline)  # a malformed baseline fails before any work
     _prepare_output(cfg.output)
-    tampered = _tampered_previous(cfg.bundle) if bundle is None else {}
+    tampered = _tampered_previous(cfg.bundle) if bundle is None and exported is None else {}
     with _on_sys_path(cfg.root):
-        manifest, target = _export_or_verify(cfg, Path(bundle) if bundle is not None else None, step)
+        if exported is not None:
+            manifest, target = exported
+        else:
+            manifest, target = _export_or_verify(cfg, Path(bundle) if bundle is not None else None, step)
         integrity = _integrity(target, manifest)
         bench_data, bench_reason = _bench(cfg, target, manifest, integrity, write=bundle is None, step=step)
     for key, (why, _sha) in tampered.items():  # the re-export replaced it, but this run must not pass

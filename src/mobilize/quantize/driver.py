@@ -129,6 +129,14 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
     from mobilize.quantize import sensitivity
 
     step = step or (lambda _m: None)
+    started = time.monotonic()
+    budget = ctx.target.time_budget_s
+    skipped: list[str] = []  # trials not run because the time budget ran out
+    probes_cut_by_budget = False  # the per-layer probes got less than their own time because of the budget
+
+    def spent() -> bool:
+        return budget is not None and time.monotonic() - started >= budget
+
     mod = module_for(fmt)
     cands = R.candidates(fmt, precision)
     if not cands:
@@ -142,12 +150,16 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
     for rec in cands:
         best: Trial | None = None
         for method in (mod.methods(rec) if hasattr(mod, "methods") else ("",)) if rec.calibrated else ("",):
+            if trials and spent():  # the best file so far is kept; what was not tried is recorded
+                skipped.append(f"{rec.name}{f' ({method})' if method else ''}")
+                continue
             step(f"quantizing {fmt} {precision}: {rec.name}{f' ({method})' if method else ''}")
             t = _trial(mod, rec, method, fp32, work, calib_feeds, [], runner_cls, ctx)
             trials.append(t)
             if best is None or t.score() > best.score():
                 best = t
-        assert best is not None
+        if best is None:
+            continue
         if fp32_t is not None:
             best.timing = latency(runner_cls, best.path, ctx)
         bests.append(best)
@@ -162,12 +174,18 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
     for best in speed_order(bests):
         rec = best.recipe
         if not reached and rec.calibrated and best.figures is not None and not best.meets(aim):
-            if kept is None:
+            if kept is None and spent():
+                skipped.append(f"per-layer sensitivity ({rec.name})")
+                fb = None
+            elif kept is None:
                 step(f"quantizing {fmt} {precision}: per-layer sensitivity ({rec.name})")
+                left = sensitivity.PROBE_BUDGET_S if budget is None else max(
+                    1.0, min(sensitivity.PROBE_BUDGET_S, budget - (time.monotonic() - started)))
+                probes_cut_by_budget = left < sensitivity.PROBE_BUDGET_S
                 kept, sens_record = sensitivity.search(
                     lambda exclude, r=rec, m=best.method: _trial(mod, r, m, fp32, work, calib_feeds, exclude,
                                                                 runner_cls, ctx),
-                    mod.layers(fp32), best, ctx.target, fp32_bytes)
+                    mod.layers(fp32), best, ctx.target, fp32_bytes, budget_s=left)
                 fb = sens_record.pop("_best", None)
             else:
                 fb = _trial(mod, rec, best.method, fp32, work, calib_feeds, kept, runner_cls, ctx) if kept else None
@@ -187,6 +205,13 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
         chosen = max(finals, key=lambda t: t.score())
     _copy(chosen.path, dest)
     record = _record(chosen, trials, finals, precision, ctx, fp32_bytes, fp32_t, native, runner_cls, sens_record)
+    bound = bool(skipped) or (probes_cut_by_budget and bool((sens_record or {}).get("stopped_by_budget")))
+    record["time_budget"] = {"seconds": budget, "spent_s": round(time.monotonic() - started, 2), "bound": bound,
+                             "skipped": skipped}
+    if bound:  # the choice now depends on how fast this machine was: say so where the user looks
+        chosen.notes.insert(0, f"the {budget:g} s search budget ran out (--time-budget): "
+                               f"{len(skipped)} trial(s) skipped ({', '.join(skipped) or 'per-layer search cut'}); "
+                               "the best file found so far is kept — on a faster machine the search may go further")
     # op types whose weight matrices stayed float in the chosen file, read from the file (formats that can tell)
     record["float_weights"] = mod.float_weights(dest) if hasattr(mod, "float_weights") else None
     return chosen.notes[:-1] if chosen.notes[-1:] == ["best of its recipe"] else chosen.notes, record

@@ -151,6 +151,10 @@ def needs_calibration(precisions: Sequence[str]) -> list[str]:
     return [p for p in precisions if p in STATIC_PRECISIONS]
 
 
+#: default search budget per format × precision (seconds)
+DEFAULT_TIME_BUDGET_S = 300.0
+
+
 @dataclasses.dataclass(frozen=True)
 class AccuracyTarget:
     """What a quantized file must achieve on held-out calibration samples, against PyTorch.
@@ -165,6 +169,10 @@ class AccuracyTarget:
             :mod:`mobilize.quantize.driver`). ``outputs`` holds each output for all held-out samples concatenated
             along axis 0; ``batch`` the inputs likewise, plus every extra array of the calibration ``.npz``.
         min_metric: the metric a quantized file must reach (None: the metric is recorded, not required).
+        time_budget_s: wall seconds the search of one format × precision may spend (None: no limit). Candidate
+            trials that have not started when it runs out are skipped and the per-layer search stops; the best
+            file found so far is kept, and the quantization record says the budget bound (the result then depends
+            on this machine's speed).
         max_size_ratio: sensitivity fallback stops before a static int8 file exceeds this share of fp32.
         holdout: share of the calibration samples held out for measuring (the rest calibrates).
         headroom_db: the search (recipe choice, layers kept float) aims this far above ``min_snr_db``, as a guard
@@ -180,9 +188,13 @@ class AccuracyTarget:
     class_axes: Mapping[str, int] = dataclasses.field(default_factory=dict)
     metric: Any = None
     min_metric: float | None = None
+    time_budget_s: float | None = DEFAULT_TIME_BUDGET_S
 
     def __post_init__(self) -> None:
         import math
+
+        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
+            raise OptionError(f"--time-budget {self.time_budget_s:g} must be a number of seconds > 0, e.g. 300")
 
         if not -100 <= self.min_snr_db <= 300:  # also refuses NaN (the manifest is strict JSON: no NaN/Infinity)
             raise OptionError(f"--min-snr {self.min_snr_db} must be a finite number of dB in [-100, 300], e.g. 25")

@@ -60,8 +60,10 @@ def search(
     base_top1 = base.figures["top1_agreement"]
     base_metric = (base.figures.get("metric") or {}).get("value")
     probes: list[dict[str, Any]] = []
+    stopped = False
     for unit in probe_units(layers):
         if probes and time.perf_counter() - t0 > budget_s:
+            stopped = True
             break
         names = [layer["name"] for layer in unit]
         t = trial(names)
@@ -126,6 +128,8 @@ def search(
         "probes": probes,
         "greedy_steps": steps,
         "met_target": bool(best.meets(target)),
+        "probe_budget_s": round(budget_s, 1),
+        "stopped_by_budget": stopped,  # probing stopped before every unit was probed
         "_best": best if best is not base else None,
     }
     return kept, record

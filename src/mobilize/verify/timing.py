@@ -80,8 +80,11 @@ def measure(items: Sequence[dict[str, Any]], reference: Path, input_names: list[
         return handle(job)["latency"]
     from mobilize import isolate as iso
 
-    try:
-        res = iso.run(job)
+    try:  # in a pooled export, the worker of a natively run format (its runtime is loaded already)
+        from mobilize import formats
+
+        native = [it["format"] for it in items if not formats.get(it["format"]).fallback_runner]
+        res = iso.run(job, key=(native or [items[0]["format"]])[0])
     except iso.WorkerDied as exc:
         return {it["key"]: {"unmeasured": f"timing crashed: {exc}"} for it in items}
     if "latency" not in res:

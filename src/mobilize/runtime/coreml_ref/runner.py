@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mobilize.runtime.base import Runner
@@ -26,10 +28,15 @@ class CoreMLReferenceRunner(Runner):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        try:
-            import coremltools.proto.MIL_pb2  # noqa: F401
-        except ImportError as exc:
-            return False, f"the Core ML reference interpreter needs coremltools' protobuf definitions ({exc})"
+        import importlib.util
+
+        # looked up, not imported: importing coremltools imports torch (seconds), which a process that only asks
+        # whether Core ML files can be checked here need not pay
+        spec = importlib.util.find_spec("coremltools")
+        places = list(spec.submodule_search_locations or []) if spec is not None else []
+        if not any((Path(p) / "proto" / "MIL_pb2.py").is_file() for p in places):
+            return False, ("the Core ML reference interpreter needs coremltools' protobuf definitions "
+                           "(coremltools.proto.MIL_pb2 not found; pip install coremltools)")
         return True, ""
 
     def _load(self) -> None:

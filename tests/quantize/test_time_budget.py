@@ -1,0 +1,55 @@
+"""The int8 search within a time budget: the best file so far is kept and the record says the budget bound."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mobilize import api
+from mobilize.errors import OptionError
+from mobilize.models.digits import calibration_set
+from mobilize.quantize import AccuracyTarget
+
+
+def test_a_budget_that_binds_keeps_the_first_file_and_says_so(tmp_path: Path) -> None:
+    tight = api.export("zoo:digits", tmp_path / "tight", formats="onnx", precisions="int8",
+                       calibration=calibration_set(32), isolate=False, diagnose=False,
+                       target=AccuracyTarget(time_budget_s=1e-3))
+    art = tight.artifacts[0]
+    assert art["status"] == "ok"
+    q = art["quantization"]
+    budget = q["time_budget"]
+    assert budget["bound"] is True and budget["seconds"] == pytest.approx(1e-3)
+    assert budget["skipped"], "every trial after the first was skipped"
+    assert sum(1 for c in q["candidates"]) == 1
+    assert any("search budget ran out" in n for n in art["notes"])
+
+
+@pytest.mark.slow
+def test_a_budget_that_does_not_bind_changes_nothing(tmp_path: Path) -> None:
+    roomy = api.export("zoo:digits", tmp_path / "roomy", formats="onnx", precisions="int8",
+                       calibration=calibration_set(32), isolate=False, diagnose=False)
+    r = roomy.artifacts[0]["quantization"]
+    assert r["time_budget"]["bound"] is False and r["time_budget"]["skipped"] == []
+    assert r["time_budget"]["seconds"] == 300.0
+    assert len(r["candidates"]) > 1
+    assert not any("search budget" in n for n in roomy.artifacts[0]["notes"])
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_budget(bad: float) -> None:
+    with pytest.raises(OptionError, match="--time-budget"):
+        AccuracyTarget(time_budget_s=bad)
+
+
+def test_cli_refuses_a_bad_budget_before_any_work(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    got = subprocess.run([sys.executable, "-m", "mobilize", "export", "zoo:digits", "--out", str(tmp_path / "b"),
+                          "--formats", "onnx", "--precisions", "fp32", "--time-budget", "0"],
+                         capture_output=True, text=True, check=False)
+    assert got.returncode == 2, got.stderr
+    assert "--time-budget 0 must be a number of seconds > 0" in got.stderr
+    assert not (tmp_path / "b").exists()
