@@ -109,6 +109,9 @@ def test_json_has_every_documented_field(bench_run) -> None:  # noqa: ANN001
         assert row["parity"] == "pass" and row["budget"] == "pass"
         assert row["floor_ratio"] == pytest.approx(row["bytes"] / row["floor_bytes"], rel=1e-3)
     assert data["budget"]["status"] == "pass" and result.exit_code == 0
+    from mobilize import schemas
+
+    schemas.validate(json.loads(json.dumps(data)))  # the published JSON Schema of mobilize-bench/1
 
 
 def test_bytes_match_files(bench_run) -> None:  # noqa: ANN001

@@ -50,6 +50,9 @@ def test_first_check_reports_the_missing_baseline(first_check: tuple[Path, Any])
     assert not (root / "mobilize-baseline.json").exists()  # only `baseline update` / --update-baseline create it
     data = _results(root)
     assert data["status"] == "pass" and data["baseline"]["exists"] is False
+    from mobilize import schemas
+
+    schemas.validate(data)
     assert any(n.startswith("no baseline yet: run `mobilize baseline update` or `mobilize check --update-baseline`")
                for n in data["notes"])
     for prec in ("fp32", "fp16"):

@@ -21,6 +21,9 @@ def test_diff_covers_the_zoo_models(zoo_runs, name: str, tmp_path) -> None:
     run = run_cli(["diff", str(er.out), "--source", f"zoo:{name}", "--samples", "2", "--json", str(out)], tmp_path,
                   timeout=900)
     assert run.returncode == 0, run.describe()
+    from mobilize import schemas
+
+    schemas.validate(json.loads(out.read_text()))
     reports = json.loads(out.read_text())["artifacts"]
     assert {(r["format"], r["precision"]) for r in reports} == {(f, p) for f in ("onnx", "coreml", "tflite")
                                                                 for p in ("fp32", "fp16")}

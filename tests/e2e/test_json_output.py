@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mobilize import schemas
+
 from ._util import run_cli
 
 pytestmark = pytest.mark.slow
@@ -20,6 +22,7 @@ def test_json_to_stdout(bundle: Path, args: list[str], schema: str) -> None:
     assert run.returncode == 0, run.describe()
     doc = json.loads(run.stdout)  # nothing but the document on stdout
     assert doc["schema"] == schema and doc["bundle"] == "b"
+    schemas.validate(doc)  # the JSON Schema shipped in the package
     assert "onnx" in run.stderr and "fp32" in run.stderr  # the table moved to stderr
     assert not (bundle.parent / "-").exists()
 
