@@ -28,8 +28,9 @@ def _art(manifest: dict, fmt: str, prec: str) -> dict:
 
 
 def test_a_weight_stored_twice_makes_the_tflite_file_unfit(tmp_path: Path) -> None:
+    # the converter as is (--no-repair): litert-torch decomposes PReLU and stores the next Linear weight twice
     run = run_cli(["export", f"{MODELS}:prelu_head", "--formats", "onnx,tflite", "--precisions", "fp32",
-                   "--out", "b"], tmp_path)
+                   "--out", "b", "--no-repair"], tmp_path)
     assert run.returncode == 1, run.describe()
     m = _manifest(tmp_path / "b")
     onnx, tfl = _art(m, "onnx", "fp32"), _art(m, "tflite", "fp32")
@@ -49,6 +50,14 @@ def test_a_weight_stored_twice_makes_the_tflite_file_unfit(tmp_path: Path) -> No
     assert again.returncode == 1 and "tflite fp32 unfit" in again.stdout, again.describe()
     allowed = run_cli(["verify", "b", "--allow-unfit"], tmp_path)
     assert allowed.returncode == 0 and "tflite fp32 unfit" in allowed.stdout, allowed.describe()
+    # by default the always-on TFLite repair (prelu-maximum) removes the cause: one copy, a fit file
+    fixed = run_cli(["export", f"{MODELS}:prelu_head", "--formats", "tflite", "--precisions", "fp32", "--out", "c"],
+                    tmp_path)
+    assert fixed.returncode == 0, fixed.describe()
+    art = _art(_manifest(tmp_path / "c"), "tflite", "fp32")
+    assert art["fitness"]["status"] == "fit" and not art["analysis"]["duplicates"]
+    assert [r["name"] for r in art["repairs"] if r["status"] == "applied"] == ["prelu-maximum"]
+    assert art["bytes"] < 0.6 * tfl["bytes"]
 
 
 def test_an_int8_file_below_its_target_exits_1(tmp_path: Path) -> None:
