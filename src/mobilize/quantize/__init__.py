@@ -7,7 +7,18 @@ ExecuTorch: the torch program that file was lowered from) and writes the quantiz
 :mod:`mobilize.quantize.driver` measures and chooses.
 """
 
-from mobilize.quantize.calibration import CalibrationData, CalibrationError
+from typing import Any
+
 from mobilize.quantize.recipes import QUANT_PRECISIONS, AccuracyTarget, Recipe
 
 __all__ = ["QUANT_PRECISIONS", "AccuracyTarget", "CalibrationData", "CalibrationError", "Recipe"]
+
+
+def __getattr__(name: str) -> Any:
+    """``CalibrationData`` / ``CalibrationError`` on first use: the calibration module needs numpy, and
+    ``import mobilize`` (which reads the recipes through the format registry) stays free of it."""
+    if name in ("CalibrationData", "CalibrationError"):
+        from mobilize.quantize import calibration
+
+        return getattr(calibration, name)
+    raise AttributeError(f"module 'mobilize.quantize' has no attribute {name!r}")
