@@ -16,17 +16,38 @@ from typing import Any
 
 from mobilize.errors import MobilizeInputError, Terminated
 
+#: set by the CLI's SIGINT/SIGTERM handlers: the exception they raise can be swallowed by a library's bare ``except:``
+#: (say, around an optional import), so the bundle swap also checks this latch before replacing anything
+_INTERRUPTED: list[BaseException] = []
+
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
+    exc = Terminated()
+    _INTERRUPTED.append(exc)
+    raise exc
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    exc = KeyboardInterrupt()
+    _INTERRUPTED.append(exc)
+    raise exc
+
+
+def raise_if_interrupted() -> None:
+    """Re-raise an interrupt the CLI received, in case the code it was raised in swallowed it."""
+    if _INTERRUPTED:
+        raise _INTERRUPTED[0]
 
 
 def start_cli() -> None:
-    """Install the SIGTERM handler (main thread only) and validate the environment (one-line error, exit 2)."""
+    """Install the SIGINT/SIGTERM handlers (main thread only) and validate the environment (one-line error, exit 2)."""
     from mobilize.isolate import check_environment
 
+    _INTERRUPTED.clear()  # one command, one latch (CliRunner runs several in one process)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
     check_environment()
 
 

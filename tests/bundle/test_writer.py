@@ -262,3 +262,24 @@ def test_write_atomic_gets_ordinary_permissions(tmp_path: Path) -> None:
     with _umask(0o022):
         write_atomic(p, b"{}")
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
+
+
+def test_an_interrupt_a_library_swallowed_still_keeps_the_previous_bundle(tmp_path, monkeypatch) -> None:
+    """Ctrl-C raises KeyboardInterrupt wherever the main thread is; a library's bare ``except:`` (around an optional
+    import, say) can swallow it and the export would go on to replace the bundle. The CLI's handler latches it."""
+    import contextlib
+    import signal
+
+    from mobilize import guard
+    from mobilize.bundle.writer import staged
+
+    monkeypatch.setattr(guard, "_INTERRUPTED", [])
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "manifest.json").write_text("old")
+    with pytest.raises(KeyboardInterrupt), staged(out) as tmp:
+        (tmp / "manifest.json").write_text("new")
+        with contextlib.suppress(BaseException):  # what a library's bare `except: pass` does
+            guard._on_sigint(signal.SIGINT, None)
+    assert (out / "manifest.json").read_text() == "old"
+    assert not list(tmp_path.glob(".b.tmp-*"))

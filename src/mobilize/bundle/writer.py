@@ -52,6 +52,9 @@ def staged(out: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a bundle is an ordinary folder
     try:
         yield tmp
+        from mobilize.guard import raise_if_interrupted
+
+        raise_if_interrupted()  # an interrupt a library swallowed still means: keep the previous bundle
         _ordinary_permissions(tmp)
         _fsync_tree(tmp)
         swap_in(tmp, out)
