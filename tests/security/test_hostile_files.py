@@ -132,8 +132,11 @@ def test_output_folder_that_is_a_file_or_symlink(tmp_path: Path) -> None:
 def test_interrupted_export_keeps_the_previous_bundle(bundle: Path, tmp_path: Path, sig: signal.Signals) -> None:
     b = _copy(bundle, tmp_path)
     before = _tree_hash(b)
+    # SIGINT as a terminal delivers it: a runner started in the background of a non-interactive shell has SIGINT
+    # ignored, and a child inherits that (mobilize then rightly honours the ignore and finishes the export)
     proc = subprocess.Popen([sys.executable, "-m", "mobilize", "export", "zoo:mobilenet_v2", "--out", "b"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(tmp_path.glob(".b.tmp-*")):
         time.sleep(0.1)  # wait until the staging folder exists: the run is mid-write
