@@ -150,13 +150,13 @@ def dynamic_shapes_for(spec: ModelSpec, *, auto: bool = False) -> tuple[Any, ...
             lo, hi = spec.dynamic_bounds.get(dname, (1, None))
             if dname not in dims:
                 dims[dname] = (torch.export.Dim.AUTO(min=lo, max=hi) if auto else
-                               torch.export.Dim(_dim_ident(dname), min=lo, max=hi))
+                               torch.export.Dim(dim_ident(dname), min=lo, max=hi))
             entry[ax % t.dim()] = dims[dname]
         out.append(entry or None)
     return tuple(out)
 
 
-def _finite(bound: Any) -> int | None:
+def finite_bound(bound: Any) -> int | None:
     """A sympy/torch bound as an int, None for ±infinity (torch's ``int_oo``)."""
     try:
         value = int(bound)
@@ -165,7 +165,8 @@ def _finite(bound: Any) -> int | None:
     return value if abs(value) < 2**62 else None
 
 
-def _dim_ident(name: str) -> str:
+def dim_ident(name: str) -> str:
+    """A dynamic dim's name as a Python identifier (what ``torch.export.Dim`` requires)."""
     ident = "".join(c if c.isalnum() else "_" for c in str(name))
     return ident if ident and not ident[0].isdigit() else f"d_{ident}"
 
@@ -224,8 +225,8 @@ def dim_report(program: Any, spec: ModelSpec) -> dict[str, dict[str, Any]]:
             entry["symbol"] = str(d)
             rng = program.range_constraints.get(d.node.expr)
             if rng is not None:
-                entry["min"] = _finite(rng.lower)
-                entry["max"] = _finite(rng.upper)
+                entry["min"] = finite_bound(rng.lower)
+                entry["max"] = finite_bound(rng.upper)
     return report
 
 

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mobilize.capture import Capture
+from mobilize.capture import Capture, dim_ident, finite_bound
 from mobilize.errors import ConversionError
 from mobilize.export import ExportedFile, ExportOptions
 from mobilize.spec import ModelSpec
@@ -151,8 +151,8 @@ def prepare(capture: Capture, spec: ModelSpec) -> Source:
             dname = names.get(sym, sym)
             dims.setdefault(name, {})[ax] = dname
             rng = program.range_constraints.get(d.node.expr)
-            lo = _finite(rng.lower) if rng is not None else None
-            hi = _finite(rng.upper) if rng is not None else None
+            lo = finite_bound(rng.lower) if rng is not None else None
+            hi = finite_bound(rng.upper) if rng is not None else None
             bounds[dname] = (lo if lo is not None else 1, hi)
     notes: list[str] = []
     unbounded = sorted(d for d, (_lo, hi) in bounds.items() if hi is None)
@@ -226,20 +226,10 @@ def _dynamic_shapes(input_names: list[str], dims: dict[str, dict[int, str]],
         for ax, dname in dims.get(name, {}).items():
             if dname not in made:
                 lo, hi = bounds[dname]
-                ident = "".join(c if c.isalnum() else "_" for c in dname)
-                made[dname] = torch.export.Dim(ident if ident and not ident[0].isdigit() else f"d_{ident}",
-                                               min=lo, max=hi)
+                made[dname] = torch.export.Dim(dim_ident(dname), min=lo, max=hi)
             entry[ax] = made[dname]
         out.append(entry or None)
     return tuple(out)
-
-
-def _finite(bound: Any) -> int | None:
-    try:
-        value = int(bound)
-    except (TypeError, ValueError, OverflowError, AttributeError):
-        return None
-    return value if abs(value) < 2**62 else None
 
 
 def to_half(src: Source) -> tuple[Any, int]:
@@ -343,7 +333,7 @@ def _restore_bounds(program: Any, want: dict[tuple[int, int], int]) -> None:
         env = getattr(node, "shape_env", None)
         sym = getattr(node, "expr", None)
         rng = env.var_to_range.get(sym) if env is not None else None
-        if rng is not None and _finite(rng.upper) is not None and _finite(rng.upper) < hi:
+        if rng is not None and finite_bound(rng.upper) is not None and finite_bound(rng.upper) < hi:
             env.var_to_range[sym] = ValueRanges(rng.lower, hi)
 
 

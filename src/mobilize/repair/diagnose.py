@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from mobilize.capture import module_of
@@ -100,50 +101,45 @@ def _op_name(target: Any) -> str:
     return getattr(target, "__name__", str(target))
 
 
-def _messages(exc: BaseException) -> str:
-    parts = []
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (``__cause__`` / ``__context__``), each once."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        parts.append(str(cur))
+        yield cur
         cur = cur.__cause__ or cur.__context__
-    return "\n".join(parts)
+
+
+def _frames(exc: BaseException) -> Iterator[Any]:
+    """Every traceback frame of every exception in the chain, outermost first within each."""
+    for cur in _chain(exc):
+        tb = cur.__traceback__
+        while tb is not None:
+            yield tb.tb_frame
+            tb = tb.tb_next
+
+
+def _messages(exc: BaseException) -> str:
+    return "\n".join(str(cur) for cur in _chain(exc))
 
 
 def _fx_nodes_in_traceback(exc: BaseException) -> list[Any]:
     """The innermost ``torch.fx.Node`` a frame of the failing call was running (``Interpreter.run_node(n)``)."""
     import torch
 
-    found: list[Any] = []
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        tb = cur.__traceback__
-        while tb is not None:
-            if tb.tb_frame.f_code.co_name == "run_node":
-                node = tb.tb_frame.f_locals.get("n")
-                if isinstance(node, torch.fx.Node) and node.op == "call_function":
-                    found.append(node)
-            tb = tb.tb_next
-        cur = cur.__cause__ or cur.__context__
+    found = [node for frame in _frames(exc) if frame.f_code.co_name == "run_node"
+             for node in [frame.f_locals.get("n")]
+             if isinstance(node, torch.fx.Node) and node.op == "call_function"]
     return found[-1:]
 
 
 def _nodes_in_traceback(exc: BaseException) -> list[str]:
     """Names of coremltools ``InternalTorchIRNode`` objects held as ``node`` by a frame of the failing call."""
     names: list[str] = []
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        tb = cur.__traceback__
-        while tb is not None:
-            node = tb.tb_frame.f_locals.get("node")
-            name, kind = getattr(node, "name", None), getattr(node, "kind", None)
-            if isinstance(name, str) and isinstance(kind, str) and "coremltools" in tb.tb_frame.f_code.co_filename:
-                names.append(name)
-            tb = tb.tb_next
-        cur = cur.__cause__ or cur.__context__
+    for frame in _frames(exc):
+        node = frame.f_locals.get("node")
+        name, kind = getattr(node, "name", None), getattr(node, "kind", None)
+        if isinstance(name, str) and isinstance(kind, str) and "coremltools" in frame.f_code.co_filename:
+            names.append(name)
     return names[-1:]  # the innermost frame's node is the one being converted
