@@ -117,6 +117,9 @@ def _raw_parity(fmt: str, path: Path, spec: Any, ref_path: Path) -> dict[str, An
 
     runner = registry.get(fmt).load("runner")
     if fmt == "onnx":  # the raw file keeps its weights in a side file (.onnx.data): load it from its path
+        sys.path.insert(0, str(HERE))
+        from run import _path_onnx_runner  # benchmarks/run.py, the raw-vs-mobilize comparison
+
         runner = _path_onnx_runner()
     try:
         with captured_output():
@@ -125,21 +128,6 @@ def _raw_parity(fmt: str, path: Path, spec: Any, ref_path: Path) -> dict[str, An
     except Exception as exc:  # noqa: BLE001
         return {"status": "error", "reason": _short(exc)}
     return {"status": record.status, "reason": record.reason}
-
-
-def _path_onnx_runner() -> Any:
-    from mobilize.runtime.onnx import OnnxRunner, _io
-
-    class PathOnnxRunner(OnnxRunner):
-        def _load(self) -> None:
-            import onnxruntime as ort
-
-            self._session = ort.InferenceSession(str(self.path), sess_options=self.session_options(),
-                                                 providers=["CPUExecutionProvider"])
-            self._inputs = [_io(x) for x in self._session.get_inputs()]
-            self._outputs = [_io(x) for x in self._session.get_outputs()]
-
-    return PathOnnxRunner
 
 
 def mobilize_export(spec: Any, formats: tuple[str, ...], out: Path) -> dict[str, Any]:
