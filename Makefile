@@ -4,6 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mobilize-installed
 
+# the suite runs on every core (pytest-xdist; tests/conftest.py groups it so each expensive fixture runs once)
+TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+XDIST     := -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
+
 .PHONY: demo test test-fast test-onnx-only lint clean
 
 $(STAMP): pyproject.toml constraints.txt
@@ -18,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mobilize demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 # an install holding only mobilize[onnx] (no coremltools, litert, jax, scikit-learn) exports and verifies
 test-onnx-only:
@@ -29,7 +33,7 @@ test-onnx-only:
 	$(VENV)-onnx/bin/python -m pytest -q -p no:cacheprovider tests/extras/test_onnx_only_install.py
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

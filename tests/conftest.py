@@ -125,3 +125,31 @@ def tiny_pt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fixtures.make_fixtures import save_tiny_pt2
 
     return save_tiny_pt2(tmp_path_factory.mktemp("pt2") / "tiny.pt2")
+
+
+# --- parallel runs (pytest-xdist) -------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """How ``make test`` (``-n 2 --dist loadgroup --no-loadscope-reorder``) splits the suite over the cores.
+
+    Each group runs whole on one worker: a test directory is one group (the session-scoped fixtures of its conftest
+    then run once), except ``tests/e2e``, whose modules are groups of their own (its export pool is shared by the
+    workers, see tests/e2e/conftest.py) — as are the test files at the top. Groups are put in the order of their
+    ``slow`` tests, most first, so the longest work starts first and no worker is left with a long group at the
+    end. Without xdist the marks do nothing and only the order changes.
+    """
+    here = Path(__file__).parent
+    groups: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        mark = item.get_closest_marker("xdist_group")
+        if mark and mark.args:
+            name = str(mark.args[0])
+        else:
+            rel = Path(str(item.fspath)).relative_to(here).parts
+            name = "/".join(rel) if len(rel) == 1 or rel[0] == "e2e" else rel[0]
+            item.add_marker(pytest.mark.xdist_group(name))
+        groups.setdefault(name, []).append(item)
+    weight = {name: sum(1 for it in group if it.get_closest_marker("slow")) for name, group in groups.items()}
+    items[:] = [it for name in sorted(groups, key=lambda n: -weight[n]) for it in groups[name]]

@@ -1,14 +1,17 @@
-"""Shared, expensive exports for the end-to-end tests, run once per session in a small pool of CLI subprocesses.
+"""Shared, expensive exports for the end-to-end tests, run once per test run in a small pool of CLI subprocesses.
 
 Every export a test module needs is declared in :data:`JOBS` and reached through a fixture listed in
 :data:`NEEDS`. When the first e2e test starts, the pool submits exactly the jobs the *selected* tests need (so
-``-k zoo`` does not pay for BERT), two at a time on a 2-core machine; a test blocks only on its own job.
+``-k zoo`` does not pay for BERT), two at a time on a 2-core machine; a test blocks only on its own job. Under
+pytest-xdist the workers share the jobs (:class:`ExportPool`), so e2e modules spread over the workers freely.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import fcntl
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,28 +92,48 @@ class ExportRun:
 
 
 class ExportPool:
-    def __init__(self, root: Path, keys: set[str]) -> None:
+    """Runs the export jobs ahead of the tests that wait on them, each job once per test run.
+
+    The jobs live in one folder shared by every pytest-xdist worker of the run (``make test`` runs the suite on
+    every core). A job's lock file (``flock``) makes it run once: the worker that takes the lock runs the CLI and
+    writes ``<key>.run.json``; a worker that wants the job meanwhile waits on the lock, then reads the record. Each
+    worker prefetches in the background, skipping jobs another worker has already taken.
+    """
+
+    def __init__(self, root: Path, keys: set[str], threads: int) -> None:
         self.root = root
-        workers = max(1, min(2, os.cpu_count() or 1))
-        self._executor = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="e2e-export")
-        self._futures: dict[str, cf.Future[ExportRun]] = {}
-        # two concurrent exports on two cores: one intra-op thread each avoids oversubscription
-        self._env = {"OMP_NUM_THREADS": "1"} if workers > 1 else {}
+        self._executor = cf.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="e2e-export")
+        self._futures: dict[str, cf.Future[ExportRun | None]] = {}
+        # concurrent exports on two cores: one intra-op thread each avoids oversubscription
+        self._env = {"OMP_NUM_THREADS": "1"} if (os.cpu_count() or 1) > 1 else {}
         for key in [k for k in ORDER if k in keys] + sorted(keys - set(ORDER)):
-            self._submit(key)
+            self._futures[key] = self._executor.submit(self._run, key, False)
 
-    def _submit(self, key: str) -> cf.Future[ExportRun]:
-        if key not in self._futures:
-            self._futures[key] = self._executor.submit(self._run, key)
-        return self._futures[key]
-
-    def _run(self, key: str) -> ExportRun:
-        args = [*JOBS[key], "--out", key, "--json", f"{key}.json"]
-        run = run_cli(args, self.root, timeout=600, env=self._env)
+    def _run(self, key: str, wait: bool) -> ExportRun | None:
+        """The job's result, running it if nobody has; ``wait=False`` (prefetch): None if another worker holds it."""
+        record = self.root / f"{key}.run.json"
+        with (self.root / f"{key}.lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                return None
+            if not record.is_file():
+                args = [*JOBS[key], "--out", key, "--json", f"{key}.json"]
+                run = run_cli(args, self.root, timeout=600, env=self._env)
+                tmp = record.with_suffix(".tmp")
+                tmp.write_text(json.dumps({**dataclasses.asdict(run), "cwd": str(run.cwd)}))
+                tmp.replace(record)
+        done = json.loads(record.read_text())
+        run = Run(**{**done, "cwd": Path(done["cwd"])})
         return ExportRun(run, self.root / key, self.root / f"{key}.json")
 
     def get(self, key: str) -> ExportRun:
-        return self._submit(key).result()
+        future = self._futures.get(key)
+        found = future.result() if future is not None else None
+        if found is None:  # not prefetched here, or another worker took it first: wait for its record
+            found = self._run(key, True)
+        assert found is not None
+        return found
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -134,7 +157,12 @@ def export_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         if here in Path(str(item.fspath)).parents:
             for name in getattr(item, "fixturenames", ()):
                 keys.update(NEEDS.get(name, ()))
-    pool = ExportPool(tmp_path_factory.mktemp("exports"), keys)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    # under xdist each worker's base temp is <run>/<worker>: the run's folder is shared by the workers
+    root = tmp_path_factory.getbasetemp().parent / "e2e-exports" if worker else tmp_path_factory.mktemp("exports")
+    root.mkdir(exist_ok=True)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    pool = ExportPool(root, keys, threads=max(1, min(2, (os.cpu_count() or 1) // workers)))
     yield pool
     pool.close()
 
