@@ -35,6 +35,18 @@ def _checks(data: dict[str, Any], fmt: str, prec: str) -> dict[str, dict[str, An
     return {c["name"]: c for c in art["checks"]}
 
 
+def _steps(stderr: str) -> list[str]:
+    """The numbered step lines of a log (``[00:12] step 3/8 · exporting onnx fp16``), checked to count 1…n against
+    one total; returns their texts."""
+    import re
+
+    found = re.findall(r"^\[\d\d:\d\d\] step (\d+)/(\d+) · (.+)$", stderr, flags=re.M)
+    assert found, stderr
+    assert [int(k) for k, _, _ in found] == list(range(1, len(found) + 1)), stderr
+    assert {int(n) for _, n, _ in found} == {len(found)}, stderr
+    return [text for _, _, text in found]
+
+
 def _flip_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -73,6 +85,10 @@ def test_first_check_reports_the_missing_baseline(first_check: tuple[Path, Any])
     assert all(float(c.get("time")) > 0 for c in cases if c.get("name") in ("export", "parity"))
     manifest = json.loads((root / "mobilize-check" / "bundle" / "manifest.json").read_text())
     assert manifest["bench"]["results"][0]["format"] == "pytorch"  # bench figures kept with the bundle
+    # not a terminal: every step of the plan numbered against the total known up front (export's, then bench, judge)
+    assert _steps(result.log) == ["loading model", "capturing with torch.export", "computing the PyTorch reference",
+                                     "exporting onnx fp32", "exporting onnx fp16",
+                                     "finishing verification, judging fitness", "benchmarking", "judging"]
 
 
 def test_baseline_update_records_the_last_check(first_check: tuple[Path, Any], baselined: tuple[Path, Any]) -> None:
@@ -169,6 +185,8 @@ def test_generous_budget_passes_every_testcase(baselined: tuple[Path, Any], tmp_
                     str(root / "mobilize-check" / "bundle"), "--junit", str(tmp_path / "junit.xml"),
                     "--summary", str(summary), env={"GITHUB_STEP_SUMMARY": str(step_summary)})
     assert result.exit_code == 0
+    assert _steps(result.log) == ["verifying onnx fp32", "verifying onnx fp16",  # verify's plan, bench, judge
+                                     "collecting the results, judging fitness", "benchmarking", "judging"]
     suite, cases = _junit(tmp_path / "junit.xml")
     assert len(cases) == int(suite.get("tests")) == 2 * (CHECKS_PER_FLOAT_ARTIFACT + 3)
     assert suite.get("failures") == "0" and suite.get("skipped") == "0" and suite.get("errors") == "0"

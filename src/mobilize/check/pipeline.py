@@ -106,9 +106,12 @@ def run(config: str | Path | Config | None = None, *, bundle: str | Path | None 
     source, unusable bundle. Check failures are in the result (``exit_code`` 1), never raised.
     """
     from mobilize.check.config import load
+    from mobilize.progress import Nested, as_details
 
     cfg = config if isinstance(config, Config) else load(config)
     step = on_step or (lambda _m: None)
+    # the steps: export's (or verify's), then benchmarking (when enabled) and judging
+    numbered = Nested(step, after=1 + cfg.bench.enabled)
     t0 = time.perf_counter()
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     baseline = bl.load(cfg.baseline)  # a malformed baseline fails before any work
@@ -117,14 +120,18 @@ def run(config: str | Path | Config | None = None, *, bundle: str | Path | None 
     with _on_sys_path(cfg.root):
         if exported is not None:
             manifest, target = exported
+            numbered.n = 0  # no export or verify step in this run
         else:
-            manifest, target = _export_or_verify(cfg, Path(bundle) if bundle is not None else None, step)
+            manifest, target = _export_or_verify(cfg, Path(bundle) if bundle is not None else None, numbered)
         integrity = _integrity(target, manifest)
-        bench_data, bench_reason = _bench(cfg, target, manifest, integrity, write=bundle is None, step=step)
+        if cfg.bench.enabled:
+            numbered.then("benchmarking")
+        bench_data, bench_reason = _bench(cfg, target, manifest, integrity, write=bundle is None,
+                                          step=as_details(step))
     for key, (why, _sha) in tampered.items():  # the re-export replaced it, but this run must not pass
         integrity.setdefault(key, (why, None))
     rows_of, eager = _rows(bench_data)
-    step("judging")
+    numbered.then("judging")
     artifacts = []
     for art in manifest["artifacts"]:
         key = (art["format"], art["precision"])
