@@ -27,6 +27,7 @@ CHECK_SCHEMA = "mobilize-check/1"
 RESULTS = "check.json"
 JUNIT = "junit.xml"
 SUMMARY = "summary.md"
+SUMMARY_HTML = "summary.html"
 
 
 @dataclasses.dataclass
@@ -157,13 +158,14 @@ def run(config: str | Path | Config | None = None, *, bundle: str | Path | None 
 
 
 def write_outputs(result: CheckResult) -> list[Path]:
-    """check.json, junit.xml and summary.md in the output folder, each written atomically."""
+    """check.json, junit.xml, summary.md and summary.html in the output folder, each written atomically."""
     from mobilize.bundle.writer import write_atomic
     from mobilize.check import junit, summary
 
     out = result.config.output
     data = result.to_dict()
-    files = {out / JUNIT: junit.render(data), out / SUMMARY: summary.render(data).encode()}
+    files = {out / JUNIT: junit.render(data), out / SUMMARY: summary.render(data, SUMMARY_HTML).encode(),
+             out / SUMMARY_HTML: summary.html(data).encode()}
     for path, payload in files.items():
         write_atomic(path, payload)
     write_atomic(out / RESULTS, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
