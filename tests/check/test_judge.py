@@ -257,7 +257,7 @@ def test_comparison_mirrors_the_regression_checks(tmp_path: Path) -> None:
         0.25, 0.25, pytest.approx(0.3125), 1, "pass") and checks["regression.latency"].status == "pass"
     mae, snr = rows["max abs error"], rows["SNR"]
     assert (mae["limit"], mae["rule"], mae["status"]) == (pytest.approx(2e-5), "10×", "fail")
-    assert (snr["limit"], snr["rule"], snr["delta"], snr["pct"], snr["status"]) == (100.0, "−20 dB", -30.0, None,
+    assert (snr["limit"], snr["rule"], snr["delta"], snr["pct"], snr["status"]) == (100.0, "-20 dB", -30.0, None,
                                                                                    "fail")
     assert checks["regression.parity"].status == "fail"
     # the parity check fails on the error alone: the SNR row says the SNR itself is within its limit
@@ -284,7 +284,7 @@ def test_summary_vs_baseline_table_and_link(tmp_path: Path) -> None:
     assert "| onnx fp32 | size | 2.00 MB | 2.31 MB | +310.0 KB | +15.5% | > 2.20 MB (+10%) | ❌ |" in section
     assert ("| onnx fp32 | latency ÷ eager (p50, 1 thread) | 0.250× | 0.250× | ±0.000× | +0.0% | > 0.312× (+25%) "
             "| ✅ |") in section
-    assert "| onnx fp32 | SNR | 120.0 dB | 120.0 dB | ±0.0 dB | — | < 100.0 dB (−20 dB) | ✅ |" in section
+    assert "| onnx fp32 | SNR | 120.0 dB | 120.0 dB | ±0.0 dB | — | < 100.0 dB (-20 dB) | ✅ |" in section
     assert "Not in the baseline, so not compared: onnx int8-weights." in section
     assert "[summary.html](summary.html)" in section
     assert "`out/summary.html` in the check's output folder" in summary.render(_record(tmp_path), "out/summary.html",

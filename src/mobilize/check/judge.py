@@ -439,7 +439,7 @@ def comparison(cfg: Config, res: ArtifactResult, base: dict[str, Any]) -> list[d
     Each row: ``metric``, ``unit``, ``baseline``, ``current`` (None: not measured), ``delta`` (current − baseline),
     ``pct`` (delta as a share of the baseline, in %), ``limit`` (the value past which the check fails; None: not
     checked), ``fails`` ("above" or "below" the limit), ``rule`` (how the limit follows from the [regression]
-    settings: ``+10%``, ``10×``, ``−20 dB``, ``noise floor``; "not checked" when turned off) and ``status`` (the
+    settings: ``+10%``, ``10×``, ``-20 dB``, ``noise floor``; "not checked" when turned off) and ``status`` (the
     row's verdict: the check's, or for parity the verdict on that figure alone). Latency rows add ``threads``.
     """
     reg = cfg.regression
@@ -482,7 +482,7 @@ def comparison(cfg: Config, res: ArtifactResult, base: dict[str, Any]) -> list[d
     limit_s = None if max_drop is None or old_s is None else old_s - max_drop
     above_floor = new_e is None or new_e > floor
     row("SNR", "dB", old_s, new_s, limit_s, "below",
-        "not checked" if max_drop is None else f"−{max_drop:.3g} dB",
+        "not checked" if max_drop is None else f"-{max_drop:.3g} dB",
         _figure_verdict(verdict, new_s is not None and limit_s is not None and new_s < limit_s and above_floor))
     return rows
 

@@ -84,7 +84,7 @@ def artifact_rows(data: dict[str, Any], icons: dict[str, str] = ICONS) -> list[l
 
 
 def _signed(v: float, show: Any) -> str:
-    return ("+" if v > 0 else "−" if v < 0 else "±") + str(show(abs(v)))
+    return ("+" if v > 0 else "-" if v < 0 else "±") + str(show(abs(v)))  # ASCII signs, as in the Δ % column
 
 
 def _figure(r: dict[str, Any]) -> tuple[str, Any]:
