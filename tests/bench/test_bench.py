@@ -200,3 +200,7 @@ def test_export_and_bench_number_their_steps_against_a_known_total(bench_run) ->
                                          "describing the machine", "checking that each file runs",
                                          "measuring peak memory", "timing"]
     assert any(m.startswith("timing: round 1 of") for m in STEPS["bench"])  # details inside the timing step
+    # inside the memory and timing steps, each file × thread count (and PyTorch eager) counted against their number
+    assert [m for m in STEPS["bench"] if m.startswith("loading ") and "×" in m] == [
+        "loading pytorch ×1 (1/3)", "loading onnx fp32 ×1 (2/3)", "loading tflite fp32 ×1 (3/3)"]
+    assert "peak memory of tflite fp32 ×1 (subprocess, 3/3)" in STEPS["bench"]

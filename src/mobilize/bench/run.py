@@ -338,8 +338,8 @@ def _measure(plan: _Plan, settings: Settings, step: StepCallback, stages: StepCa
 
     if memory:
         stages("measuring peak memory")
-    for row, job in plan.mem_jobs:
-        step(f"peak memory of {row['key']} (subprocess)")
+    for i, (row, job) in enumerate(plan.mem_jobs, 1):
+        step(f"peak memory of {row['key']} (subprocess, {i}/{len(plan.mem_jobs)})")
         res = mem.measure(job)
         if "error" in res:
             row["memory_error"] = res["error"]
