@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from mobilize import cli
-from mobilize.progress import Done, Reporter, clock
+from mobilize.progress import Done, Nested, Plan, Reporter, Step, as_details, clock
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +76,67 @@ def test_terminal_keeps_finished_work_and_shows_the_step_count() -> None:
         assert re.fullmatch(r"\[00:00\] step 2 · verifying onnx fp32…", report._line())
         report(Done("onnx fp32 exported 3.10 MB, parity pass (1/1)"))
     assert "onnx fp32 exported 3.10 MB, parity pass (1/1)" in buf.getvalue()
+
+
+def test_numbered_steps_show_k_of_n_live_and_in_logs() -> None:
+    console, buf = _console(True)
+    with Reporter(console, live=True) as report:
+        plan = Plan(report, 9)
+        plan("loading model")
+        plan("capturing")
+        plan("converting coreml fp16")
+        assert re.fullmatch(r"\[00:00\] step 3/9 · converting coreml fp16…", report._line())
+        report("verifying coreml fp16")  # what runs now inside step 3: the count stays
+        assert re.fullmatch(r"\[00:00\] step 3/9 · verifying coreml fp16…", report._line())
+    console, buf = _console(False)
+    with Reporter(console, live=False) as report:
+        plan = Plan(report, 2)
+        plan("exporting onnx fp32")
+        report("verifying onnx fp32")
+        report(Done("onnx fp32 exported 63.6 KB, parity pass (1/1)"))
+        plan("judging fitness")
+    assert buf.getvalue().splitlines() == ["[00:00] step 1/2 · exporting onnx fp32", "[00:00] verifying onnx fp32",
+                                           "[00:00] onnx fp32 exported 63.6 KB, parity pass (1/1)",
+                                           "[00:00] step 2/2 · judging fitness"]
+
+
+def test_no_total_is_shown_until_it_is_known() -> None:
+    console, buf = _console(True)
+    with Reporter(console, live=True) as report:
+        plan = Plan(report)
+        plan("reading the bundle")
+        assert re.fullmatch(r"\[00:00\] step 1 · reading the bundle…", report._line())
+        plan.total = 3
+        plan("timing")
+        assert re.fullmatch(r"\[00:00\] step 2/3 · timing…", report._line())
+    console, buf = _console(False)
+    with Reporter(console, live=False) as report:
+        Plan(report)("reading the bundle")
+    assert buf.getvalue() == "[00:00] reading the bundle\n"
+
+
+def test_a_sub_commands_steps_lead_a_longer_plan() -> None:
+    got: list[str] = []
+    numbered = Nested(got.append, after=2)
+    inner = Plan(numbered, 3)
+    for text in ("loading", "exporting onnx fp32", "fitness"):
+        inner(text)
+    numbered("verifying onnx fp32")
+    numbered.then("benchmarking")
+    bench = Plan(as_details(got.append), 2)  # a whole sub-command as one step: its steps are details
+    bench("reading the bundle")
+    numbered.then("judging")
+    assert [(m.k, m.n) if isinstance(m, Step) else None for m in got] == [(1, 5), (2, 5), (3, 5), None, (4, 5), None,
+                                                                         (5, 5)]
+    assert got[-2] == "reading the bundle (1/2)" and not isinstance(got[-2], Step)
+
+
+def test_a_step_keeps_its_numbers_across_processes() -> None:
+    import pickle
+
+    step = pickle.loads(pickle.dumps(Step("exporting onnx fp16", 5, 9)))
+    assert isinstance(step, Step) and (str(step), step.k, step.n) == ("exporting onnx fp16", 5, 9)
+    assert step.count("n") == 3  # still a str in every way
 
 
 def test_clock() -> None:

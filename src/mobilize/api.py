@@ -125,12 +125,16 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     check_target(out)
 
     from mobilize import isolate as iso
+    from mobilize.progress import Plan
 
+    needs_quant = any(p in qrec.QUANT_PRECISIONS for p in precs) or calibration is not None
+    # loading, [calibration], capturing, reference, one step per format × precision, then fitness
+    plan = Plan(step, 4 + needs_quant + len(fmts) * len(precs))
     # one pooled worker per format for the whole run, started now: its runtime imports while this process loads,
     # captures and converts, and each file's verification overlaps the next conversion
     with iso.pool() if isolate else contextlib.nullcontext():
         warm_workers(fmts, isolate=isolate)
-        step("loading model")
+        plan("loading model")
         with captured_output():
             spec = source if isinstance(source, ModelSpec) else load_source(source, weights=weights,
                                                                              trust_pickle=trust_pickle)
@@ -142,26 +146,26 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
             spec.add_dynamic(dynamic)
         source_str = source if isinstance(source, str) else f"ModelSpec:{spec.name}"
         quant = None
-        if any(p in qrec.QUANT_PRECISIONS for p in precs) or calibration is not None:
+        if needs_quant:
             from mobilize.quantize.driver import Context
 
             data = qcal.load(calibration, spec) if calibration is not None else None
             qcal.require(data, precs)
-            step("running PyTorch on the held-out calibration samples")
+            plan("running PyTorch on the held-out calibration samples")
             quant = Context.build(spec, data, target or qrec.AccuracyTarget())
 
-        step("capturing with torch.export")
+        plan("capturing with torch.export")
         with captured_output():
             cap = capture(spec)
 
-        step("computing the PyTorch reference")
+        plan("computing the PyTorch reference")
         sets = make_input_sets(spec)
         dropped: list[dict[str, Any]] = []
         ref = compute_reference(spec, sets, dropped)
 
         try:
             manifest = _build_bundle(out, fmts, precs, cap, spec, options, verify, isolate, ref, source_str, weights,
-                                     trust_pickle, step, quant, tolerances, fitness, dropped, repair)
+                                     trust_pickle, step, quant, tolerances, fitness, dropped, repair, plan)
         except OSError as exc:  # full disk, permissions, a vanished folder: the previous bundle is still in place
             from mobilize.errors import BundleError
 
@@ -200,8 +204,10 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
                   verify: bool, isolate: bool, ref: Any, source_str: str, weights: Any, trust_pickle: bool,
                   step: StepCallback, quant: Any = None, tolerances: Overrides | None = None,
                   fitness: Thresholds | None = None, dropped: list[dict[str, Any]] | None = None,
-                  repair: bool = True) -> dict[str, Any]:
+                  repair: bool = True, plan: StepCallback | None = None) -> dict[str, Any]:
     from mobilize.bundle.writer import staged
+
+    numbered = plan or step  # the plan's steps (one per format × precision, then fitness); step: what runs now
     from mobilize.capture import floor_bytes
 
     artifacts: list[dict[str, Any]] = []
@@ -214,7 +220,7 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
         for fmt in fmts:
             plugin = registry.get(fmt)
             for prec in precs:
-                step(f"exporting {fmt} {prec}")
+                numbered(f"exporting {fmt} {prec}")
                 fp32 = next((a for a in artifacts if a["format"] == fmt and a["precision"] == "fp32"), None)
                 artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step,
                                              quant, Path(scratch), tolerances, info, repair,
@@ -224,6 +230,7 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
                     step(f"measuring {fmt} {prec} on {eval_set['dataset']}")
                     artifacts[-1]["accuracy"] = _accuracy(plugin, tmp / artifacts[-1]["path"], spec, eval_set)
+        numbered("finishing verification, judging fitness")
         _collect_verified(artifacts, step, len(fmts) * len(precs), block=True)
         _shipped_size_ratios(artifacts)
         _placement_modules(artifacts, cap.program)
@@ -789,19 +796,22 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
 
     check_overrides(tolerances, registry.PRECISIONS)
     from mobilize.errors import BundleError
+    from mobilize.progress import Plan
     from mobilize.verify import fitness as fitness_mod
     from mobilize.verify.parity import Reference, compute_reference
 
     step = on_step or (lambda _msg: None)
     bundle = Path(bundle)
     manifest = mf.read(bundle, check_files=False)
+    # [loading], one step per exported file, then fitness
+    plan = Plan(step, (source is not None) + sum(a["status"] == "ok" for a in manifest["artifacts"]) + 1)
     ref_path = mf.safe_member(bundle, manifest["reference"]["path"], str(bundle / mf.MANIFEST))
     if source is not None:
         from mobilize._quiet import captured_output
         from mobilize.source import load_source
         from mobilize.verify.inputs import make_input_sets
 
-        step("loading model")
+        plan("loading model")
         with captured_output():
             spec = load_source(source)
         stored = Reference.load(ref_path) if ref_path.is_file() else None
@@ -836,12 +846,13 @@ def verify(bundle: str | Path, *, source: str | None = None, strict: bool = Fals
                 continue
             where = mf.artifact_where(bundle, art)
             path = mf.artifact_path(bundle, art)
-            step(f"verifying {art['format']} {art['precision']}")
+            plan(f"verifying {art['format']} {art['precision']}")
             plugin = registry.get(art["format"])
             _check_kind(plugin.name, path, where)
             pending.append((art, path, inspect_and_verify_later(
                 plugin, path, art["precision"], ref_path, input_names, isolate=isolate,
                 tolerance=_tolerance(plugin.name, art["precision"], tolerances), analyze=True)))
+        plan("collecting the results, judging fitness")
         for art, path, later in pending:  # each file's worker answers in the order the files were queued
             found = later()
             found.pop("_seconds", None)

@@ -11,6 +11,9 @@ import pytest
 #: fast settings for tests (the CLI defaults are ≥ 50 runs and ≥ 1 s; tests check structure, not speed)
 QUICK = {"min_runs": 5, "min_seconds": 0.0, "warmup_seconds": 0.0, "warmup_runs": 2, "rounds": 2}
 
+#: the progress messages of the session's export and bench runs ("export", "bench"), for the progress tests
+STEPS: dict[str, list[str]] = {}
+
 
 @pytest.fixture(scope="session")
 def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -18,7 +21,8 @@ def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mobilize import api
 
     out = tmp_path_factory.mktemp("bench") / "digits"
-    result = api.export("zoo:digits", out, formats="onnx,tflite", precisions="fp32")
+    result = api.export("zoo:digits", out, formats="onnx,tflite", precisions="fp32",
+                        on_step=STEPS.setdefault("export", []).append)
     assert result.exit_code == 0
     return out
 
@@ -40,6 +44,6 @@ def bench_run(digits_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     dest = tmp_path_factory.mktemp("bench-run") / "digits"
     shutil.copytree(digits_bundle, dest)
     result = bench(dest, threads="1", budget="latency_p90_ms=10000,size_mb=100", settings=Settings(**QUICK),
-                   source="zoo:digits")
+                   source="zoo:digits", on_step=STEPS.setdefault("bench", []).append)
     files = save(result)
     return result, dest, files

@@ -170,3 +170,37 @@ def test_html_renders_in_headless_chromium(bench_run, tmp_path: Path) -> None:  
         capture_output=True,
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def _numbered(messages: list[str]) -> list[str]:
+    """The numbered steps among ``messages``, checked to run 1…n; ``n`` may be unknown (None) only before it is
+    known, and is the same number from then on."""
+    from mobilize.progress import Step
+
+    steps = [m for m in messages if isinstance(m, Step)]
+    assert [s.k for s in steps] == list(range(1, len(steps) + 1)), messages
+    totals = [s.n for s in steps]
+    known = totals[next((i for i, n in enumerate(totals) if n is not None), len(totals)):]
+    assert known and set(known) == {len(steps)}, totals
+    return [str(s) for s in steps]
+
+
+def test_export_and_bench_number_their_steps_against_a_known_total(bench_run) -> None:  # noqa: ANN001
+    from mobilize.progress import Step
+
+    from .conftest import STEPS
+
+    # export: the fixed steps and one per format × precision, the total known from the first step
+    assert _numbered(STEPS["export"]) == ["loading model", "capturing with torch.export",
+                                          "computing the PyTorch reference", "exporting onnx fp32",
+                                          "exporting tflite fp32", "finishing verification, judging fitness"]
+    assert next(m for m in STEPS["export"] if isinstance(m, Step)).n == 6
+    # bench: its stages; the total is known once the bundle is read
+    assert _numbered(STEPS["bench"]) == ["reading the bundle", "loading the PyTorch model (baseline)",
+                                         "describing the machine", "checking that each file runs",
+                                         "measuring peak memory", "timing"]
+    assert any(m.startswith("timing: round 1 of") for m in STEPS["bench"])  # details inside the timing step
+    # inside the memory and timing steps, each file × thread count (and PyTorch eager) counted against their number
+    assert [m for m in STEPS["bench"] if m.startswith("loading ") and "×" in m] == [
+        "loading pytorch ×1 (1/3)", "loading onnx fp32 ×1 (2/3)", "loading tflite fp32 ×1 (3/3)"]
+    assert "peak memory of tflite fp32 ×1 (subprocess, 3/3)" in STEPS["bench"]

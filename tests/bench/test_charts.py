@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fixtures.axes import outside, points
 from mobilize.bench import charts
 
 
@@ -31,31 +32,11 @@ def _record() -> dict[str, Any]:
                         _row("coreml", "fp32", 2.0, parity="unverified"), _row("onnx", "fp32", 1.1, threads=2)]}
 
 
-def _points(ax: Any) -> list[tuple[float, float]]:
-    pts: list[tuple[float, float]] = []
-    for coll in ax.collections:  # scatter markers
-        pts += [tuple(p) for p in np.asarray(coll.get_offsets())]
-    for line in ax.lines:  # box whiskers, medians, fliers, reference lines
-        xs, ys = (np.asarray(v, dtype=float) for v in line.get_data())
-        if line.get_transform() == ax.transData:
-            pts += list(zip(xs, ys))
-    for patch in ax.patches:  # bars and boxes
-        bb = patch.get_extents().transformed(ax.transData.inverted())
-        pts += [(bb.x0, bb.y0), (bb.x1, bb.y1)]
-    return pts
-
-
 @pytest.mark.parametrize("build", [b for _, b in charts.FIGURES])
 def test_every_point_is_inside_its_axes(build: Any) -> None:
     fig = build(_record())
-    fig.canvas.draw()
-    for ax in fig.axes:
-        (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
-        pts = _points(ax)
-        assert pts, build.__name__
-        for x, y in pts:
-            assert x0 - 1e-9 <= x <= x1 + 1e-9 and y0 - 1e-9 <= y <= y1 + 1e-9, (build.__name__, x, y, (x0, x1),
-                                                                                   (y0, y1))
+    assert all(points(ax) for ax in fig.axes), build.__name__
+    assert outside(fig) == [], build.__name__
 
 
 def test_the_distribution_shows_every_timed_run() -> None:
@@ -67,7 +48,7 @@ def test_the_distribution_shows_every_timed_run() -> None:
     assert ax.get_xscale() == "log"  # 0.02 ms … 8 ms: a linear axis would squash the fast rows
     lo = min(min(r["samples_ms"]) for r in rows)
     hi = max(max(r["samples_ms"]) for r in rows)
-    xs = [x for x, _ in _points(ax)]
+    xs = [x for x, _ in points(ax)]
     assert min(xs) == pytest.approx(lo) and max(xs) == pytest.approx(hi)  # the extremes are drawn (fliers)
 
 

@@ -89,10 +89,26 @@ def copy_project(src: Path, dest: Path) -> Path:
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
-    """``mobilize ARGS`` in-process (the exit-code mapping included); returns click's Result."""
-    from mobilize.cli import main
+    """``mobilize ARGS`` in-process (the exit-code mapping included); returns click's Result, with ``.log``: what the
+    CLI printed on its stderr console (progress lines, errors) — as in a CI log, stderr not being a terminal."""
+    import io
 
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    from rich.console import Console
+
+    from mobilize import cli
+
+    log = io.StringIO()
+    saved = cli._STATE.get("err")
+    cli._STATE["err"] = Console(file=log, stderr=True, highlight=False, soft_wrap=True, width=160)
+    try:
+        result = CliRunner().invoke(cli.main, list(args), env=env, catch_exceptions=False)
+    finally:
+        if saved is None:
+            cli._STATE.pop("err", None)
+        else:
+            cli._STATE["err"] = saved
+    result.log = log.getvalue()
+    return result
 
 
 @pytest.fixture(scope="session")

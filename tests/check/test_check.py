@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,18 @@ def _results(root: Path) -> dict[str, Any]:
 def _checks(data: dict[str, Any], fmt: str, prec: str) -> dict[str, dict[str, Any]]:
     art = next(a for a in data["artifacts"] if a["format"] == fmt and a["precision"] == prec)
     return {c["name"]: c for c in art["checks"]}
+
+
+def _steps(stderr: str) -> list[str]:
+    """The numbered step lines of a log (``[00:12] step 3/8 · exporting onnx fp16``), checked to count 1…n against
+    one total; returns their texts."""
+    import re
+
+    found = re.findall(r"^\[\d\d:\d\d\] step (\d+)/(\d+) · (.+)$", stderr, flags=re.M)
+    assert found, stderr
+    assert [int(k) for k, _, _ in found] == list(range(1, len(found) + 1)), stderr
+    assert {int(n) for _, n, _ in found} == {len(found)}, stderr
+    return [text for _, _, text in found]
 
 
 def _flip_byte(path: Path) -> None:
@@ -73,6 +86,10 @@ def test_first_check_reports_the_missing_baseline(first_check: tuple[Path, Any])
     assert all(float(c.get("time")) > 0 for c in cases if c.get("name") in ("export", "parity"))
     manifest = json.loads((root / "mobilize-check" / "bundle" / "manifest.json").read_text())
     assert manifest["bench"]["results"][0]["format"] == "pytorch"  # bench figures kept with the bundle
+    # not a terminal: every step of the plan numbered against the total known up front (export's, then bench, judge)
+    assert _steps(result.log) == ["loading model", "capturing with torch.export", "computing the PyTorch reference",
+                                     "exporting onnx fp32", "exporting onnx fp16",
+                                     "finishing verification, judging fitness", "benchmarking", "judging"]
 
 
 def test_baseline_update_records_the_last_check(first_check: tuple[Path, Any], baselined: tuple[Path, Any]) -> None:
@@ -93,12 +110,20 @@ def test_baseline_update_records_the_last_check(first_check: tuple[Path, Any], b
 # --- retraining ---------------------------------------------------------------------------------------------------
 
 
-def test_harmless_retrain_passes_against_the_baseline(baselined: tuple[Path, Any], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def retrained(baselined: tuple[Path, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A copy of the baselined project, slightly retrained (same architecture, other weights), checked again."""
     from mobilize import check
 
-    root = copy_project(baselined[0], tmp_path / "project")
-    write_weights(root / "weights.safetensors", noise=0.01, seed=1)  # same architecture, slightly other weights
-    result = check.run(root / "mobilize.toml")
+    root = copy_project(baselined[0], tmp_path_factory.mktemp("check-retrained") / "project")
+    write_weights(root / "weights.safetensors", noise=0.01, seed=1)
+    return root, check.run(root / "mobilize.toml")
+
+
+def test_harmless_retrain_passes_against_the_baseline(retrained: tuple[Path, Any]) -> None:
+    from mobilize import check
+
+    root, result = retrained
     assert isinstance(result, check.CheckResult)
     assert result.exit_code == 0, [(a.label, c.name, c.message) for a, c in result.failed]
     assert [a.vs_baseline for a in result.artifacts] == ["changed", "changed"]  # new weights, new bytes
@@ -107,6 +132,46 @@ def test_harmless_retrain_passes_against_the_baseline(baselined: tuple[Path, Any
             "regression.size": "pass", "regression.parity": "pass", "regression.latency": "pass"}
     assert any("changed since the baseline" in n for n in result.notes)
     assert result.to_dict() == _results(root)
+
+
+def test_summary_compares_with_the_baseline(retrained: tuple[Path, Any]) -> None:
+    root, result = retrained
+    out = root / "mobilize-check"
+    assert out / "summary.html" in result.written
+    base = {(a["format"], a["precision"]): a for a in json.loads((root / "mobilize-baseline.json").read_text())[
+        "artifacts"]}
+    data = _results(root)
+    md = (out / "summary.md").read_text()
+    for a in data["artifacts"]:  # every figure the regression checks compared: baseline, now, change, limit
+        was = base[(a["format"], a["precision"])]
+        rows = {r["metric"]: r for r in a["comparison"]}
+        assert set(rows) == {"size", "latency ratio", "max abs error", "SNR"}
+        assert (rows["size"]["baseline"], rows["size"]["current"]) == (was["bytes"], a["bytes"])
+        assert rows["latency ratio"]["baseline"] == was["latency"]["ratio_to_eager"]
+        assert rows["SNR"]["current"] == a["parity"]["snr_db"]
+        assert all(r["status"] == "pass" and r["limit"] is not None for r in rows.values())
+        assert f"| onnx {a['precision']} | size | " in md and f"| onnx {a['precision']} | SNR | " in md
+    assert "[summary.html](summary.html)" in md
+    page = (out / "summary.html").read_text()
+    assert page.count("<svg") == 1 and "<h2>Baseline comparison</h2>" in page
+
+
+@pytest.mark.skipif(not shutil.which("chromium") and not Path("/usr/bin/chromium").exists(),
+                    reason="chromium is not installed")
+def test_summary_html_renders_in_headless_chromium(retrained: tuple[Path, Any], tmp_path: Path) -> None:
+    import subprocess
+
+    from fixtures.axes import outside, points
+    from mobilize.check.charts import baseline_figure
+
+    root, _ = retrained
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "render_html.sh"
+    png = tmp_path / "summary.png"
+    subprocess.run([str(script), str(root / "mobilize-check" / "summary.html"), str(png), "1200", "900"],
+                   check=True, timeout=120, capture_output=True)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    fig = baseline_figure(_results(root))  # the chart of this real record: every point inside its axes
+    assert all(points(ax) for ax in fig.axes) and outside(fig) == []
 
 
 def test_retrain_that_breaks_parity_fails_naming_artifact_and_numbers(baselined: tuple[Path, Any],
@@ -169,6 +234,8 @@ def test_generous_budget_passes_every_testcase(baselined: tuple[Path, Any], tmp_
                     str(root / "mobilize-check" / "bundle"), "--junit", str(tmp_path / "junit.xml"),
                     "--summary", str(summary), env={"GITHUB_STEP_SUMMARY": str(step_summary)})
     assert result.exit_code == 0
+    assert _steps(result.log) == ["verifying onnx fp32", "verifying onnx fp16",  # verify's plan, bench, judge
+                                     "collecting the results, judging fitness", "benchmarking", "judging"]
     suite, cases = _junit(tmp_path / "junit.xml")
     assert len(cases) == int(suite.get("tests")) == 2 * (CHECKS_PER_FLOAT_ARTIFACT + 3)
     assert suite.get("failures") == "0" and suite.get("skipped") == "0" and suite.get("errors") == "0"
@@ -177,7 +244,12 @@ def test_generous_budget_passes_every_testcase(baselined: tuple[Path, Any], tmp_
     text = summary.read_text()
     assert text.startswith("## mobilize check ✅ passed: 24 passed, 0 failed, 0 skipped")
     appended = step_summary.read_text()
-    assert appended.startswith("earlier step\n## mobilize check ✅ passed") and text in appended
+    assert appended.startswith("earlier step\n## mobilize check ✅ passed")
+    # the same summary; a step summary cannot link the HTML page (with the chart), so it names the file
+    assert text.split("Chart of these figures")[0] in appended
+    page = root / "mobilize-check" / "summary.html"
+    assert f"[summary.html]({os.path.relpath(page, tmp_path)})" in text
+    assert f"`{page}` in the check's output folder" in appended
     assert json.loads((root / "mobilize-check" / "bundle" / "manifest.json").read_text()) == json.loads(
         (baselined[0] / "mobilize-check" / "bundle" / "manifest.json").read_text())  # --bundle: left as it was
 

@@ -234,3 +234,124 @@ def test_summary_markdown(tmp_path: Path) -> None:
     assert "| ❌ onnx fp32 | 2.31 MB | pass |" in text
     assert "- **onnx fp32** · `budget.size_mb`: size 2.31 MB > budget 1.00 MB" in text
     assert "### Notes" in text and "a note & <angle>" in text
+
+
+# --- vs baseline: the figures, the Markdown table, the HTML chart ---------------------------------------------------
+
+
+def _comparison(res: Any) -> dict[str, dict[str, Any]]:
+    return {r["metric"]: r for r in res.comparison}
+
+
+def test_comparison_mirrors_the_regression_checks(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    base = _base(parity={"status": "pass", "max_abs_error": 2e-6, "snr_db": 120.0})
+    res = judge_artifact(cfg, _art(mae=5e-5, snr=90.0), _rows(1.0), {1: 4.0}, None, None, base)
+    rows, checks = _comparison(res), _by_name(res)
+    assert rows["size"] | {"pct": round(rows["size"]["pct"], 6)} == {
+        "metric": "size", "unit": "bytes", "baseline": 2_000_000, "current": 2_310_000, "delta": 310_000,
+        "pct": 15.5, "limit": pytest.approx(2_200_000), "fails": "above", "rule": "+10%", "status": "fail"}
+    assert checks["regression.size"].status == "fail"
+    lat = rows["latency ratio"]
+    assert (lat["baseline"], lat["current"], lat["limit"], lat["threads"], lat["status"]) == (
+        0.25, 0.25, pytest.approx(0.3125), 1, "pass") and checks["regression.latency"].status == "pass"
+    mae, snr = rows["max abs error"], rows["SNR"]
+    assert (mae["limit"], mae["rule"], mae["status"]) == (pytest.approx(2e-5), "10×", "fail")
+    assert (snr["limit"], snr["rule"], snr["delta"], snr["pct"], snr["status"]) == (100.0, "-20 dB", -30.0, None,
+                                                                                   "fail")
+    assert checks["regression.parity"].status == "fail"
+    # the parity check fails on the error alone: the SNR row says the SNR itself is within its limit
+    res = judge_artifact(cfg, _art(mae=5e-5, snr=110.0), _rows(1.0), {1: 4.0}, None, None, base)
+    assert _by_name(res)["regression.parity"].status == "fail"
+    assert (_comparison(res)["max abs error"]["status"], _comparison(res)["SNR"]["status"]) == ("fail", "pass")
+    # below the noise floor (0.1 × atol) nothing fails, and the limit says where the floor is
+    res = judge_artifact(cfg, _art(mae=9e-6, snr=100.5), _rows(1.0), {1: 4.0}, None, None, _base())
+    mae = _comparison(res)["max abs error"]
+    assert (mae["limit"], mae["rule"], mae["status"]) == (pytest.approx(1e-5), "noise floor 0.1 × atol", "pass")
+    # turned off: the figures are still shown, with no limit
+    res = judge_artifact(_config(tmp_path, "[regression]\nmax_size_growth_pct = false\n"), _art(), _rows(1.0),
+                         {1: 4.0}, None, None, _base())
+    assert (_comparison(res)["size"]["limit"], _comparison(res)["size"]["rule"]) == (None, "not checked")
+    # a file the baseline does not know, or no baseline: nothing to compare
+    assert judge_artifact(cfg, _art("int8-weights"), _rows(1.0), {1: 4.0}, None, None, _base()).comparison == []
+    assert judge_artifact(cfg, _art(), _rows(1.0), {1: 4.0}, None, None, None).comparison == []
+
+
+def test_summary_vs_baseline_table_and_link(tmp_path: Path) -> None:
+    text = summary.render(_record(tmp_path))
+    section = text[text.index("### vs baseline"):text.index("### Failures")]
+    assert "| artifact | figure | baseline | this run | Δ | Δ % | fails if | verdict |" in section
+    assert "| onnx fp32 | size | 2.00 MB | 2.31 MB | +310.0 KB | +15.5% | > 2.20 MB (+10%) | ❌ |" in section
+    assert ("| onnx fp32 | latency ÷ eager (p50, 1 thread) | 0.250× | 0.250× | ±0.000× | +0.0% | > 0.312× (+25%) "
+            "| ✅ |") in section
+    assert "| onnx fp32 | SNR | 120.0 dB | 120.0 dB | ±0.0 dB | — | < 100.0 dB (-20 dB) | ✅ |" in section
+    assert "Not in the baseline, so not compared: onnx int8-weights." in section
+    assert "[summary.html](summary.html)" in section
+    assert "`out/summary.html` in the check's output folder" in summary.render(_record(tmp_path), "out/summary.html",
+                                                                               linkable=False)
+
+
+def test_no_baseline_says_so_and_draws_no_chart(tmp_path: Path) -> None:
+    from mobilize.check import charts
+    from mobilize.check.pipeline import CheckResult
+
+    cfg = _config(tmp_path)
+    arts = [judge_artifact(cfg, _art(), _rows(1.0), {1: 4.0}, None, None, None)]
+    data = CheckResult(cfg, tmp_path / "bundle", arts, None, [NO_BASELINE], "2026-01-01T00:00:00+00:00", 1.5,
+                       {"tools": {}, "model": {"name": "m"}}).to_dict()
+    text = summary.render(data)
+    assert f"### vs baseline\n\n{NO_BASELINE}\n" in text and "| figure |" not in text
+    page = summary.html(data)
+    assert "<h2>Baseline comparison</h2><p>no baseline yet" in page and "no chart" in page
+    assert "<svg" not in page and charts.baseline_figure(data) is None
+    assert "<h2>Baseline comparison</h2>" in summary.html(_record(tmp_path))
+    assert summary.html(_record(tmp_path)).count("<svg") == 1
+
+
+def _cmp(metric: str, was: float | None, now: float | None, limit: float | None, status: str = "pass",
+         **extra: Any) -> dict[str, Any]:
+    return {"metric": metric, "baseline": was, "current": now, "limit": limit, "status": status,
+            "fails": "below" if metric == "SNR" else "above", **extra}
+
+
+def _wide_record(snr: bool) -> dict[str, Any]:
+    """Wide ranges on purpose: 20 KB next to 3.4 MB, a limit far past every value, a file not timed now, a check
+    turned off (no limit), a zero error (no place on a log axis), a big regression."""
+    def art(prec: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"format": "onnx", "precision": prec, "comparison": rows}
+
+    parity = (lambda was, now, lim, st="pass": _cmp("SNR", was, now, lim, st)) if snr else \
+        (lambda was, now, lim, st="pass": _cmp("max abs error", was, now, lim, st))
+    return {"artifacts": [
+        art("fp32", [_cmp("size", 3_400_000, 3_410_000, 3_740_000), _cmp("latency ratio", 0.9, 1.694, 1.125, "fail",
+                                                                           threads=1),
+                     parity(130.0, 129.0, 110.0) if snr else parity(1.5e-6, 0.0, 1.5e-5)]),
+        art("fp16", [_cmp("size", 1_700_000, 1_690_000, None, "skip"), _cmp("latency ratio", 0.5, None, 0.625, "skip",
+                                                                            threads=1),
+                     parity(60.0, 20.0, 40.0, "fail") if snr else parity(4e-3, 9.0, 4e-2, "fail")]),
+        art("int8", [_cmp("size", 20_000, 21_000, 22_000), _cmp("latency ratio", 0.05, 0.06, 0.0625, threads=1),
+                     parity(30.0, 31.0, 10.0) if snr else parity(0.5, 0.4, 5.0)]),
+        {"format": "tflite", "precision": "fp32", "comparison": []}]}
+
+
+@pytest.mark.parametrize("snr", [True, False], ids=["snr", "max-abs-error"])
+def test_baseline_chart_keeps_every_point_inside_its_axes(snr: bool) -> None:
+    from fixtures.axes import outside, points
+    from mobilize.check import charts
+
+    fig = charts.baseline_figure(_wide_record(snr))
+    assert len(fig.axes) == 3 and all(points(ax) for ax in fig.axes)
+    assert outside(fig) == []
+    size, latency, parity = fig.axes
+    assert "KB" not in size.get_xlabel() and "MB, 1 MB = 10⁶ bytes" in size.get_xlabel()  # one unit for all rows
+    assert "÷ PyTorch eager" in latency.get_xlabel() and "< 1 = faster than eager" in latency.get_xlabel()
+    assert ("SNR" in parity.get_xlabel() and "dB" in parity.get_xlabel()) if snr else parity.get_xscale() == "log"
+    assert [t.get_text() for t in size.get_yticklabels()] == ["onnx int8", "onnx fp16", "onnx fp32"]  # no tflite
+
+
+def test_baseline_chart_svg_is_inline_and_reproducible(tmp_path: Path) -> None:
+    import re
+
+    a, b = summary.html(_record(tmp_path)), summary.html(_record(tmp_path))
+    assert a == b
+    assert not re.search(r"https?://|<script|<link|@import|url\((?!#)", a, re.I)

@@ -52,7 +52,7 @@ def test_verbose_shows_converter_output(verbose_run) -> None:
     both = run.stdout + run.stderr
     seen = [m for m in ("Running MIL", "LiteRT-Torch", "Converting PyTorch Frontend") if m in both]
     assert seen, f"-v should show converter logs:\n{run.describe()}"
-    assert re.search(r"^\[\d\d:\d\d\] exporting coreml fp32$", run.stderr, flags=re.M), run.stderr  # the steps
+    assert re.search(r"^\[\d\d:\d\d\] step \d+/\d+ · exporting coreml fp32$", run.stderr, flags=re.M), run.stderr
 
 
 def test_zoo_lists_every_model(tmp_path: Path) -> None:

@@ -86,6 +86,9 @@ def inspect_bundle(bundle: str | Path, *, coreml_target: str | None = None, isol
     step = on_step or (lambda _m: None)
     bundle = Path(bundle)
     manifest = mf.read(bundle, check_files=True)
+    from mobilize.progress import Plan
+
+    plan = Plan(step, sum(a["status"] == "ok" for a in manifest["artifacts"]))  # one step per exported file
     out = []
     for art in manifest["artifacts"]:
         rec: dict[str, Any] = {"format": art["format"], "precision": art["precision"], "path": art.get("path")}
@@ -95,7 +98,7 @@ def inspect_bundle(bundle: str | Path, *, coreml_target: str | None = None, isol
             continue
         plugin = registry.get(art["format"])
         path = mf.artifact_path(bundle, art)
-        step(f"inspecting {art['format']} {art['precision']}")
+        plan(f"inspecting {art['format']} {art['precision']}")
         target = coreml_target or requested_target(art)
         found = api.inspect_and_verify(plugin, path, art["precision"], None, [], isolate=isolate, analyze=True,
                                        place={"coreml_target": target})

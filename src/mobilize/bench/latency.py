@@ -299,9 +299,9 @@ def measure(targets: Sequence[Target], settings: Settings, step: StepCallback | 
     results = {t.key: Measurement(t.key) for t in targets}
     ready: list[Target] = []
     try:
-        for t in targets:
+        for i, t in enumerate(targets, 1):  # one target per file × thread count (and PyTorch eager × threads)
             m = results[t.key]
-            step(f"loading {t.key}")
+            step(f"loading {t.key} ({i}/{len(targets)})")
             try:
                 t0 = time.perf_counter()
                 t.open()

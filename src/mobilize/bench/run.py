@@ -103,10 +103,13 @@ def bench(
 
     Raises :class:`~mobilize.errors.MobilizeInputError` for a bad bundle or option (CLI exit 2).
     """
+    from mobilize.progress import Plan
+
     step = on_step or (lambda _m: None)
     settings = settings or Settings()
-    plan = _plan(Path(bundle), threads, budget, formats, precisions, source, weights, baseline, memory, step)
-    _measure(plan, settings, step)
+    stages = Plan(step)  # the numbered steps; the total is known once the bundle is read
+    plan = _plan(Path(bundle), threads, budget, formats, precisions, source, weights, baseline, memory, step, stages)
+    _measure(plan, settings, step, stages, memory)
     budget_out = _judge(plan)
     return BenchResult(plan.bundle, _record(plan, settings, memory, budget_out))
 
@@ -140,24 +143,28 @@ class _Plan:
 
 
 def _plan(bundle: Path, threads: str | Sequence[int] | None, budget: Any, formats: Any, precisions: Any,
-          source: str | None, weights: str | Path | None, baseline: bool, memory: bool, step: StepCallback) -> _Plan:
+          source: str | None, weights: str | Path | None, baseline: bool, memory: bool, step: StepCallback,
+          stages: Any) -> _Plan:
     from mobilize import formats as registry
     from mobilize.bench import budget as budgets
     from mobilize.bench import memory as mem
 
     budget_obj = budgets.parse(budget) if isinstance(budget, str) or budget is None else budget
     thread_list = _threads_for(threads, budget_obj)
-    step("reading the bundle")
+    stages("reading the bundle")
     manifest, ref_path, ref = _read_bundle(bundle)
+    # reading, [loading PyTorch], the machine, checking the files run, [peak memory], timing
+    stages.total = 4 + (baseline and source is not None) + memory
     input_names = [t["name"] for t in manifest["model"]["inputs"]]
     model = manifest["model"]
-    base, spec = _baseline(model, source, weights, baseline, step)
+    base, spec = _baseline(model, source, weights, baseline, stages)
     example = mem.pick_set(ref, input_names)
     parameters, macs, macs_method = _compute(model, spec, example, input_names, step)
-    desc, peaks = _machine(thread_list, step)
+    desc, peaks = _machine(thread_list, step, stages)
     plan = _Plan(bundle, ref_path, ref, input_names, _select(manifest["artifacts"], formats, precisions, registry),
                  model, base, example, parameters, macs, macs_method, thread_list, budget_obj, desc, peaks)
     _baseline_rows(plan, spec, memory)
+    stages("checking that each file runs")
     _artifact_rows(plan, memory, step)
     return plan
 
@@ -237,12 +244,13 @@ def _compute(model: dict[str, Any], spec: Any, example: dict[str, Any], input_na
         return parameters, None, f"could not count: {type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _machine(thread_list: list[int], step: StepCallback) -> tuple[dict[str, Any], dict[int, float | None]]:
+def _machine(thread_list: list[int], step: StepCallback,
+             stages: StepCallback) -> tuple[dict[str, Any], dict[int, float | None]]:
     """The machine's description and its float32 matmul peak per thread count."""
     from mobilize.bench import machine
     from mobilize.bench.macs import peak_gmacs
 
-    step("describing the machine")
+    stages("describing the machine")
     desc = machine.describe()
     peaks: dict[int, float | None] = {}
     for t in thread_list:
@@ -324,18 +332,20 @@ def _artifact_rows(plan: _Plan, memory: bool, step: StepCallback) -> None:
 # --- measure: memory probes (subprocesses), then every target timed interleaved ------------------------------------
 
 
-def _measure(plan: _Plan, settings: Settings, step: StepCallback) -> None:
+def _measure(plan: _Plan, settings: Settings, step: StepCallback, stages: StepCallback, memory: bool) -> None:
     from mobilize.bench import latency
     from mobilize.bench import memory as mem
 
-    for row, job in plan.mem_jobs:
-        step(f"peak memory of {row['key']} (subprocess)")
+    if memory:
+        stages("measuring peak memory")
+    for i, (row, job) in enumerate(plan.mem_jobs, 1):
+        step(f"peak memory of {row['key']} (subprocess, {i}/{len(plan.mem_jobs)})")
         res = mem.measure(job)
         if "error" in res:
             row["memory_error"] = res["error"]
         else:
             row.update(res)
-    step("timing")
+    stages("timing")
     measured = latency.measure(plan.targets, settings, step)
     torch_p50: dict[int, float] = {}
     for row in plan.rows:

@@ -163,11 +163,13 @@ def _check(config: Path | None, junit: Path | None, summary: Path | None, update
                                                 on_step=step))
     data = result.to_dict()
     written = list(result.written)
-    for path, payload in ((junit, junit_xml.render(data)), (summary, summary_md.render(data).encode())):
+    page = cfg.output / summary_md.HTML_NAME
+    for path, payload in ((junit, junit_xml.render(data)),
+                          (summary, summary_md.render(data, _relative_to(page, summary)).encode())):
         if path is not None:
             write_atomic(path, payload)
             written.append(path)
-    _github_summary(summary_md.render(data))
+    _github_summary(summary_md.render(data, _relative_to(page, None), linkable=False))
     if json_out not in (None, "-"):
         write_atomic(Path(json_out), (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
         written.append(Path(json_out))
@@ -178,6 +180,18 @@ def _check(config: Path | None, junit: Path | None, summary: Path | None, update
         sys.stdout.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
         sys.stdout.flush()
     raise SystemExit(result.exit_code)
+
+
+def _relative_to(page: Path, markdown: Path | None) -> str:
+    """``page`` as a link from the Markdown file's folder; with no file (the step summary), the path to name:
+    relative to the current folder when inside it (``mobilize-check/summary.html``), else absolute."""
+    page = page.resolve()
+    if markdown is None:
+        return page.relative_to(Path.cwd()).as_posix() if page.is_relative_to(Path.cwd()) else page.as_posix()
+    try:
+        return Path(os.path.relpath(page, Path(markdown).resolve().parent)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return page.as_posix()
 
 
 def _github_summary(text: str) -> None:

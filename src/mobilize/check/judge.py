@@ -60,6 +60,9 @@ class ArtifactResult:
     accuracy: dict[str, Any] | None
     vs_baseline: str  # same | changed | new | no baseline | not exported
     checks: list[Check] = dataclasses.field(default_factory=list)
+    #: the figures the regression checks compare, baseline → this run, each with the limit that would fail
+    #: (:func:`comparison`); empty when the baseline has no record of this file or it was not exported
+    comparison: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -180,6 +183,8 @@ def judge_artifact(cfg: Config, art: dict[str, Any], rows: list[dict[str, Any]],
     checks += _budgets(cfg, art, rows, bench_reason, skip)
     checks += placement_checks(cfg.budgets.limits(prec), art, skip)
     checks += _regressions(cfg, res, base, baseline is not None, skip)
+    if base is not None and exported:
+        res.comparison = comparison(cfg, res, base)
     return res
 
 
@@ -423,3 +428,68 @@ def _latency_regression(res: ArtifactResult, base: dict[str, Any], max_pct: floa
     if res.latency and res.latency.get("noisy"):
         text += "; noisy measurement"
     return Check(name, FAIL if growth > max_pct else PASS, text)
+
+
+# --- the figures behind the regression checks (the summary's "vs baseline" table and chart) -----------------------
+
+
+def comparison(cfg: Config, res: ArtifactResult, base: dict[str, Any]) -> list[dict[str, Any]]:
+    """Baseline → this run for size, latency ratio, max abs error and SNR, as the regression checks judge them.
+
+    Each row: ``metric``, ``unit``, ``baseline``, ``current`` (None: not measured), ``delta`` (current − baseline),
+    ``pct`` (delta as a share of the baseline, in %), ``limit`` (the value past which the check fails; None: not
+    checked), ``fails`` ("above" or "below" the limit), ``rule`` (how the limit follows from the [regression]
+    settings: ``+10%``, ``10×``, ``-20 dB``, ``noise floor``; "not checked" when turned off) and ``status`` (the
+    row's verdict: the check's, or for parity the verdict on that figure alone). Latency rows add ``threads``.
+    """
+    reg = cfg.regression
+    status = {c.name: c.status for c in res.checks}
+    rows: list[dict[str, Any]] = []
+
+    def row(metric: str, unit: str, was: float | None, now: float | None, limit: float | None, fails: str,
+            rule: str, verdict: str, **extra: Any) -> None:
+        if was is None:
+            return
+        delta = None if now is None else now - was
+        pct = None if delta is None or was == 0 or unit == "dB" else delta / was * 100  # a dB change is the Δ
+        rows.append({"metric": metric, "unit": unit, "baseline": was, "current": now, "delta": delta, "pct": pct,
+                     "limit": limit, "fails": fails, "rule": rule, "status": verdict, **extra})
+
+    pct = reg.max_size_growth_pct
+    row("size", "bytes", base.get("bytes"), res.bytes,
+        None if pct is None else base["bytes"] * (1 + pct / 100), "above",
+        "not checked" if pct is None else f"+{pct:g}%",
+        status.get("regression.size", SKIP))
+    was = (base.get("latency") or {}).get("ratio_to_eager")
+    now = (res.latency or {}).get("ratio_to_eager")
+    pct = reg.max_latency_growth_pct
+    row("latency ratio", "× PyTorch eager", was, now, None if pct is None or was is None else was * (1 + pct / 100),
+        "above", "not checked" if pct is None else f"+{pct:g}%",
+        status.get("regression.latency", SKIP),
+        threads=(res.latency or {}).get("threads") or (base.get("latency") or {}).get("threads"))
+    now_p, was_p = res.parity or {}, base.get("parity") or {}
+    factor, verdict = reg.max_parity_worsening, status.get("regression.parity", SKIP)
+    floor = reg.parity_noise_floor * (now_p.get("atol") or 0.0)
+    new_e, old_e = now_p.get("max_abs_error"), was_p.get("max_abs_error")
+    limit_e = None if factor is None or old_e is None else max(old_e * factor, floor)
+    floored = limit_e is not None and limit_e == floor and floor > 0
+    row("max abs error", "", old_e, new_e, limit_e, "above",
+        "not checked" if factor is None else
+        f"noise floor {reg.parity_noise_floor:g} × atol" if floored else f"{factor:g}×",
+        _figure_verdict(verdict, new_e is not None and limit_e is not None and new_e > limit_e))
+    new_s, old_s = now_p.get("snr_db"), was_p.get("snr_db")
+    max_drop = None if factor is None else 20 * math.log10(factor)
+    limit_s = None if max_drop is None or old_s is None else old_s - max_drop
+    above_floor = new_e is None or new_e > floor
+    row("SNR", "dB", old_s, new_s, limit_s, "below",
+        "not checked" if max_drop is None else f"-{max_drop:.3g} dB",
+        _figure_verdict(verdict, new_s is not None and limit_s is not None and new_s < limit_s and above_floor))
+    return rows
+
+
+def _figure_verdict(check: str, past_limit: bool) -> str:
+    """One parity figure's verdict: the check's when it passed or was skipped; when it failed, fail only for the
+    figure past its limit."""
+    if check != FAIL:
+        return check
+    return FAIL if past_limit else PASS

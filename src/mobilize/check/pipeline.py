@@ -27,6 +27,7 @@ CHECK_SCHEMA = "mobilize-check/1"
 RESULTS = "check.json"
 JUNIT = "junit.xml"
 SUMMARY = "summary.md"
+SUMMARY_HTML = "summary.html"
 
 
 @dataclasses.dataclass
@@ -106,9 +107,12 @@ def run(config: str | Path | Config | None = None, *, bundle: str | Path | None 
     source, unusable bundle. Check failures are in the result (``exit_code`` 1), never raised.
     """
     from mobilize.check.config import load
+    from mobilize.progress import Nested, as_details
 
     cfg = config if isinstance(config, Config) else load(config)
     step = on_step or (lambda _m: None)
+    # the steps: export's (or verify's), then benchmarking (when enabled) and judging
+    numbered = Nested(step, after=1 + cfg.bench.enabled)
     t0 = time.perf_counter()
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     baseline = bl.load(cfg.baseline)  # a malformed baseline fails before any work
@@ -117,14 +121,18 @@ def run(config: str | Path | Config | None = None, *, bundle: str | Path | None 
     with _on_sys_path(cfg.root):
         if exported is not None:
             manifest, target = exported
+            numbered.n = 0  # no export or verify step in this run
         else:
-            manifest, target = _export_or_verify(cfg, Path(bundle) if bundle is not None else None, step)
+            manifest, target = _export_or_verify(cfg, Path(bundle) if bundle is not None else None, numbered)
         integrity = _integrity(target, manifest)
-        bench_data, bench_reason = _bench(cfg, target, manifest, integrity, write=bundle is None, step=step)
+        if cfg.bench.enabled:
+            numbered.then("benchmarking")
+        bench_data, bench_reason = _bench(cfg, target, manifest, integrity, write=bundle is None,
+                                          step=as_details(step))
     for key, (why, _sha) in tampered.items():  # the re-export replaced it, but this run must not pass
         integrity.setdefault(key, (why, None))
     rows_of, eager = _rows(bench_data)
-    step("judging")
+    numbered.then("judging")
     artifacts = []
     for art in manifest["artifacts"]:
         key = (art["format"], art["precision"])
@@ -150,13 +158,14 @@ def run(config: str | Path | Config | None = None, *, bundle: str | Path | None 
 
 
 def write_outputs(result: CheckResult) -> list[Path]:
-    """check.json, junit.xml and summary.md in the output folder, each written atomically."""
+    """check.json, junit.xml, summary.md and summary.html in the output folder, each written atomically."""
     from mobilize.bundle.writer import write_atomic
     from mobilize.check import junit, summary
 
     out = result.config.output
     data = result.to_dict()
-    files = {out / JUNIT: junit.render(data), out / SUMMARY: summary.render(data).encode()}
+    files = {out / JUNIT: junit.render(data), out / SUMMARY: summary.render(data, SUMMARY_HTML).encode(),
+             out / SUMMARY_HTML: summary.html(data).encode()}
     for path, payload in files.items():
         write_atomic(path, payload)
     write_atomic(out / RESULTS, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())

@@ -169,7 +169,10 @@ def _check_model(cfg: Any, name: str, mine: list[tuple[Job, dict[str, Any]]], st
     merged = merge(cfg, [(j, r, store / j.key) for j, r in mine], step)
     if merged is None:
         return _failed_model(cfg, name, mine)
-    result = check_run(cfg, exported=(merged, cfg.bundle), update_baseline=update_baseline, on_step=step)
+    from mobilize.progress import as_details
+
+    # a fleet has no plan of its own (jobs finish in any order): each model's numbered steps are details
+    result = check_run(cfg, exported=(merged, cfg.bundle), update_baseline=update_baseline, on_step=as_details(step))
     data = result.to_dict()
     data["jobs"] = [r for _, r in mine]
     return data

@@ -3,7 +3,9 @@ and its Markdown summary (one line per model, then each model's own summary)."""
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 
@@ -53,7 +55,8 @@ def summary(result: Any) -> str:
                   f"{j.get('error', '')}" for j in bad]
     for name, data in result.models.items():
         if not data.get("no_bundle"):
-            lines += ["", f"## {name}", "", single.render(data).replace("\n## ", "\n### ", 1)]
+            page = Path(os.path.relpath(Path(data["config"]["output"]) / single.HTML_NAME, result.fleet.output))
+            lines += ["", f"## {name}", "", single.render(data, page.as_posix()).replace("\n## ", "\n### ", 1)]
     return "\n".join(lines) + "\n"
 
 
