@@ -7,12 +7,13 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import importlib
+import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mobilize import __version__
 from mobilize import formats as registry
@@ -23,6 +24,9 @@ from mobilize.export import ExportOptions
 from mobilize.spec import ModelSpec
 from mobilize.verify.fitness import Thresholds
 from mobilize.verify.tolerance import Overrides
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 StepCallback = Callable[[str], None]
 
@@ -211,12 +215,17 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
     from mobilize.capture import floor_bytes
 
     artifacts: list[dict[str, Any]] = []
-    with staged(out) as tmp, tempfile.TemporaryDirectory(prefix="mobilize-quantize-") as scratch:
+    with staged(out) as tmp, tempfile.TemporaryDirectory(prefix="mobilize-quantize-") as scratch, \
+            _side_by_side(fmts, precs, quant) as batch:
         ref.save(tmp / mf.REFERENCE)
         eval_set = _eval_set(source_str, spec)
         from mobilize.export.metadata import file_info
 
         info = file_info(spec, source_str, "fp32")
+        converted = {} if batch is None else {
+            (fmt, prec): batch.submit(_conversion(registry.get(fmt), cap, spec, prec, tmp, options, repair, info),
+                                      label=f"{fmt} {prec}")
+            for fmt in fmts for prec in precs if not registry.get(fmt).converts_from}
         for fmt in fmts:
             plugin = registry.get(fmt)
             for prec in precs:
@@ -224,7 +233,8 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
                 fp32 = next((a for a in artifacts if a["format"] == fmt and a["precision"] == "fp32"), None)
                 artifacts.append(_export_one(plugin, prec, cap, spec, tmp, options, verify, isolate, step,
                                              quant, Path(scratch), tolerances, info, repair,
-                                             fp32["repairs"] if fp32 is not None else None))
+                                             fp32["repairs"] if fp32 is not None else None,
+                                             converted.get((fmt, prec))))
                 _inherit_quantization(plugin, artifacts)
                 _collect_verified(artifacts, step, len(fmts) * len(precs), block=False)
                 if eval_set is not None and artifacts[-1]["status"] == "ok":
@@ -259,16 +269,53 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
     return manifest
 
 
+@contextlib.contextmanager
+def _side_by_side(fmts: list[str], precs: list[str], quant: Any) -> Iterator[Any]:
+    """The converter children of a plain (fp32/fp16) export, run side by side on the usable cores
+    (:class:`mobilize.isolate.ChildBatch`); None — one after another, each when its turn comes — when there is one
+    conversion, one core, no fork (macOS, Windows), or a quantization search (its speed trials must not share the
+    CPU with other converters). Each converter child computes on one thread, so on two cores two children take
+    about the time of one; the files are the same bytes either way."""
+    from mobilize.isolate import ChildBatch, forking_available
+
+    jobs = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+               len(fmts) * len(precs))
+    if quant is not None or jobs < 2 or not forking_available():
+        yield None
+        return
+    from mobilize._quiet import captured_output
+
+    with captured_output():
+        for fmt in fmts:  # imported here once, before the first child is forked (each child inherits them)
+            preload_converter(fmt)
+    with ChildBatch(jobs) as batch:
+        yield batch
+
+
+def _artifact_name(spec: ModelSpec, prec: str, plugin: registry.FormatPlugin) -> str:
+    return f"{spec.name}_{prec}{plugin.suffix}"
+
+
+def _conversion(plugin: registry.FormatPlugin, cap: Any, spec: ModelSpec, prec: str, tmp: Path,
+                options: ExportOptions, repair: bool, info: Any) -> Callable[[StepCallback], Any]:
+    """What a converter child runs for one plain (not quantized) file: convert (with repairs), then finalize."""
+    dest = tmp / _artifact_name(spec, prec, plugin)
+    return lambda _step: _finalized(_convert(plugin, cap, spec, prec, dest, options, repair), plugin, info, prec)
+
+
 def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelSpec, tmp: Path,
                 options: ExportOptions, verify: bool, isolate: bool, step: StepCallback, quant: Any = None,
                 scratch: Path | None = None, tolerances: Overrides | None = None, info: Any = None,
-                repair: bool = True, fp32_repairs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                repair: bool = True, fp32_repairs: list[dict[str, Any]] | None = None,
+                converted: Future[Any] | None = None) -> dict[str, Any]:
+    """One artifact: converted (in a child process; ``converted``: by a child already started side by side, see
+    :func:`_side_by_side`), measured, and handed to its format's worker for verification."""
     from mobilize._quiet import captured_output
     from mobilize.bundle.writer import raise_if_disk_full
     from mobilize.isolate import in_child
     from mobilize.quantize.recipes import QUANT_PRECISIONS
 
-    rel = f"{spec.name}_{prec}{plugin.suffix}"
+    rel = _artifact_name(spec, prec, plugin)
     dest = tmp / rel
     art: dict[str, Any] = {"format": plugin.name, "precision": prec, "status": "ok", "path": rel, "bytes": None,
                            "sha256": None, "inputs": [], "outputs": [], "parity": None, "notes": [], "error": None,
@@ -276,28 +323,35 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     t0 = time.perf_counter()
     log = None
     label = f"{plugin.name} {prec}"
+    child: Any = None  # a side-by-side child's ChildResult, or its exception (carrying .output and .seconds)
     try:  # converters and quantizers run in a child process: a crash or abort there costs this artifact only
         with captured_output() as log:
             preload_converter(plugin.name)
-            if prec in QUANT_PRECISIONS and not plugin.converts_from:  # the quantizer takes the fp32 file
+            if converted is not None:  # already running side by side: its own output and time come with it
+                try:
+                    child = converted.result()
+                except Exception as exc:
+                    child = exc
+                    raise
+                exported = child.value
+            elif prec in QUANT_PRECISIONS and not plugin.converts_from:  # the quantizer takes the fp32 file
                 exported = in_child(lambda s: _finalized(_quantize_one(plugin, prec, cap, spec, tmp, dest, options,
                                                                        quant, scratch, s, repair, fp32_repairs),
                                                          plugin, info, prec),
                                     label=label, on_step=step)
                 art["quantization"] = exported.quantization
             else:  # repairs run in the child too: the rewrites and every retry cost this artifact only
-                exported = in_child(lambda _s: _finalized(_convert(plugin, cap, spec, prec, dest, options, repair),
-                                                          plugin, info, prec), label=label)
+                exported = in_child(_conversion(plugin, cap, spec, prec, tmp, options, repair, info), label=label)
         art["repairs"] = list(exported.repairs)
     except Exception as exc:  # noqa: BLE001 - one format failing must not stop the others
-        raise_if_disk_full(exc, log.text if log is not None else "", where=f"{label} into {tmp}", folders=(tmp,))
+        text = getattr(child, "output", None) or (log.text if log is not None else "")
+        raise_if_disk_full(exc, text, where=f"{label} into {tmp}", folders=(tmp,))
         _remove(dest)
         art["repairs"] = list(getattr(exc, "repairs", None) or [])
-        art.update(status="failed", path=None,
-                   error=_error_record(plugin.name, exc, cap.program, log.text if log is not None else ""))
-        art["export_seconds"] = round(time.perf_counter() - t0, 3)
+        art.update(status="failed", path=None, error=_error_record(plugin.name, exc, cap.program, text))
+        art["export_seconds"] = round(getattr(child, "seconds", None) or time.perf_counter() - t0, 3)
         return art
-    art["export_seconds"] = round(time.perf_counter() - t0, 3)
+    art["export_seconds"] = round(child.seconds if child is not None else time.perf_counter() - t0, 3)
     art["notes"] = exported.notes
     art["bytes"] = size(dest)
     art["sha256"] = sha256(dest)

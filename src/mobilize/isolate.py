@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import itertools
 import json
 import os
@@ -424,8 +425,15 @@ def _jax_started() -> bool:
     return bool(getattr(bridge, "_backends", None))
 
 
+#: held from a child's pipe until the parent closed its write end, so no sibling forked from another thread
+#: inherits that end (the parent reads a child's pipe until EOF)
+_FORK_LOCK = threading.Lock()
+#: converter children alive now (pid → label), so :class:`ChildBatch` can stop them all on an interrupt
+_LIVE: dict[int, str] = {}
+
+
 def in_child(fn: Callable[[Callable[[str], None]], Any], *, label: str, on_step: Callable[[str], None] | None = None,
-             timeout: float | None = None, fork: bool | None = None) -> Any:
+             timeout: float | None = None, fork: bool | None = None, own_output: bool = False) -> Any:
     """``fn(step)`` in a forked child; returns its (pickled) result or raises its exception in this process.
 
     ``step`` forwards progress messages to ``on_step`` here. The child computes with one torch thread (a forked
@@ -434,22 +442,40 @@ def in_child(fn: Callable[[Callable[[str], None]], Any], *, label: str, on_step:
     :class:`ConverterDied`; an interrupt (Ctrl-C, SIGTERM) kills the child before it propagates.
     ``MOBILIZE_CONVERTER_FAULT`` (test hook, e.g. ``tflite:SIGABRT``) makes the child of a matching ``label`` kill
     itself with that signal, the way LiteRT's ``LLVM ERROR`` aborts. ``fork``: None decides with
-    :func:`forking_available`; True/False force it.
+    :func:`forking_available`; True/False force it. ``own_output``: the child captures its own stdout/stderr (a
+    parent thread cannot redirect them while other children run) and the text comes back as the ``output``
+    attribute of the :class:`ChildResult` returned, or of the exception raised.
     """
     step = on_step or (lambda _m: None)
     if not (forking_available() if fork is None else fork):
-        return fn(step)
+        if not own_output:
+            return fn(step)
+        from mobilize._quiet import captured_output
+
+        started = time.perf_counter()
+        try:
+            with captured_output() as log:
+                value = fn(step)
+        except Exception as exc:
+            exc.output, exc.seconds = log.text, time.perf_counter() - started  # type: ignore[attr-defined]
+            raise
+        return ChildResult(value, log.text, time.perf_counter() - started)
     timeout = convert_timeout() if timeout is None else timeout
     _remove_stale_scratch()
     scratch = tempfile.mkdtemp(prefix=f"mobilize-convert-{os.getpid()}-")
-    read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        os.close(read_fd)
-        _child_main(fn, label, write_fd, scratch)
-    os.close(write_fd)
+    log_path = Path(scratch) / "output.log" if own_output else None
+    started = time.perf_counter()
+    with _FORK_LOCK:
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(read_fd)
+            _child_main(fn, label, write_fd, scratch, log_path)
+        os.close(write_fd)
+        _LIVE[pid] = label
+    output = ""
     try:
         outcome = _read_messages(read_fd, step, timeout)
     except BaseException:  # timeout, Ctrl-C, SIGTERM: the child must not outlive this call
@@ -463,16 +489,59 @@ def in_child(fn: Callable[[Callable[[str], None]], Any], *, label: str, on_step:
         finally:
             import shutil
 
+            _LIVE.pop(pid, None)
+            if log_path is not None:
+                with contextlib.suppress(OSError):
+                    output = log_path.read_bytes().decode("utf-8", "replace")
             shutil.rmtree(scratch, ignore_errors=True)
     if outcome is not None:
         kind, value = outcome
         if kind == "result":
-            return value
-        raise _rebuild(value)
-    if os.WIFSIGNALED(status):
+            return ChildResult(value, output, time.perf_counter() - started) if own_output else value
+        exc = _rebuild(value)
+    elif os.WIFSIGNALED(status):
         name = _signal_name(os.WTERMSIG(status))
-        raise ConverterDied(f"the converter process crashed ({name})", signal_name=name)
-    raise ConverterDied(f"the converter process exited with code {os.WEXITSTATUS(status)} without a result")
+        exc = ConverterDied(f"the converter process crashed ({name})", signal_name=name)
+    else:
+        exc = ConverterDied(f"the converter process exited with code {os.WEXITSTATUS(status)} without a result")
+    if own_output:
+        exc.output, exc.seconds = output, time.perf_counter() - started  # type: ignore[attr-defined]
+    raise exc
+
+
+@dataclasses.dataclass
+class ChildResult:
+    """What :func:`in_child` returns with ``own_output``: the function's result, what the child printed and the
+    seconds from fork to exit."""
+
+    value: Any
+    output: str
+    seconds: float
+
+
+class ChildBatch:
+    """Converter children run side by side, up to ``jobs`` at a time: each :meth:`submit` is one :func:`in_child`
+    (with ``own_output``) waited on by a thread of this batch; the futures resolve to :class:`ChildResult` or raise
+    the child's exception. Leaving the ``with`` block by an exception (Ctrl-C, SIGTERM, a bug) kills every converter
+    child still running before it propagates; leaving it normally waits for them."""
+
+    def __init__(self, jobs: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="mobilize-convert")
+
+    def submit(self, fn: Callable[[Callable[[str], None]], Any], *, label: str) -> Future[ChildResult]:
+        return self._pool.submit(in_child, fn, label=label, own_output=True)
+
+    def __enter__(self) -> ChildBatch:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            with _FORK_LOCK:  # no child is being forked now; each waiting thread then sees its child's pipe close
+                for pid in list(_LIVE):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+        self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
 
 
 def _remove_stale_scratch() -> None:
@@ -506,10 +575,21 @@ def _send(fd: int, message: tuple[str, Any]) -> None:
         view = view[n:]
 
 
-def _child_main(fn: Callable[[Callable[[str], None]], Any], label: str, fd: int, scratch: str) -> None:
+def _child_main(fn: Callable[[Callable[[str], None]], Any], label: str, fd: int, scratch: str,
+                log_path: Path | None = None) -> None:
+    global _FORK_LOCK
+    _FORK_LOCK = threading.Lock()  # the forking thread's lock was copied held: this process starts its own
+    _LIVE.clear()
     try:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        from mobilize import _quiet
+
+        if log_path is not None and not _quiet.is_verbose():  # its own capture (see in_child's own_output)
+            out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            os.close(out)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(1)
         tempfile.tempdir = scratch
