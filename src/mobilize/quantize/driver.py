@@ -405,6 +405,7 @@ def _worker_init(fmt: str, fp32: str, work: str, calib_feeds: Any, holdout_feeds
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     _quiet.set_verbose(verbose)
+    _exit_with_parent()
     if fmt == "onnx" and "onnxruntime.tools.pytorch_export_helpers" not in sys.modules:
         # onnxruntime.tools (quant_pre_process's shape inference) imports torch for a helper the quantizer never
         # calls: seconds per worker. The helper is left out here (a worker never exports from PyTorch).
@@ -419,6 +420,22 @@ def _worker_init(fmt: str, fp32: str, work: str, calib_feeds: Any, holdout_feeds
     _WORKER.update(fmt=fmt, mod=module_for(fmt), fp32=Path(fp32), work=Path(work), calib=calib_feeds,
                    holdout=holdout_feeds, inputs=input_names, outputs=output_names, shapes=ref_shapes,
                    runner_cls=runner_cls)
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the process that started it is gone (a converter child killed for its timeout or by
+    Ctrl-C cannot shut its pool down): a daemon thread watches the parent's pid."""
+    import os
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="mobilize-parent-watch", daemon=True).start()
 
 
 def _worker_trial(rec: R.Recipe, method: str, exclude: list[str]) -> tuple[list[str], int, Any]:
