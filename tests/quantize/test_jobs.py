@@ -15,24 +15,13 @@ from mobilize.quantize import AccuracyTarget
 from mobilize.quantize import driver as D
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from mobilize import api
-    from mobilize.models.digits import calibration_set
-    from mobilize.source import load_source
-
-    out = tmp_path_factory.mktemp("jobs") / "b"
-    api.export("zoo:digits", out, formats="onnx", precisions="fp32", verify=False)
-    return {"fp32": out / "digits_fp32.onnx", "spec": load_source("zoo:digits"), "calib": calibration_set(64)}
-
-
-def _run(digits: dict[str, Any], tmp: Path, jobs: int) -> tuple[bytes, dict[str, Any]]:
+def _run(digits_onnx: dict[str, Any], tmp: Path, jobs: int) -> tuple[bytes, dict[str, Any]]:
     # 45 dB is above what the all-int8 digits files reach: the per-layer search runs, and some of its greedy steps
     # keep so much float that they are over the size limit
     target = AccuracyTarget(min_snr_db=45.0, jobs=jobs)
-    ctx = D.Context.build(digits["spec"], digits["calib"], target)
+    ctx = D.Context.build(digits_onnx["spec"], digits_onnx["calib"], target)
     dest = tmp / f"chosen{jobs}.onnx"
-    _, record = D.quantize_artifact("onnx", "int8", digits["fp32"], dest, ctx, tmp / f"work{jobs}")
+    _, record = D.quantize_artifact("onnx", "int8", digits_onnx["fp32"], dest, ctx, tmp / f"work{jobs}")
     return dest.read_bytes(), record
 
 
@@ -49,7 +38,7 @@ def _without_timings(record: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_jobs_2_chooses_the_same_file_and_records_the_same_as_jobs_1(digits: dict[str, Any], tmp_path: Path,
+def test_jobs_2_chooses_the_same_file_and_records_the_same_as_jobs_1(digits_onnx: dict[str, Any], tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     starts: list[int] = []
     real_start = D.TrialRunner._start
@@ -60,9 +49,9 @@ def test_jobs_2_chooses_the_same_file_and_records_the_same_as_jobs_1(digits: dic
 
     monkeypatch.setattr(D.TrialRunner, "_start", counted)
     monkeypatch.setattr(D, "POOL_WORTH_S", 0.0)  # digits' trials are quick: start the workers anyway
-    one, r1 = _run(digits, tmp_path, 1)
+    one, r1 = _run(digits_onnx, tmp_path, 1)
     assert starts == []  # --jobs 1: every trial in this process
-    two, r2 = _run(digits, tmp_path, 2)
+    two, r2 = _run(digits_onnx, tmp_path, 2)
     assert starts == [2]  # the base trials and the probes went to the worker processes
     assert one == two
     assert _without_timings(r1) == _without_timings(r2)
