@@ -48,7 +48,7 @@ def test_jobs_2_chooses_the_same_file_and_records_the_same_as_jobs_1(digits_onnx
         return real_start(self)
 
     monkeypatch.setattr(D.TrialRunner, "_start", counted)
-    monkeypatch.setattr(D, "POOL_WORTH_S", 0.0)  # digits' trials are quick: start the workers anyway
+    monkeypatch.setitem(D.POOL_WORTH_S, "onnx", 0.0)  # digits' trials are quick: start the workers anyway
     one, r1 = _run(digits_onnx, tmp_path, 1)
     assert starts == []  # --jobs 1: every trial in this process
     two, r2 = _run(digits_onnx, tmp_path, 2)

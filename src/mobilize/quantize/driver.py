@@ -298,8 +298,8 @@ class TrialRunner:
         if self._pool is None:  # the first trial here: it fills the shared caches and says what one trial costs
             t0 = time.monotonic()
             yield self.one(*items[0])
-            items = items[1:]
-            if (time.monotonic() - t0) * len(items) < POOL_WORTH_S:  # cheaper than starting workers
+            items = items[1:]  # the rest in workers, unless that costs more than it saves:
+            if (time.monotonic() - t0) * len(items) < POOL_WORTH_S.get(self.fmt, _POOL_WORTH_DEFAULT_S):
                 for it in items:
                     yield self.one(*it)
                 return
@@ -389,9 +389,11 @@ def _without_main() -> Iterator[None]:
             sys.modules["__main__"] = saved
 
 
-#: worker processes start only when the trials left would take at least this long one after another (a worker
-#: spends a second or more importing the quantizer and runtime before its first trial)
-POOL_WORTH_S = 5.0
+#: worker processes start only when the trials left would take at least this long one after another, per format:
+#: a worker first imports the quantizer and its runtime (onnxruntime's, ai-edge-quantizer: about a second;
+#: coremltools, which imports torch: 10–20 s on a busy 2-core machine)
+POOL_WORTH_S = {"onnx": 5.0, "tflite": 5.0, "coreml": 40.0}
+_POOL_WORTH_DEFAULT_S = 40.0
 
 #: a worker's share of the job: what every trial of one (format, precision) needs (set by :func:`_worker_init`)
 _WORKER: dict[str, Any] = {}
