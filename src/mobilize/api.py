@@ -72,7 +72,7 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
            calibration: Any = None, target: Any = None, tolerances: Overrides | None = None,
            fitness: Thresholds | None = None, allow_unfit: bool = False, allow_below_target: bool = False,
            dynamic: Mapping[str, Mapping[int, Any]] | None = None, diagnose: bool = True,
-           repair: bool = True) -> Result:
+           repair: bool = True, jobs: int | None = None) -> Result:
     """Export ``source`` to every format × precision into the bundle folder ``out`` (written atomically).
 
     ``formats``: ``"onnx,tflite"`` or a list; None exports every default format (onnx, coreml, tflite) whose pip
@@ -86,6 +86,9 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     Quantized precisions (``int8-weights``, ``int8``, ``int4-weights``; see docs/quantization.md) take
     ``calibration`` (an ``.npz``, an image folder, ``file.py:fn`` or a :class:`~mobilize.quantize.CalibrationData`)
     and ``target`` (a :class:`~mobilize.quantize.AccuracyTarget`); ``int8`` refuses to run without calibration.
+    ``jobs`` (``--jobs``; replaces ``target.jobs``) is how many worker processes run the independent candidate
+    trials of one quantized file in parallel: default the usable cores, 1 one after another in this process; the
+    chosen files and records are the same for every value (timings apart).
 
     ``tolerances`` replaces parity tolerance fields per precision (``{"fp16": {"atol": 2e-2}}``; fields of
     :class:`~mobilize.verify.tolerance.Tolerance`); the applied tolerance is recorded in each parity record.
@@ -122,6 +125,8 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     fmts = registry.in_dependency_order(fmts)
     qrec.check_pairs(fmts, precs, converted_from={f: registry.get(f).converts_from for f in fmts})
     check_overrides(tolerances, registry.PRECISIONS)
+    if jobs is not None:  # a bad value is a one-line OptionError before any work
+        target = dataclasses.replace(target or qrec.AccuracyTarget(), jobs=jobs)
     if calibration is None:
         qcal.require(None, precs)  # static int8 without real data: refuse before any work
     options = options or ExportOptions()

@@ -194,18 +194,22 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
 @click.option("--time-budget", "time_budget", default=300.0, show_default=True, type=float, metavar="SECONDS",
               help="Quantized precisions: wall seconds the search of one format × precision may spend; when it runs "
               "out the best file so far is kept and the quantization record says so.")
+@click.option("--jobs", "jobs", default=None, metavar="N",
+              help="Quantized precisions: worker processes that run the independent candidate trials of one file in "
+              "parallel (default: the usable cores; 1: one after another in this process). The chosen files are "
+              "the same for every N.")
 @_fitness_options
 def export(source: str, out: Path | None, formats: str, precisions: str, coreml_target: str, onnx_opset: int,
            fp16_io: bool, no_verify: bool, no_repair: bool, strict: bool, json_out: Path | None,
            weights: Path | None, trust_pickle: bool, calibration: str | None, min_snr: float, min_top1: float,
            max_size_ratio: float, holdout: float, snr_headroom: float, metric: str | None, min_metric: float | None,
-           class_axis: str | None, time_budget: float, fitness: str | None, allow_unfit: bool,
+           class_axis: str | None, time_budget: float, jobs: str | None, fitness: str | None, allow_unfit: bool,
            allow_below_target: bool, dynamic: tuple[str, ...]) -> None:
     """Export SOURCE (file.py:fn, package.module:fn, zoo:NAME or model.pt2) to a verified bundle."""
     from mobilize import api
     from mobilize.export import ExportOptions
     from mobilize.guard import check_outputs, write_output
-    from mobilize.quantize.recipes import AccuracyTarget, parse_class_axes
+    from mobilize.quantize.recipes import AccuracyTarget, parse_class_axes, parse_jobs
     from mobilize.spec import parse_dynamic
     from mobilize.verify.fitness import parse_thresholds
 
@@ -214,7 +218,7 @@ def export(source: str, out: Path | None, formats: str, precisions: str, coreml_
     options = ExportOptions(onnx_opset=onnx_opset, coreml_target=coreml_target, fp16_io=fp16_io)
     target = AccuracyTarget(min_snr_db=min_snr, min_top1=min_top1, max_size_ratio=max_size_ratio, holdout=holdout,
                             headroom_db=snr_headroom, class_axes=parse_class_axes(class_axis), metric=metric,
-                            min_metric=min_metric, time_budget_s=time_budget)
+                            min_metric=min_metric, time_budget_s=time_budget, jobs=parse_jobs(jobs))
     if out is None:
         stem = source.split(":")[-1] if source.startswith("zoo:") else Path(source.split(":")[0]).stem
         out = Path(f"{stem or 'model'}-bundle")

@@ -56,6 +56,15 @@ def test_accuracy_time_budget(tmp_path: Path) -> None:
     assert len(problems) == 1 and "accuracy.time_budget: 0 is out of range" in problems[0]
 
 
+def test_accuracy_jobs(tmp_path: Path) -> None:
+    assert load(_write(tmp_path, 'source = "model.py:build"\n')).accuracy.jobs is None  # default: usable cores
+    cfg = load(_write(tmp_path, 'source = "model.py:build"\n[accuracy]\njobs = 2\n'))
+    assert cfg.accuracy.jobs == 2
+    for bad, why in (("0", "0 is out of range"), ("1.5", "1.5 is a number; give an integer")):
+        problems = _problems(_write(tmp_path, f'source = "model.py:build"\n[accuracy]\njobs = {bad}\n'))
+        assert len(problems) == 1 and f"accuracy.jobs: {why}" in problems[0], problems
+
+
 def test_unknown_keys_suggest_the_right_one(tmp_path: Path) -> None:
     problems = _problems(_write(tmp_path, """
         source = "model.py:build"

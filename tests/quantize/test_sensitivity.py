@@ -18,13 +18,19 @@ COST = {"L0": 0.5, "L1": 0.1, "L2": 6.0, "L3": 0.2, "L4": 0.1, "L5": 0.3, "L6": 
 def _fake(calls: list[list[str]], big: str | None = None):  # noqa: ANN202
     rec = recipe("onnx", "int8", "qdq-per-channel")
 
-    def trial(exclude: list[str]) -> Trial:
+    def trial(exclude: list[str], size_limit: int | None = None) -> Trial:
         calls.append(list(exclude))
         snr = 40.0 - sum(c for k, c in COST.items() if k not in exclude)
         top1 = 1.0 if snr >= 30 else 0.9
         size = 25 + sum(60 if k == big else 3 for k in exclude)
+        if size_limit is not None and size > size_limit:  # the driver's trial: over the limit, not measured
+            measured.append(False)
+            return Trial(rec, "minmax", Path("x"), list(exclude), size)
+        measured.append(True)
         return Trial(rec, "minmax", Path("x"), list(exclude), size,
                      figures={"snr_db": snr, "top1_agreement": top1, "samples": 8, "outputs": {}})
+    measured: list[bool] = []
+    trial.measured = measured  # type: ignore[attr-defined]
     return trial
 
 
@@ -51,6 +57,30 @@ def test_a_layer_too_big_to_keep_float_is_skipped() -> None:
     assert "L2" not in kept and "L7" in kept
     assert any(s["over_size_limit"] for s in record["greedy_steps"])
     assert not record["met_target"]  # without L2 the target is out of reach: reported, not hidden
+
+
+def test_a_step_over_the_size_limit_is_not_measured_and_the_choice_is_the_same() -> None:
+    """The skip of a greedy step over the size limit changes nothing but the work done: same layers kept, same best
+    trial, same steps taken (only the skipped step's accuracy is unknown)."""
+    target = AccuracyTarget(min_snr_db=35, min_top1=0.97, max_size_ratio=0.35)
+    got = {}
+    for skip in (True, False):
+        calls: list[list[str]] = []
+        trial = _fake(calls, big="L2")
+        cannot_win: list[dict[str, str]] = []
+        kept, record = sensitivity.search(trial, LAYERS, trial([]), target, fp32_bytes=100, cannot_win=cannot_win,
+                                          skip_cannot_win=skip)
+        best = record.pop("_best")
+        got[skip] = (kept, best.exclude, [(s["layers"], s["over_size_limit"]) for s in record["greedy_steps"]],
+                     record["met_target"], cannot_win, trial.measured)  # type: ignore[attr-defined]
+    assert got[True][:4] == got[False][:4]
+    skipped, measured = got[True][4], got[True][5]
+    over = [s for s in got[True][2] if s[1]]
+    assert over and len(skipped) == len(over) == measured.count(False)
+    assert all("over the size limit" in s["why"] and "bytes), known before the held-out run" in s["why"]
+               for s in skipped)
+    assert skipped[0]["trial"].startswith("qdq-per-channel (minmax) + ")
+    assert all(got[False][5]) and got[False][4] == []  # without the skip, every trial is measured
 
 
 def test_size_budget_allows_tiny_models_some_room() -> None:

@@ -32,7 +32,7 @@ TOP_KEYS = ("source", "weights", "trust_pickle", "formats", "precisions", "calib
             "export", "accuracy", "parity", "budget", "bench", "regression", "fitness")
 EXPORT_KEYS = ("onnx_opset", "coreml_target", "fp16_io", "repair")
 ACCURACY_KEYS = ("min_snr", "min_top1", "max_size_ratio", "holdout", "snr_headroom", "metric", "min_metric",
-                 "class_axes", "allow_below_target", "time_budget")
+                 "class_axes", "allow_below_target", "time_budget", "jobs")
 BENCH_KEYS = ("enabled", "threads", "min_runs", "min_seconds", "warmup_seconds", "memory")
 FITNESS_SWITCHES = ("allow_unfit",)
 REGRESSION_KEYS = ("max_size_growth_pct", "max_parity_worsening", "parity_noise_floor", "max_latency_growth_pct")
@@ -515,6 +515,7 @@ def _accuracy(r: _Reader, t: dict[str, Any], root: Path) -> Any:
                                above=True)),
         time_budget_s=float(r.number(t, "time_budget", d.time_budget_s, "accuracy.",
                                      example="time_budget = 300 (seconds)", hi=7 * 24 * 3600.0, above=True)),
+        jobs=r.number(t, "jobs", d.jobs, "accuracy.", example="jobs = 2", lo=1, hi=4096, integer=True),
     )
 
 

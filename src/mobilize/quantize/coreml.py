@@ -15,6 +15,7 @@ Layers kept in float are passed with ``op_name_configs`` set to ``None``.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -68,7 +69,7 @@ def _w8a8(model: Any, calib: list[dict[str, np.ndarray]], exclude: Sequence[str]
     to_fp16 = FP16ComputePrecision(op_selector=lambda op: op.op_type not in _NOT_ACTIVATIONS)
     fp16 = _apply_graph_pass(model, [to_fp16], skip_model_load=True, pymil_load_func=milproto_load.load)
     work.mkdir(parents=True, exist_ok=True)
-    fp16_path = work / "w8a8-fp16-base.mlpackage"
+    fp16_path = work / f"w8a8-fp16-base-{os.getpid()}.mlpackage"  # parallel trials (--jobs) share ``work``
     if fp16_path.exists():
         import shutil
 

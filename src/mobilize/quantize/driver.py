@@ -12,13 +12,29 @@ For one (format, precision):
    headroom, then the fastest (no result meets the target: the most accurate, flagged ``meets_target: false``).
 
 Everything measured is returned as the artifact's ``quantization`` record for the manifest.
+
+``--jobs N`` (:attr:`AccuracyTarget.jobs`) runs the independent trials of steps 1 and 2 — the base trial of every
+recipe × range estimator, the per-layer probes — in ``N`` worker processes (:class:`TrialRunner`:
+``concurrent.futures.ProcessPoolExecutor``, "spawn" context). Results are consumed in submission order, never
+completion order, and every decision (budget checks, the early stop of the probes) is taken while consuming, so the
+chosen file and the record are the same for every ``N`` (timings apart). Latency (step 3) is measured only when no
+trial runs beside it. ExecuTorch trials stay in this process (the program they quantize lives only here).
+
+Trials that cannot win are not measured (``skipped_cannot_win`` in the record, one entry per trial with the reason):
+a greedy step of the per-layer search whose quantized file is over the size limit is never kept, so its held-out
+run is skipped (:func:`mobilize.quantize.sensitivity.search`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import shutil
+import sys
 import time
+import types
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +46,8 @@ from mobilize.quantize.calibration import CalibrationData
 
 #: latency loop: warm-up runs, then at least this many timed runs and this many seconds
 _WARMUP, _MIN_RUNS, _MIN_SECONDS = 3, 10, 0.4
+#: skip the trials earlier bounds show cannot be chosen (False measures them anyway: same choice, slower)
+SKIP_CANNOT_WIN = True
 #: a recipe counts as slower than fp32 when its median latency exceeds fp32's by more than this share (noise)
 SLOWER_MARGIN = 0.05
 
@@ -132,6 +150,7 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
     started = time.monotonic()
     budget = ctx.target.time_budget_s
     skipped: list[str] = []  # trials not run because the time budget ran out
+    cannot_win: list[dict[str, str]] = []  # trials not measured because earlier bounds show they cannot be chosen
     probes_cut_by_budget = False  # the per-layer probes got less than their own time because of the budget
 
     def spent() -> bool:
@@ -145,57 +164,64 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
     fp32_bytes = size(fp32)
     calib_feeds = file_feeds(runner_cls, fp32, ctx, ctx.calibrate_part) if ctx.calibrate_part else None
     fp32_t = latency(runner_cls, fp32, ctx) if (native and ctx.measure_speed and len(cands) >= 1) else None
+    jobs = trial_jobs(fmt, ctx.target.jobs)
     trials: list[Trial] = []
     bests: list[Trial] = []
-    for rec in cands:
-        best: Trial | None = None
-        for method in (mod.methods(rec) if hasattr(mod, "methods") else ("",)) if rec.calibrated else ("",):
+    with TrialRunner(fmt, mod, fp32, work, calib_feeds, runner_cls, ctx, jobs) as run:
+        plan = [(rec, method) for rec in cands
+                for method in ((mod.methods(rec) if hasattr(mod, "methods") else ("",)) if rec.calibrated else ("",))]
+        results = run.many([(rec, method, []) for rec, method in plan])
+        for i, (rec, method) in enumerate(plan):
             if trials and spent():  # the best file so far is kept; what was not tried is recorded
-                skipped.append(f"{rec.name}{f' ({method})' if method else ''}")
-                continue
+                skipped.extend(f"{r.name}{f' ({m})' if m else ''}" for r, m in plan[i:])
+                break
             step(f"quantizing {fmt} {precision}: {rec.name}{f' ({method})' if method else ''}")
-            t = _trial(mod, rec, method, fp32, work, calib_feeds, [], runner_cls, ctx)
-            trials.append(t)
-            if best is None or t.score() > best.score():
-                best = t
-        if best is None:
-            continue
-        if fp32_t is not None:
-            best.timing = latency(runner_cls, best.path, ctx)
-        bests.append(best)
-    # Sensitivity search on the fastest recipe first: keeping layers float only slows a file down, so once a recipe
-    # reaches the aim, slower recipes are not searched (their measured base trials stay in the record).
-    aim = ctx.target.aim()
-    base_bytes = min(t.bytes for t in trials)
-    limit = sensitivity.size_budget(base_bytes, fp32_bytes, ctx.target) if precision == "int8" else fp32_bytes
-    kept: list[str] | None = None  # layers kept float by the first search, reused by the next recipe
-    sens_record: dict[str, Any] | None = None
-    reached = False
-    for best in speed_order(bests):
-        rec = best.recipe
-        if not reached and rec.calibrated and best.figures is not None and not best.meets(aim):
-            if kept is None and spent():
-                skipped.append(f"per-layer sensitivity ({rec.name})")
-                fb = None
-            elif kept is None:
-                step(f"quantizing {fmt} {precision}: per-layer sensitivity ({rec.name})")
-                left = sensitivity.PROBE_BUDGET_S if budget is None else max(
-                    1.0, min(sensitivity.PROBE_BUDGET_S, budget - (time.monotonic() - started)))
-                probes_cut_by_budget = left < sensitivity.PROBE_BUDGET_S
-                kept, sens_record = sensitivity.search(
-                    lambda exclude, r=rec, m=best.method: _trial(mod, r, m, fp32, work, calib_feeds, exclude,
-                                                                runner_cls, ctx),
-                    mod.layers(fp32), best, ctx.target, fp32_bytes, budget_s=left)
-                fb = sens_record.pop("_best", None)
-            else:
-                fb = _trial(mod, rec, best.method, fp32, work, calib_feeds, kept, runner_cls, ctx) if kept else None
-            if fb is not None:
-                trials.append(fb)
-                if fp32_t is not None:
-                    fb.timing = latency(runner_cls, fb.path, ctx)
-                best = fb if fb.score() >= best.score() else best
-        reached = reached or bool(best.meets(aim) and best.bytes <= limit)
-        best.notes.append("best of its recipe")
+            trials.append(next(results))
+        results.close()  # stops what was submitted ahead and not consumed; nothing else runs from here on
+        for rec in cands:  # each recipe's best base trial, then its latency (no trial runs beside it)
+            best: Trial | None = None
+            for t in trials:
+                if t.recipe is rec and (best is None or t.score() > best.score()):
+                    best = t
+            if best is None:
+                continue
+            if fp32_t is not None:
+                best.timing = latency(runner_cls, best.path, ctx)
+            bests.append(best)
+        # Sensitivity search on the fastest recipe first: keeping layers float only slows a file down, so once a
+        # recipe reaches the aim, slower recipes are not searched (their measured base trials stay in the record).
+        aim = ctx.target.aim()
+        base_bytes = min(t.bytes for t in trials)
+        limit = sensitivity.size_budget(base_bytes, fp32_bytes, ctx.target) if precision == "int8" else fp32_bytes
+        kept: list[str] | None = None  # layers kept float by the first search, reused by the next recipe
+        sens_record: dict[str, Any] | None = None
+        reached = False
+        for best in speed_order(bests):
+            rec = best.recipe
+            if not reached and rec.calibrated and best.figures is not None and not best.meets(aim):
+                if kept is None and spent():
+                    skipped.append(f"per-layer sensitivity ({rec.name})")
+                    fb = None
+                elif kept is None:
+                    step(f"quantizing {fmt} {precision}: per-layer sensitivity ({rec.name})")
+                    left = sensitivity.PROBE_BUDGET_S if budget is None else max(
+                        1.0, min(sensitivity.PROBE_BUDGET_S, budget - (time.monotonic() - started)))
+                    probes_cut_by_budget = left < sensitivity.PROBE_BUDGET_S
+                    kept, sens_record = sensitivity.search(
+                        lambda exclude, size_limit=None, r=rec, m=best.method: run.one(r, m, exclude, size_limit),
+                        mod.layers(fp32), best, ctx.target, fp32_bytes, budget_s=left,
+                        trials=lambda excludes, r=rec, m=best.method: run.many([(r, m, e) for e in excludes]),
+                        cannot_win=cannot_win, skip_cannot_win=SKIP_CANNOT_WIN)
+                    fb = sens_record.pop("_best", None)
+                else:
+                    fb = run.one(rec, best.method, kept) if kept else None
+                if fb is not None:
+                    trials.append(fb)
+                    if fp32_t is not None:
+                        fb.timing = latency(runner_cls, fb.path, ctx)
+                    best = fb if fb.score() >= best.score() else best
+            reached = reached or bool(best.meets(aim) and best.bytes <= limit)
+            best.notes.append("best of its recipe")
     finals = [t for t in trials if "best of its recipe" in t.notes]
     ok = [t for t in finals if t.bytes <= limit and t.meets(ctx.target)]
     if ok:  # not slower than fp32 first, then with the headroom, then the fastest (beyond measurement noise)
@@ -205,9 +231,10 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
         chosen = max(finals, key=lambda t: t.score())
     _copy(chosen.path, dest)
     record = _record(chosen, trials, finals, precision, ctx, fp32_bytes, fp32_t, native, runner_cls, sens_record)
+    record["skipped_cannot_win"] = cannot_win
     bound = bool(skipped) or (probes_cut_by_budget and bool((sens_record or {}).get("stopped_by_budget")))
     record["time_budget"] = {"seconds": budget, "spent_s": round(time.monotonic() - started, 2), "bound": bound,
-                             "skipped": skipped}
+                             "skipped": skipped, "jobs": jobs}
     if bound:  # the choice now depends on how fast this machine was: say so where the user looks
         chosen.notes.insert(0, f"the {budget:g} s search budget ran out (--time-budget): "
                                f"{len(skipped)} trial(s) skipped ({', '.join(skipped) or 'per-layer search cut'}); "
@@ -215,6 +242,215 @@ def quantize_artifact(fmt: str, precision: str, fp32: Path, dest: Path, ctx: Con
     # op types whose weight matrices stayed float in the chosen file, read from the file (formats that can tell)
     record["float_weights"] = mod.float_weights(dest) if hasattr(mod, "float_weights") else None
     return chosen.notes[:-1] if chosen.notes[-1:] == ["best of its recipe"] else chosen.notes, record
+
+
+def trial_jobs(fmt: str, jobs: int | None) -> int:
+    """Worker processes for ``fmt``'s trials: ``jobs`` (None: the usable cores); 1 for ExecuTorch, whose quantizer
+    starts from the torch program held in this process (:func:`mobilize.quantize.pte.from_capture`)."""
+    if fmt == "pte":
+        return 1
+    return R.usable_cores() if jobs is None else jobs
+
+
+class TrialRunner:
+    """Runs candidate trials: :meth:`one` in this process, :meth:`many` in ``jobs`` worker processes (in this
+    process when ``jobs`` is 1), its results in submission order.
+
+    The workers are a ``concurrent.futures.ProcessPoolExecutor`` of "spawn" processes (a fork of a process that has
+    started onnxruntime's or XNNPACK's thread pools can deadlock). A worker quantizes the fp32 file and runs the
+    quantized file on the held-out samples; this process computes the figures (:func:`evaluate`'s second half:
+    SNR, agreement, the user's metric, which may be a function defined anywhere) from the outputs it returns. The
+    workers start without the user's ``__main__`` (a script without an ``if __name__ == "__main__"`` guard is
+    never re-run in them). A pool that breaks (a worker killed) hands its remaining trials back to this process.
+    """
+
+    def __init__(self, fmt: str, mod: Any, fp32: Path, work: Path, calib_feeds: Any, runner_cls: Any, ctx: Context,
+                 jobs: int) -> None:
+        self.fmt, self.mod, self.fp32, self.work = fmt, mod, fp32, work
+        self.calib_feeds, self.runner_cls, self.ctx, self.jobs = calib_feeds, runner_cls, ctx, jobs
+        self._pool: Any = None
+
+    def __enter__(self) -> TrialRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def one(self, rec: R.Recipe, method: str, exclude: list[str], size_limit: int | None = None) -> Trial:
+        """One trial in this process; ``size_limit``: a file over it is not measured (it cannot be chosen)."""
+        return _trial(self.mod, rec, method, self.fp32, self.work, self.calib_feeds, exclude, self.runner_cls,
+                      self.ctx, size_limit=size_limit)
+
+    def many(self, items: Sequence[tuple[R.Recipe, str, list[str]]]) -> Iterator[Trial]:
+        """The trials ``items`` (recipe, range estimator, layers kept float), yielded in the order given. At most
+        ``jobs`` run ahead of the one consumed; closing the iterator cancels those not started and waits for the
+        rest, so nothing runs beside what follows (latency measurements)."""
+        if self.jobs <= 1 or len(items) <= 1:
+            return (self.one(*it) for it in items)
+        return self._parallel(list(items))
+
+    def _parallel(self, items: list[tuple[R.Recipe, str, list[str]]]) -> Iterator[Trial]:
+        import concurrent.futures as cf
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._pool is None:  # the first trial here: it fills the shared caches and says what one trial costs
+            t0 = time.monotonic()
+            yield self.one(*items[0])
+            items = items[1:]  # the rest in workers, unless that costs more than it saves:
+            if (time.monotonic() - t0) * len(items) < POOL_WORTH_S.get(self.fmt, _POOL_WORTH_DEFAULT_S):
+                for it in items:
+                    yield self.one(*it)
+                return
+        futures: list[Any] = []
+        try:
+            for i, (rec, method, exclude) in enumerate(items):
+                while len(futures) < min(len(items), i + self.jobs):
+                    r, m, e = items[len(futures)]
+                    futures.append(self._submit(r, m, e))
+                fut = futures[i]
+                try:
+                    result = fut.result() if fut is not None else None
+                except BrokenProcessPool:
+                    result = None
+                if result is None:  # the pool broke: this trial and the rest run here
+                    self._break()
+                    futures = [None] * len(futures)
+                    yield self.one(rec, method, exclude)
+                    continue
+                yield self._trial_from(rec, method, exclude, *result)
+        finally:
+            pending = [f for f in futures if f is not None and not f.done()]
+            for f in pending:
+                f.cancel()
+            cf.wait(pending)
+
+    def _submit(self, rec: R.Recipe, method: str, exclude: list[str]) -> Any:
+        if self._pool is None and self.jobs > 1:
+            self._pool = self._start()
+        if self._pool is None:
+            return None
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            with _without_main():
+                return self._pool.submit(_worker_trial, rec, method, list(exclude))
+        except (BrokenProcessPool, RuntimeError):
+            self._break()
+            return None
+
+    def _start(self) -> Any:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from mobilize import _quiet
+
+        ctx = self.ctx
+        init = (self.fmt, str(self.fp32), str(self.work), self.calib_feeds,
+                None if ctx.holdout is None or self.runner_cls is None else ctx.holdout.feeds(),
+                list(ctx.spec.input_names), list(ctx.spec.output_names),
+                [{n: ref[n].shape for n in ctx.spec.output_names} for ref in ctx.holdout_ref or []],
+                _quiet.is_verbose())
+        with _without_main():
+            return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_init, initargs=init)
+
+    def _break(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+        self.jobs = 1
+
+    def _trial_from(self, rec: R.Recipe, method: str, exclude: list[str], notes: list[str], nbytes: int,
+                    got: list[dict[str, np.ndarray]] | None) -> Trial:
+        from mobilize._quiet import captured_output
+
+        path = trial_path(rec, method, exclude, self.work, self.fp32)
+        t = Trial(rec, method, path, list(exclude), nbytes, notes=list(notes))
+        if exclude:
+            t.notes.append(f"{len(exclude)} layer(s) kept in float after per-layer sensitivity")
+        if got is not None:
+            with captured_output():
+                t.figures = _figures(got, self.ctx)
+        return t
+
+
+@contextlib.contextmanager
+def _without_main() -> Iterator[None]:
+    """While worker processes start: a blank ``__main__``, so "spawn" does not re-import the user's script (or
+    the test runner) in each worker. Python's spawn only reads ``__main__``'s ``__spec__`` and ``__file__``."""
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
+
+
+#: worker processes start only when the trials left would take at least this long one after another, per format:
+#: a worker first imports the quantizer and its runtime (onnxruntime's, ai-edge-quantizer: about a second;
+#: coremltools, which imports torch: 10–20 s on a busy 2-core machine)
+POOL_WORTH_S = {"onnx": 5.0, "tflite": 5.0, "coreml": 40.0}
+_POOL_WORTH_DEFAULT_S = 40.0
+
+#: a worker's share of the job: what every trial of one (format, precision) needs (set by :func:`_worker_init`)
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(fmt: str, fp32: str, work: str, calib_feeds: Any, holdout_feeds: Any, input_names: list[str],
+                 output_names: list[str], ref_shapes: list[dict[str, tuple[int, ...]]], verbose: bool) -> None:
+    import signal
+
+    from mobilize import _quiet
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+    _quiet.set_verbose(verbose)
+    _exit_with_parent()
+    if fmt == "onnx" and "onnxruntime.tools.pytorch_export_helpers" not in sys.modules:
+        # onnxruntime.tools (quant_pre_process's shape inference) imports torch for a helper the quantizer never
+        # calls: seconds per worker. The helper is left out here (a worker never exports from PyTorch).
+        stub = types.ModuleType("onnxruntime.tools.pytorch_export_helpers")
+
+        def infer_input_info(*_a: Any, **_k: Any) -> Any:
+            raise RuntimeError("onnxruntime.tools.pytorch_export_helpers is not loaded in mobilize's trial workers")
+
+        stub.infer_input_info = infer_input_info  # type: ignore[attr-defined]
+        sys.modules[stub.__name__] = stub
+    runner_cls, _ = runner_for(fmt)
+    _WORKER.update(fmt=fmt, mod=module_for(fmt), fp32=Path(fp32), work=Path(work), calib=calib_feeds,
+                   holdout=holdout_feeds, inputs=input_names, outputs=output_names, shapes=ref_shapes,
+                   runner_cls=runner_cls)
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the process that started it is gone (a converter child killed for its timeout or by
+    Ctrl-C cannot shut its pool down): a daemon thread watches the parent's pid."""
+    import os
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="mobilize-parent-watch", daemon=True).start()
+
+
+def _worker_trial(rec: R.Recipe, method: str, exclude: list[str]) -> tuple[list[str], int, Any]:
+    """In a worker: quantize, then run the file on the held-out samples; (notes, bytes, outputs or None)."""
+    from mobilize._quiet import captured_output
+
+    w = _WORKER
+    path, notes, nbytes = _quantize_file(w["mod"], rec, method, w["fp32"], w["work"], w["calib"], exclude)
+    got = None
+    if w["holdout"] is not None:
+        with captured_output():
+            got = _outputs(w["runner_cls"], path, w["inputs"], w["outputs"], w["holdout"], w["shapes"])
+    return notes, nbytes, got
 
 
 def _surely_faster(a: Trial, b: Trial, margin: float = SLOWER_MARGIN) -> bool:
@@ -287,22 +523,38 @@ def _trial_dict(t: Trial, fp32_bytes: int, fp32_ms: float | None, ctx: Context, 
             "meets_target": t.meets(ctx.target), "chosen": chosen}
 
 
-def _trial(mod: Any, rec: R.Recipe, method: str, fp32: Path, work: Path, calib_feeds: Any, exclude: list[str],
-           runner_cls: Any, ctx: Context) -> Trial:
+def trial_path(rec: R.Recipe, method: str, exclude: Sequence[str], work: Path, fp32: Path) -> Path:
+    """Where a trial's file goes: named by recipe, range estimator and a stable digest of the layers kept float
+    (the same in every process and run, unlike ``hash()`` under ``PYTHONHASHSEED``)."""
+    digest = hashlib.sha256("\n".join(exclude).encode()).hexdigest()[:12]
+    return work / f"{rec.name}-{method or 'default'}-{len(exclude)}-{digest}{_suffix(fp32)}"
+
+
+def _quantize_file(mod: Any, rec: R.Recipe, method: str, fp32: Path, work: Path, calib_feeds: Any,
+                   exclude: list[str]) -> tuple[Path, list[str], int]:
     from mobilize._quiet import captured_output
     from mobilize.bundle.hashing import size
 
-    tag = f"{rec.name}-{method or 'default'}-{len(exclude)}-{abs(hash(tuple(exclude))) % 10**8}"
-    path = work / f"{tag}{_suffix(fp32)}"
+    path = trial_path(rec, method, exclude, work, fp32)
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     with captured_output():
         notes = mod.quantize(fp32, path, rec, calib_feeds, exclude, work / "cache", method=method or "minmax")
     if fp32.suffix == ".onnx":
         _strip_onnx_metadata(path)
-    t = Trial(rec, method, path, list(exclude), size(path), notes=list(notes))
+    return path, list(notes), size(path)
+
+
+def _trial(mod: Any, rec: R.Recipe, method: str, fp32: Path, work: Path, calib_feeds: Any, exclude: list[str],
+           runner_cls: Any, ctx: Context, size_limit: int | None = None) -> Trial:
+    from mobilize._quiet import captured_output
+
+    path, notes, nbytes = _quantize_file(mod, rec, method, fp32, work, calib_feeds, exclude)
+    t = Trial(rec, method, path, list(exclude), nbytes, notes=notes)
     if exclude:
         t.notes.append(f"{len(exclude)} layer(s) kept in float after per-layer sensitivity")
+    if size_limit is not None and nbytes > size_limit:
+        return t  # over the size limit: it cannot be chosen, so it is not measured (the caller records why)
     if ctx.holdout is not None and runner_cls is not None:
         with captured_output():
             t.figures = evaluate(runner_cls, path, ctx)
@@ -360,26 +612,39 @@ def file_feeds(runner_cls: Any, path: Path, ctx: Context, data: CalibrationData)
 def evaluate(runner_cls: Any, path: Path, ctx: Context) -> dict[str, Any]:
     """Held-out figures of ``path`` against PyTorch (:func:`mobilize.quantize.heldout.figures`): SNR per output and
     worst, argmax agreement, the user's metric."""
-    from mobilize.quantize.heldout import figures
+    assert ctx.holdout is not None and ctx.holdout_ref is not None
+    got = _outputs(runner_cls, path, list(ctx.spec.input_names), list(ctx.spec.output_names), ctx.holdout.feeds(),
+                   [{n: r[n].shape for n in ctx.spec.output_names} for r in ctx.holdout_ref])
+    return _figures(got, ctx)
+
+
+def _outputs(runner_cls: Any, path: Path, input_names: list[str], names: list[str], feeds: Sequence[Any],
+             shapes: Sequence[dict[str, tuple[int, ...]]]) -> list[dict[str, np.ndarray]]:
+    """``path``'s outputs on the held-out ``feeds``, keyed by the model's output names, in PyTorch's ``shapes``."""
     from mobilize.verify.parity import adapt_feed, adapt_output, io_map
 
-    assert ctx.holdout is not None and ctx.holdout_ref is not None
-    names = list(ctx.spec.output_names)
     got: list[dict[str, np.ndarray]] = []
     with runner_cls(path) as r:
-        im = io_map(ctx.spec.input_names, r.inputs)
+        im = io_map(input_names, r.inputs)
         om = io_map(names, r.outputs)
         fin = {t.name: t for t in r.inputs}
         fout = {t.name: t for t in r.outputs}
-        for feed, ref in zip(ctx.holdout.feeds(), ctx.holdout_ref):
+        for feed, shape in zip(feeds, shapes):
             out = r.infer({im[k]: adapt_feed(v, fin[im[k]]) for k, v in feed.items()})
             row = {}
             for n in names:
                 val = adapt_output(out[om[n]], fout[om[n]])
-                row[n] = val.reshape(ref[n].shape) if val.size == ref[n].size else val
+                row[n] = val.reshape(shape[n]) if val.size == int(np.prod(shape[n])) else val
             got.append(row)
-    return figures(got, ctx.holdout_ref, names, ctx.target, metric=ctx.metric, batch=ctx.metric_batch,
-                   metric_pytorch=ctx.metric_pytorch)
+    return got
+
+
+def _figures(got: list[dict[str, np.ndarray]], ctx: Context) -> dict[str, Any]:
+    from mobilize.quantize.heldout import figures
+
+    assert ctx.holdout_ref is not None
+    return figures(got, ctx.holdout_ref, list(ctx.spec.output_names), ctx.target, metric=ctx.metric,
+                   batch=ctx.metric_batch, metric_pytorch=ctx.metric_pytorch)
 
 
 def latency(runner_cls: Any, path: Path, ctx: Context) -> dict[str, float] | None:

@@ -21,6 +21,7 @@ fallback) are passed as ``nodes_to_exclude`` and isolated so that onnxruntime ca
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,13 @@ def preprocess(fp32: Path, work: Path) -> Path:
     from onnxruntime.quantization import quant_pre_process
 
     out = work / "onnx_preprocessed.onnx"
-    if not out.exists():
+    if not out.exists():  # written under a private name, then renamed: parallel trials (--jobs) share ``work``
+        tmp = work / f".onnx_preprocessed.{os.getpid()}.onnx"
         try:
-            quant_pre_process(str(fp32), str(out), skip_symbolic_shape=False)
+            quant_pre_process(str(fp32), str(tmp), skip_symbolic_shape=False)
         except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs; onnx shape inference
-            quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
+            quant_pre_process(str(fp32), str(tmp), skip_symbolic_shape=True)
+        os.replace(tmp, out)
     return out
 
 

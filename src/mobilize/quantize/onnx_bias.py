@@ -14,6 +14,7 @@ the rounding the quantizer will apply. Layers kept float are not corrected.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,24 @@ def _shift(node: Any, x: np.ndarray, dw: np.ndarray) -> np.ndarray:
     return y.double().mean(dim=[0, *range(2, y.dim())]).float().numpy()
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: trials running in parallel worker processes (``--jobs``) share the cache
+    folder, and one must never read a file another is still writing (same content either way: each is
+    deterministic in its inputs)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` written atomically (:func:`write_atomic`)."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_atomic(path, buf.getvalue())
+
+
 def _cache(work: Path, kind: str, src: Path, calib: list[dict[str, np.ndarray]]) -> Path:
     """Where a per-(float file, calibration set size) measurement is kept in ``work``: every quantization trial of
     one export asks again, and the float file does not change between trials."""
@@ -103,7 +122,7 @@ def _float_tensors(model: Any, tensors: Sequence[str], calib: list[dict[str, np.
     for t in dict.fromkeys(tensors):
         if t not in exposed:
             model.graph.output.append(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    probe = work / "onnx_float_probe.onnx"
+    probe = work / f"onnx_float_probe_{os.getpid()}.onnx"  # trials in parallel worker processes share ``work``
     probe.write_bytes(model.SerializeToString())
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
@@ -142,7 +161,7 @@ def shifts(src: Path, calib: list[dict[str, np.ndarray]], work: Path) -> dict[st
         for n, _ in targets:
             s = _shift(n, np.asarray(got[n.input[0]]), errors[n.name])
             acc[n.name] = acc.get(n.name, 0) + s / len(calib)
-    np.savez(cache, **acc)
+    save_npz(cache, acc)
     return acc
 
 
@@ -175,7 +194,7 @@ def bias_corrected(src: Path, calib: list[dict[str, np.ndarray]], exclude: Seque
                 done += 1
     tag = hashlib.sha256("\n".join(sorted(exclude)).encode()).hexdigest()[:12]
     out = work / f"onnx_bias_corrected_{tag}.onnx"
-    out.write_bytes(model.SerializeToString())
+    write_atomic(out, model.SerializeToString())
     return out, done
 
 
@@ -233,5 +252,5 @@ def pooled_ranges(src: Path, calib: list[dict[str, np.ndarray]], work: Path) -> 
             lo[t] = min(lo[t], float(np.min(got[t])))
             hi[t] = max(hi[t], float(np.max(got[t])))
     ranges = {t: (lo[s], hi[s]) for t, s in pooled.items() if np.isfinite(lo[s]) and hi[s] > lo[s]}
-    np.savez(cache, **{t: np.array(r) for t, r in ranges.items()})
+    save_npz(cache, {t: np.array(r) for t, r in ranges.items()})
     return ranges

@@ -173,6 +173,11 @@ class AccuracyTarget:
             trials that have not started when it runs out are skipped and the per-layer search stops; the best
             file found so far is kept, and the quantization record says the budget bound (the result then depends
             on this machine's speed).
+        jobs: worker processes that run independent candidate trials in parallel (the base trial of each recipe
+            and range estimator, the per-layer probes); None: the usable cores; 1: one after another in this
+            process. The chosen file and the record (timings apart) are the same for every value: results are
+            taken in submission order, never completion order (:mod:`mobilize.quantize.driver`). Not part of the
+            target's record (``to_dict``): it changes how fast, not what.
         max_size_ratio: sensitivity fallback stops before a static int8 file exceeds this share of fp32.
         holdout: share of the calibration samples held out for measuring (the rest calibrates).
         headroom_db: the search (recipe choice, layers kept float) aims this far above ``min_snr_db``, as a guard
@@ -189,9 +194,14 @@ class AccuracyTarget:
     metric: Any = None
     min_metric: float | None = None
     time_budget_s: float | None = DEFAULT_TIME_BUDGET_S
+    jobs: int | None = None
 
     def __post_init__(self) -> None:
         import math
+
+        if self.jobs is not None and (isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1):
+            raise OptionError(f"--jobs {self.jobs!r} must be a whole number of worker processes ≥ 1, e.g. 2 (default: "
+                              "the usable cores; 1 runs the trials one after another in this process)")
 
         if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
             raise OptionError(f"--time-budget {self.time_budget_s:g} must be a number of seconds > 0, e.g. 300")
@@ -225,7 +235,7 @@ class AccuracyTarget:
         return self.metric if isinstance(self.metric, str) else getattr(self.metric, "__name__", "metric")
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "jobs"}
         d["class_axes"] = dict(self.class_axes)
         d["metric"] = self.metric_name
         return d
@@ -245,3 +255,26 @@ def parse_class_axes(text: str | None) -> dict[str, int]:
         if not sep or not name.strip():
             raise OptionError(f"--class-axis {item!r}: write OUTPUT=AXIS, e.g. logits=-1")
     return out
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one): the default of ``--jobs``."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS: no affinity
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_jobs(text: str | int | None) -> int | None:
+    """``--jobs`` as given on the command line → an int (None: not given); anything but a whole number is the
+    one-line :class:`OptionError` of :class:`AccuracyTarget`."""
+    if text is None or isinstance(text, int):
+        return text
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise OptionError(f"--jobs {text!r} must be a whole number of worker processes ≥ 1, e.g. 2 (default: the "
+                          "usable cores; 1 runs the trials one after another in this process)") from None
+    return value
