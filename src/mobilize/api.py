@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import importlib
-import os
 import re
 import tempfile
 import time
@@ -86,9 +85,9 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     Quantized precisions (``int8-weights``, ``int8``, ``int4-weights``; see docs/quantization.md) take
     ``calibration`` (an ``.npz``, an image folder, ``file.py:fn`` or a :class:`~mobilize.quantize.CalibrationData`)
     and ``target`` (a :class:`~mobilize.quantize.AccuracyTarget`); ``int8`` refuses to run without calibration.
-    ``jobs`` (``--jobs``; replaces ``target.jobs``) is how many worker processes run the independent candidate
-    trials of one quantized file in parallel: default the usable cores, 1 one after another in this process; the
-    chosen files and records are the same for every value (timings apart).
+    ``jobs`` (``--jobs``; replaces ``target.jobs``) is how many processes work side by side: the converters of a
+    plain (fp32/fp16) export, or the independent candidate trials of one quantized file. Default the usable cores;
+    1 one after another. The files, the chosen files and the records are the same for every value (timings apart).
 
     ``tolerances`` replaces parity tolerance fields per precision (``{"fp16": {"atol": 2e-2}}``; fields of
     :class:`~mobilize.verify.tolerance.Tolerance`); the applied tolerance is recorded in each parity record.
@@ -174,7 +173,8 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
 
         try:
             manifest = _build_bundle(out, fmts, precs, cap, spec, options, verify, isolate, ref, source_str, weights,
-                                     trust_pickle, step, quant, tolerances, fitness, dropped, repair, plan)
+                                     trust_pickle, step, quant, tolerances, fitness, dropped, repair, plan,
+                                     jobs=target.jobs if target is not None else None)
         except OSError as exc:  # full disk, permissions, a vanished folder: the previous bundle is still in place
             from mobilize.errors import BundleError
 
@@ -213,7 +213,7 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
                   verify: bool, isolate: bool, ref: Any, source_str: str, weights: Any, trust_pickle: bool,
                   step: StepCallback, quant: Any = None, tolerances: Overrides | None = None,
                   fitness: Thresholds | None = None, dropped: list[dict[str, Any]] | None = None,
-                  repair: bool = True, plan: StepCallback | None = None) -> dict[str, Any]:
+                  repair: bool = True, plan: StepCallback | None = None, jobs: int | None = None) -> dict[str, Any]:
     from mobilize.bundle.writer import staged
 
     numbered = plan or step  # the plan's steps (one per format × precision, then fitness); step: what runs now
@@ -221,7 +221,7 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
 
     artifacts: list[dict[str, Any]] = []
     with staged(out) as tmp, tempfile.TemporaryDirectory(prefix="mobilize-quantize-") as scratch, \
-            _side_by_side(fmts, precs, quant) as batch:
+            _side_by_side(fmts, precs, quant, jobs) as batch:
         ref.save(tmp / mf.REFERENCE)
         eval_set = _eval_set(source_str, spec)
         from mobilize.export.metadata import file_info
@@ -275,16 +275,16 @@ def _build_bundle(out: Path, fmts: list[str], precs: list[str], cap: Any, spec: 
 
 
 @contextlib.contextmanager
-def _side_by_side(fmts: list[str], precs: list[str], quant: Any) -> Iterator[Any]:
-    """The converter children of a plain (fp32/fp16) export, run side by side on the usable cores
-    (:class:`mobilize.isolate.ChildBatch`); None — one after another, each when its turn comes — when there is one
-    conversion, one core, no fork (macOS, Windows), or a quantization search (its speed trials must not share the
-    CPU with other converters). Each converter child computes on one thread, so on two cores two children take
-    about the time of one; the files are the same bytes either way."""
+def _side_by_side(fmts: list[str], precs: list[str], quant: Any, jobs: int | None) -> Iterator[Any]:
+    """The converter children of a plain (fp32/fp16) export, run side by side, ``jobs`` at a time (``--jobs``,
+    default the usable cores; :class:`mobilize.isolate.ChildBatch`); None — one after another, each when its turn
+    comes — when there is one conversion, ``jobs`` 1, no fork (macOS, Windows), or a quantization search (its speed
+    trials must not share the CPU with other converters). Each converter child computes on one thread, so on two
+    cores two children take about the time of one; the files are the same bytes either way."""
     from mobilize.isolate import ChildBatch, forking_available
+    from mobilize.quantize.recipes import usable_cores
 
-    jobs = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
-               len(fmts) * len(precs))
+    jobs = min(usable_cores() if jobs is None else jobs, len(fmts) * len(precs))
     if quant is not None or jobs < 2 or not forking_available():
         yield None
         return

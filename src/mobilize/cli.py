@@ -195,9 +195,9 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
               help="Quantized precisions: wall seconds the search of one format × precision may spend; when it runs "
               "out the best file so far is kept and the quantization record says so.")
 @click.option("--jobs", "jobs", default=None, metavar="N",
-              help="Quantized precisions: worker processes that run the independent candidate trials of one file in "
-              "parallel (default: the usable cores; 1: one after another in this process). The chosen files are "
-              "the same for every N.")
+              help="Processes that work side by side: the converters of fp32/fp16 files, or the independent candidate "
+              "trials of one quantized file (default: the usable cores; 1: one after another). The files are the "
+              "same for every N.")
 @_fitness_options
 def export(source: str, out: Path | None, formats: str, precisions: str, coreml_target: str, onnx_opset: int,
            fp16_io: bool, no_verify: bool, no_repair: bool, strict: bool, json_out: Path | None,
