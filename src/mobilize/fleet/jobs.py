@@ -188,7 +188,10 @@ def main(argv: list[str]) -> int:
             res = api.export(cfg.source, out / "bundle", formats=fmts, precisions=[spec["precision"]],
                              options=cfg.export, strict=cfg.strict, weights=cfg.weights,
                              trust_pickle=cfg.trust_pickle, calibration=cfg.calibration, target=cfg.accuracy,
-                             tolerances=cfg.tolerances, fitness=cfg.fitness, on_step=step)
+                             tolerances=cfg.tolerances, fitness=cfg.fitness, on_step=step,
+                             # the fleet already runs its jobs side by side (one core each): one process per job
+                             # unless the config's [accuracy] jobs asks for more
+                             jobs=(cfg.accuracy.jobs if cfg.accuracy is not None else None) or 1)
         result.update(ok=True, exit_code=res.exit_code)
     except Exception as exc:  # noqa: BLE001 - reported as this job's error (not retried: it would raise again)
         result.update(ok=False, error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:600]}",
