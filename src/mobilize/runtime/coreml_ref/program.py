@@ -48,7 +48,7 @@ CONSTANT_OPS = ("const",)  # plus every constexpr_* op: evaluated once, at load
 
 #: the decoded constants and compiled plans of recently loaded packages, kept for the next Program of the same files
 CACHE_ENTRIES = 8
-CACHE_BYTES = 1 << 30  # constants (as stored and as widened to float32) over all entries; a bigger program is not kept
+CACHE_BYTES = 1 << 29  # constants (as stored and as widened to float32) over all entries; a bigger program is not kept
 
 
 def _dtype_name(tensor_type: Any) -> str:
@@ -365,10 +365,10 @@ class Program:
 
     def _declared(self, op_type: str, decl: _Output, val: Any) -> Any:
         """Cast to the declared dtype (fp16 rounding happens here) and check the declared static shape."""
-        if decl.dtype is None or isinstance(val, str):
+        if not decl.checked or isinstance(val, str):
             return val
         arr = val if isinstance(val, np.ndarray) else np.asarray(val)
-        if arr.dtype != decl.dtype:
+        if decl.dtype is not None and arr.dtype != decl.dtype:
             arr = arr.astype(decl.dtype)
         want = decl.shape
         if len(want) == arr.ndim and all(w is None or w == g for w, g in zip(want, arr.shape)):
@@ -398,18 +398,19 @@ def _walk(block: Any) -> Iterator[Any]:
 @dataclasses.dataclass(frozen=True)
 class _Output:
     name: str
-    dtype: Any  # numpy dtype to cast to; None: returned as is (non-tensor or string outputs)
+    checked: bool  # False: returned as is (non-tensor or string outputs)
+    dtype: Any  # numpy dtype to cast to, or None
     shape: tuple[int | None, ...]
 
 
 def _output_decl(decl: Any) -> _Output:
     if decl.type.WhichOneof("type") != "tensorType":
-        return _Output(decl.name, None, ())
+        return _Output(decl.name, False, None, ())
     tt = decl.type.tensorType
     dname = _dtype_name(tt)
     if dname == "STRING":
-        return _Output(decl.name, None, ())
-    return _Output(decl.name, np.dtype(_NP[dname]) if dname in _NP else None, tuple(_static_shape(tt)))
+        return _Output(decl.name, False, None, ())
+    return _Output(decl.name, True, np.dtype(_NP[dname]) if dname in _NP else None, tuple(_static_shape(tt)))
 
 
 @dataclasses.dataclass(frozen=True)
