@@ -12,7 +12,8 @@ of two runs taken back to back much less.
     PYTHONHASHSEED=0 .venv/bin/python benchmarks/refinterp.py --baseline main --rounds 3
     PYTHONHASHSEED=0 .venv/bin/python benchmarks/refinterp.py --baseline 3866eb0 --no-export --blas-threads 1
 
-Writes benchmarks/refinterp.json (the last run, every round) unless --no-record, and prints a Markdown table.
+Writes the run (every round) into benchmarks/refinterp.json under its BLAS thread setting unless --no-record,
+and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -201,8 +202,11 @@ def main() -> None:
               "blas_threads": args.blas_threads or os.environ.get("OPENBLAS_NUM_THREADS") or "default",
               "machine": _machine(), "rounds": args.rounds, "runs": args.runs, "summary": summary,
               "per_round": rounds}
-    if not args.no_record:
-        (HERE / "refinterp.json").write_text(json.dumps(record, indent=1) + "\n")
+    if not args.no_record:  # one record per BLAS thread setting, the last run of each
+        path = HERE / "refinterp.json"
+        doc = json.loads(path.read_text()) if path.is_file() else {}
+        doc[f"blas_threads={record['blas_threads']}"] = record
+        path.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"\nbaseline {args.baseline} ({commit[:10]}) vs {head[:10]}{' + changes' if dirty else ''}; "
           f"median of {args.rounds} rounds, after ÷ before\n")
     print("| file | before ms/prediction | after ms/prediction | after ÷ before | range | second Program, first "
