@@ -181,6 +181,18 @@ def test_a_second_program_of_the_same_files_reuses_constants_and_plan(package: P
     np.testing.assert_array_equal(second.run({"x": x})["y"], y)
 
 
+def test_the_cache_is_keyed_by_content(package: Path, tmp_path: Path) -> None:
+    """A copy at another path shares the entry; the same path with one weight changed does not."""
+    import shutil
+
+    copy = tmp_path / "copy.mlpackage"
+    shutil.copytree(package, copy)
+    first = Program(package).constants()
+    assert Program(copy).constants() is first
+    _bump_weight(copy)
+    assert Program(copy).constants() is not first
+
+
 def test_constants_are_read_only(package: Path) -> None:
     consts = Program(package).constants()
     arrays = [v for v in consts.values() if isinstance(v, np.ndarray) and v.size > 1]

@@ -13,8 +13,8 @@ stay visible). Constants anywhere in the program, nested blocks included, are ev
 Execution is compiled once per program (:class:`_Step`): every op's implementation, its attributes and constant
 inputs (decoded, fp16 widened), the names it reads and the dtype and static shape of each output are resolved before
 the first run, so a run only looks up tensors and calls NumPy. The decoded constants and that plan are shared by
-every :class:`Program` of the same package on disk (a bounded cache keyed by each file's size, mtime, ctime and
-inode; see :func:`clear_cache`); the constant arrays are read-only.
+every :class:`Program` of a package with the same files (a bounded cache keyed by each file's SHA-256; see
+:func:`clear_cache`); the constant arrays are read-only.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ class Program:
 
     def constants(self) -> dict[str, Any]:
         """Outputs of const and constexpr_* ops (decompressed weights, read-only arrays), computed once per package
-        (shared with every Program of the same unchanged files)."""
+        content (shared with every Program whose files are the same)."""
         if self._constants is None:
             self.check_supported()
             cached = _cache_get(self._key)
@@ -451,20 +451,24 @@ _CACHE_LOCK = threading.Lock()
 
 
 def _package_key(path: Path) -> tuple[Any, ...] | None:
-    """Identity of a package's files as they are now: every file's path, size, mtime, ctime and inode (a rewrite,
-    even of one byte in place, changes the mtime and ctime). None when the package cannot be listed."""
+    """The content of a package's files: every file's relative path, size and SHA-256 (≈ 2 GB/s, far cheaper than
+    decoding the weights it saves). Content, not timestamps: a file rewritten within one timestamp tick, or a new
+    package at a reused path and inode, cannot hit a stale entry. None when the package cannot be read."""
+    import hashlib
+
     root = path.resolve()
     files = []
     try:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             for f in sorted(filenames):
-                st = os.stat(os.path.join(dirpath, f))
-                files.append((os.path.relpath(os.path.join(dirpath, f), root), st.st_size, st.st_mtime_ns,
-                              st.st_ctime_ns, st.st_ino))
+                full = os.path.join(dirpath, f)
+                with open(full, "rb") as fh:
+                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                files.append((os.path.relpath(full, root), os.path.getsize(full), digest))
     except OSError:
         return None
-    return (str(root), tuple(files))
+    return tuple(files)
 
 
 def _nbytes(values: Mapping[str, Any]) -> int:
