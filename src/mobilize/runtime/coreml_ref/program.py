@@ -98,7 +98,7 @@ class Program:
         self._blobs: dict[str, BlobFile] = {}
         self._constants: dict[str, Any] | None = None
         self._plan: _Plan | None = None
-        self._key = _package_key(self.path)
+        self._key: tuple[Any, ...] | None = None  # the package's content, hashed when the constants are needed
 
     def _spec_path(self) -> Path:
         from mobilize.bundle.mlpackage import check_package, manifest_doc
@@ -221,6 +221,7 @@ class Program:
         content (shared with every Program whose files are the same)."""
         if self._constants is None:
             self.check_supported()
+            self._key = _package_key(self.path)
             cached = _cache_get(self._key)
             if cached is not None:
                 self._constants, self._plan = cached.constants, cached.plan
