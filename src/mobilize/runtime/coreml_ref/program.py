@@ -9,11 +9,20 @@ the precision the file computes in.
 Control flow ops (``while_loop``, ``cond``) hold nested blocks: their implementations receive each block as a
 callable that runs it in a scope of its own (the block's inputs shadow outer names; values of the enclosing blocks
 stay visible). Constants anywhere in the program, nested blocks included, are evaluated once, at load.
+
+Execution is compiled once per program (:class:`_Step`): every op's implementation, its attributes and constant
+inputs (decoded, fp16 widened), the names it reads and the dtype and static shape of each output are resolved before
+the first run, so a run only looks up tensors and calls NumPy. The decoded constants and that plan are shared by
+every :class:`Program` of a package with the same files (a bounded cache keyed by each file's SHA-256; see
+:func:`clear_cache`); the constant arrays are read-only.
 """
 
 from __future__ import annotations
 
-from collections import ChainMap
+import dataclasses
+import os
+import threading
+from collections import ChainMap, OrderedDict
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +45,10 @@ _BLOB_NAME = {"FLOAT16": "fp16", "FLOAT32": "fp32", "UINT8": "uint8", "INT8": "i
               "INT16": "int16", "UINT16": "uint16", "INT4": "int4", "UINT1": "uint1", "UINT2": "uint2",
               "UINT4": "uint4", "UINT3": "uint3", "UINT6": "uint6", "INT32": "int32", "UINT32": "uint32"}
 CONSTANT_OPS = ("const",)  # plus every constexpr_* op: evaluated once, at load
+
+#: the decoded constants and compiled plans of recently loaded packages, kept for the next Program of the same files
+CACHE_ENTRIES = 8
+CACHE_BYTES = 1 << 29  # constants (as stored and as widened to float32) over all entries; a bigger program is not kept
 
 
 def _dtype_name(tensor_type: Any) -> str:
@@ -84,6 +97,8 @@ class Program:
         self.output_names = list(self.block.outputs)
         self._blobs: dict[str, BlobFile] = {}
         self._constants: dict[str, Any] | None = None
+        self._plan: _Plan | None = None
+        self._key: tuple[Any, ...] | None = None  # the package's content, hashed when the constants are needed
 
     def _spec_path(self) -> Path:
         from mobilize.bundle.mlpackage import check_package, manifest_doc
@@ -202,15 +217,78 @@ class Program:
         return op.type in CONSTANT_OPS or op.type.startswith("constexpr_")
 
     def constants(self) -> dict[str, Any]:
-        """Outputs of const and constexpr_* ops (decompressed weights), computed once."""
+        """Outputs of const and constexpr_* ops (decompressed weights, read-only arrays), computed once per package
+        content (shared with every Program whose files are the same)."""
         if self._constants is None:
             self.check_supported()
+            self._key = _package_key(self.path)
+            cached = _cache_get(self._key)
+            if cached is not None:
+                self._constants, self._plan = cached.constants, cached.plan
+                return self._constants
             env: dict[str, Any] = {}
             for op in self.operations():  # MIL names are unique program-wide, nested blocks included
                 if self._is_constant(op):
-                    self._execute(op, env)
+                    self._call(self._compile_op(op, {}), env, None)
+            for v in env.values():
+                if isinstance(v, np.ndarray):
+                    v.flags.writeable = False  # shared by every run (and Program) of these files
             self._constants = env
+            _cache_put(self._key, _Cached(env, None, _nbytes(env)))
         return self._constants
+
+    def plan(self) -> _Plan:
+        """The compiled main block (see :class:`_Step`), built once per package."""
+        if self._plan is None:
+            constants = self.constants()
+            if self._plan is None:  # not from the cache
+                widened = {k: _widen(v) for k, v in constants.items()}
+                for v in widened.values():
+                    if isinstance(v, np.ndarray):
+                        v.flags.writeable = False
+                self._plan = _Plan(self._compile_block(self.block, widened), constants)
+                _cache_put(self._key, _Cached(constants, self._plan, _nbytes(constants) + _nbytes(
+                    {k: w for k, w in widened.items() if w is not constants[k]})))
+        return self._plan
+
+    def _compile_block(self, block: Any, widened: Mapping[str, Any]) -> _Block:
+        steps = []
+        for op in block.operations:
+            if self._is_constant(op):
+                continue
+            steps.append(self._compile_op(op, widened))
+        return _Block(tuple(i.name for i in block.inputs), tuple(steps), tuple(block.outputs))
+
+    def _compile_op(self, op: Any, widened: Mapping[str, Any]) -> _Step:
+        impl: OpImpl = OPS[op.type]
+        out_name = op.outputs[0].name if len(op.outputs) else "?"
+        static: dict[str, Any] = {}
+        dynamic: list[tuple[str, bool, tuple[tuple[str | None, Any], ...]]] = []
+        try:
+            static.update({k: self.decode(v) for k, v in op.attributes.items() if k != "name"})
+            for key, arg in op.inputs.items():
+                binds: list[tuple[str | None, Any]] = []
+                for b in arg.arguments:
+                    if b.WhichOneof("binding") != "name":
+                        binds.append((None, _widen(self.decode(b.value))))
+                    elif b.name in widened:  # a constant: the same value on every run
+                        binds.append((None, widened[b.name]))
+                    else:
+                        binds.append((b.name, None))
+                variadic = key in impl.variadic
+                if all(name is None for name, _ in binds):
+                    vals = [v for _, v in binds]
+                    static[key] = vals if variadic else (vals[0] if len(vals) == 1 else vals)
+                else:
+                    dynamic.append((key, variadic, tuple(binds)))
+        except (PackageError, UnsupportedOpsError, ExecutionError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one clear line naming the op
+            raise ExecutionError(f"{self.path.name}: op {op.type} → {out_name!r} failed: {type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())[:300]}") from exc
+        blocks = tuple(self._compile_block(b, widened) for b in op.blocks)
+        outputs = tuple(_output_decl(decl) for decl in op.outputs)
+        return _Step(op.type, out_name, impl, static, tuple(dynamic), tuple(zip(impl.blocks, blocks)), outputs)
 
     def run(self, feeds: Mapping[str, np.ndarray], *,
             observe: Callable[[str, str, np.ndarray], None] | None = None,
@@ -221,32 +299,31 @@ class Program:
         ``mobilize diff``). ``substitute`` replaces op outputs by name once they are observed: the ops that read them
         get these values instead (cast to the declared dtype) — ``mobilize diff`` feeds each layer PyTorch's input.
         """
-        env = dict(self.constants())
+        plan = self.plan()
+        env = dict(plan.constants)
         for inp in self.function.inputs:
             if inp.name not in feeds:
                 raise ExecutionError(f"{self.path.name}: missing input {inp.name!r}")
             tt = inp.type.tensorType
             env[inp.name] = np.asarray(feeds[inp.name]).astype(_NP.get(_dtype_name(tt), np.float32), copy=False)
         with np.errstate(all="ignore"):
-            self._run_ops(self.block, env, observe, substitute)
+            self._run_steps(plan.main, env, observe, substitute)
         return {n: env[n] for n in self.output_names}
 
-    def _run_ops(self, block: Any, env: MutableMapping[str, Any],
-                 observe: Callable[[str, str, np.ndarray], None] | None,
-                 substitute: Mapping[str, np.ndarray] | None = None) -> None:
-        for op in block.operations:
-            if self._is_constant(op):
-                continue
-            outs = self._execute(op, env, observe)
+    def _run_steps(self, block: _Block, env: MutableMapping[str, Any],
+                   observe: Callable[[str, str, np.ndarray], None] | None,
+                   substitute: Mapping[str, np.ndarray] | None = None) -> None:
+        for step in block.steps:
+            outs = self._call(step, env, observe)
             if observe is not None:
                 for name, val in outs:
-                    observe(op.type, name, val)
+                    observe(step.type, name, val)
             for name, val in outs if substitute else ():
                 if name in substitute:
                     arr = np.asarray(val)
                     env[name] = np.asarray(substitute[name]).astype(arr.dtype, copy=False).reshape(arr.shape)
 
-    def _block_fn(self, block: Any, env: MutableMapping[str, Any],
+    def _block_fn(self, block: _Block, env: MutableMapping[str, Any],
                   observe: Callable[[str, str, np.ndarray], None] | None) -> Callable[[Any], list[Any]]:
         """A nested block as a callable: its input values → its output values (fresh scope on every call)."""
         def run_block(values: Any) -> list[Any]:
@@ -254,63 +331,53 @@ class Program:
             if len(values) != len(block.inputs):
                 raise ExecutionError(f"{self.path.name}: a nested block takes {len(block.inputs)} inputs, "
                                      f"got {len(values)}")
-            scope: ChainMap[str, Any] = ChainMap({i.name: v for i, v in zip(block.inputs, values)}, env)
-            self._run_ops(block, scope, observe)
+            scope: ChainMap[str, Any] = ChainMap(dict(zip(block.inputs, values)), env)
+            self._run_steps(block, scope, observe)
             return [scope[n] for n in block.outputs]
 
         return run_block
 
-    def _arg(self, binding: Any, env: Mapping[str, Any]) -> Any:
-        if binding.WhichOneof("binding") == "name":
-            return env[binding.name]
-        return self.decode(binding.value)
-
-    def _execute(self, op: Any, env: MutableMapping[str, Any],
-                 observe: Callable[[str, str, np.ndarray], None] | None = None) -> list[tuple[str, Any]]:
-        impl: OpImpl = OPS[op.type]
-        out_name = op.outputs[0].name if len(op.outputs) else "?"
+    def _call(self, step: _Step, env: MutableMapping[str, Any],
+              observe: Callable[[str, str, np.ndarray], None] | None) -> list[tuple[str, Any]]:
+        """Run one compiled op: look up its tensor inputs, call the implementation, store its outputs in ``env``."""
         try:
-            kwargs: dict[str, Any] = {k: self.decode(v) for k, v in op.attributes.items() if k != "name"}
-            for key, arg in op.inputs.items():
-                vals = [_widen(self._arg(b, env)) for b in arg.arguments]
-                kwargs[key] = vals if key in impl.variadic else (vals[0] if len(vals) == 1 else vals)
-            for key, block in zip(impl.blocks, op.blocks):
+            kwargs = dict(step.static)
+            for key, variadic, binds in step.dynamic:
+                vals = [_widen(env[name]) if name is not None else value for name, value in binds]
+                kwargs[key] = vals if variadic else (vals[0] if len(vals) == 1 else vals)
+            for key, block in step.blocks:
                 kwargs[key] = self._block_fn(block, env, observe)
-            result = impl.fn(**kwargs)
+            result = step.impl.fn(**kwargs)
         except (PackageError, UnsupportedOpsError, ExecutionError):
             raise
         except Exception as exc:  # noqa: BLE001 - one clear line naming the op
-            raise ExecutionError(f"{self.path.name}: op {op.type} → {out_name!r} failed: {type(exc).__name__}: "
-                                 f"{' '.join(str(exc).split())[:300]}") from exc
+            raise ExecutionError(f"{self.path.name}: op {step.type} → {step.out_name!r} failed: "
+                                 f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
         results = result if isinstance(result, tuple) else (result,)
-        if len(results) != len(op.outputs):
-            raise ExecutionError(f"{self.path.name}: op {op.type} → {out_name!r} produced {len(results)} outputs, "
-                                 f"the program declares {len(op.outputs)}")
+        if len(results) != len(step.outputs):
+            raise ExecutionError(f"{self.path.name}: op {step.type} → {step.out_name!r} produced {len(results)} "
+                                 f"outputs, the program declares {len(step.outputs)}")
         done = []
-        for decl, val in zip(op.outputs, results):
-            val = self._as_declared(op.type, decl, val)
+        for decl, val in zip(step.outputs, results):
+            val = self._declared(step.type, decl, val)
             env[decl.name] = val
             done.append((decl.name, val))
         return done
 
-    def _as_declared(self, op_type: str, decl: Any, val: Any) -> Any:
+    def _declared(self, op_type: str, decl: _Output, val: Any) -> Any:
         """Cast to the declared dtype (fp16 rounding happens here) and check the declared static shape."""
-        if decl.type.WhichOneof("type") != "tensorType" or isinstance(val, str):
+        if not decl.checked or isinstance(val, str):
             return val
-        tt = decl.type.tensorType
-        dname = _dtype_name(tt)
-        if dname == "STRING":
-            return val
-        arr = np.asarray(val)
-        if dname in _NP:
-            arr = arr.astype(_NP[dname], copy=False)
-        want = _static_shape(tt)
+        arr = val if isinstance(val, np.ndarray) else np.asarray(val)
+        if decl.dtype is not None and arr.dtype != decl.dtype:
+            arr = arr.astype(decl.dtype)
+        want = decl.shape
         if len(want) == arr.ndim and all(w is None or w == g for w, g in zip(want, arr.shape)):
             return arr
         if len(want) != arr.ndim and None not in want and int(np.prod(want)) == arr.size:
             return arr.reshape(want)  # rank-0 vs (1,) and the like: same values, the declared rank wins
         raise ExecutionError(f"{self.path.name}: op {op_type} → {decl.name!r} produced shape {list(arr.shape)}, "
-                             f"the program declares {want}")
+                             f"the program declares {list(want)}")
 
 
 def _widen(v: Any) -> Any:
@@ -327,3 +394,109 @@ def _walk(block: Any) -> Iterator[Any]:
         yield op
         for nested in op.blocks:
             yield from _walk(nested)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Output:
+    name: str
+    checked: bool  # False: returned as is (non-tensor or string outputs)
+    dtype: Any  # numpy dtype to cast to, or None
+    shape: tuple[int | None, ...]
+
+
+def _output_decl(decl: Any) -> _Output:
+    if decl.type.WhichOneof("type") != "tensorType":
+        return _Output(decl.name, False, None, ())
+    tt = decl.type.tensorType
+    dname = _dtype_name(tt)
+    if dname == "STRING":
+        return _Output(decl.name, False, None, ())
+    return _Output(decl.name, True, np.dtype(_NP[dname]) if dname in _NP else None, tuple(_static_shape(tt)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """One op, compiled: ``static`` holds its attributes and constant inputs (decoded, widened), ``dynamic`` the
+    parameters read from tensors at run time as (parameter, variadic, ((name or None, constant value), …))."""
+    type: str
+    out_name: str
+    impl: OpImpl
+    static: dict[str, Any]
+    dynamic: tuple[tuple[str, bool, tuple[tuple[str | None, Any], ...]], ...]
+    blocks: tuple[tuple[str, _Block], ...]
+    outputs: tuple[_Output, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Block:
+    inputs: tuple[str, ...]
+    steps: tuple[_Step, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    main: _Block
+    constants: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cached:
+    constants: dict[str, Any]
+    plan: _Plan | None
+    nbytes: int
+
+
+_CACHE: OrderedDict[tuple[Any, ...], _Cached] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _package_key(path: Path) -> tuple[Any, ...] | None:
+    """The content of a package's files: every file's relative path, size and SHA-256 (≈ 2 GB/s, far cheaper than
+    decoding the weights it saves). Content, not timestamps: a file rewritten within one timestamp tick, or a new
+    package at a reused path and inode, cannot hit a stale entry. None when the package cannot be read."""
+    import hashlib
+
+    root = path.resolve()
+    files = []
+    try:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for f in sorted(filenames):
+                full = os.path.join(dirpath, f)
+                with open(full, "rb") as fh:
+                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                files.append((os.path.relpath(full, root), os.path.getsize(full), digest))
+    except OSError:
+        return None
+    return tuple(files)
+
+
+def _nbytes(values: Mapping[str, Any]) -> int:
+    return sum(v.nbytes for v in values.values() if isinstance(v, np.ndarray))
+
+
+def _cache_get(key: tuple[Any, ...] | None) -> _Cached | None:
+    if key is None:
+        return None
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+        return hit
+
+
+def _cache_put(key: tuple[Any, ...] | None, entry: _Cached) -> None:
+    if key is None or entry.nbytes > CACHE_BYTES:
+        return
+    with _CACHE_LOCK:
+        _CACHE[key] = entry
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > CACHE_ENTRIES or sum(e.nbytes for e in _CACHE.values()) > CACHE_BYTES:
+            _CACHE.popitem(last=False)
+
+
+def clear_cache() -> None:
+    """Forget every cached program (decoded constants and compiled plans)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()

@@ -46,7 +46,7 @@ class CoreMLReferenceRunner(Runner):
         self.program = Program(self.path)
         self.program.check_supported()
         self._inputs, self._outputs = io_from_spec(self.program.spec)
-        self.program.constants()  # decompress weights now: a bad weight file fails at load, not mid-run
+        self.program.plan()  # decompress weights and compile the ops now: a bad weight file fails at load
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from mobilize.runtime.coreml import as_array

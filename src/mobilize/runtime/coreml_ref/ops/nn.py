@@ -31,9 +31,17 @@ def _pads(pad_type, pad, in_sizes, kernel, strides, dilations) -> list[tuple[int
     raise ValueError(f"unknown pad_type {kind!r}")
 
 
+#: im2col columns above this many bytes are built and multiplied a slice of the batch at a time
+_COLS_BYTES = 1 << 28
+
+
 @register("conv", "iOS15.conv.conv")
 def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
-    """N-d convolution (1-3 spatial dims) of x (N, C_in, *D) with weight (C_out, C_in/groups, *K)."""
+    """N-d convolution (1-3 spatial dims) of x (N, C_in, *D) with weight (C_out, C_in/groups, *K).
+
+    im2col: the (strided, dilated) windows are copied once into columns (N, groups, C_in/groups · K, positions) and
+    multiplied by the weights as one matrix product per group (BLAS), a slice of the batch at a time when the
+    columns would be large."""
     x, w = floatx(x), floatx(weight)
     sp = x.ndim - 2
     k = w.shape[2:]
@@ -41,16 +49,25 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     dl = as_ints(dilations) if dilations is not None else [1] * sp
     g = as_int(groups)
     pads = _pads(pad_type, pad, x.shape[2:], k, st, dl)
-    x = np.pad(x, [(0, 0), (0, 0), *pads])
+    if any(p != (0, 0) for p in pads):
+        x = np.pad(x, [(0, 0), (0, 0), *pads])
     eff = tuple((ki - 1) * d + 1 for ki, d in zip(k, dl))
     win = sliding_window_view(x, eff, axis=tuple(range(2, 2 + sp)))
     win = win[(slice(None), slice(None), *(slice(None, None, s) for s in st), *(slice(None, None, d) for d in dl))]
     n, c = x.shape[:2]
     out_sp = win.shape[2:2 + sp]
     cout, cg = w.shape[0], c // g
-    win = win.reshape(n, g, cg, math.prod(out_sp), math.prod(k))
-    wr = w.reshape(g, cout // g, cg, math.prod(k))
-    out = np.einsum("ngcpk,gock->ngop", win, wr, optimize=True).reshape(n, cout, *out_sp)
+    kk, pp = math.prod(k), math.prod(out_sp)
+    # (N, C, *out, *K) → (N, C, *K, *out): each column holds one output position's window
+    win = win.transpose(0, 1, *range(2 + sp, 2 + 2 * sp), *range(2, 2 + sp))
+    wr = w.reshape(g, cout // g, cg * kk)
+    per_item = c * kk * pp * win.itemsize
+    chunk = max(1, _COLS_BYTES // max(per_item, 1))
+    parts = []
+    for i in range(0, n, chunk):
+        cols = win[i:i + chunk].reshape(-1, g, cg * kk, pp)  # the copy im2col makes
+        parts.append(np.matmul(wr, cols))  # (n', g, C_out/g, positions)
+    out = (parts[0] if len(parts) == 1 else np.concatenate(parts)).reshape(n, cout, *out_sp)
     if bias is not None:
         out = out + np.asarray(bias, dtype=out.dtype).reshape((1, -1) + (1,) * sp)
     return out
@@ -218,11 +235,24 @@ def _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, fill):
     return win, real, inside, sp
 
 
+def _window_reduce(win: np.ndarray, sp: int, ufunc: np.ufunc) -> np.ndarray:
+    """``ufunc`` over the last ``sp`` (window) axes of ``win``, one kernel position at a time: each step is one
+    vectorised pass over the whole output, where reducing the strided window axes directly is several times slower.
+    Large windows over few outputs (global pooling) are reduced directly."""
+    kernel = win.shape[-sp:]
+    if math.prod(kernel) > 32:
+        return ufunc.reduce(win, axis=tuple(range(-sp, 0)))
+    acc = np.array(win[(Ellipsis, *(0,) * sp)])
+    for kpos in list(np.ndindex(*kernel))[1:]:
+        ufunc(acc, win[(Ellipsis, *kpos)], out=acc)
+    return acc
+
+
 @register("max_pool", "iOS15.pool.max_pool")
 def max_pool(x, kernel_sizes, strides=None, pad_type="valid", pad=None, ceil_mode=False):
     """Maximum over each window (padding never wins)."""
     win, _, _, sp = _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, -np.inf)
-    return win.max(axis=tuple(range(-sp, 0)))
+    return _window_reduce(win, sp, np.maximum)
 
 
 @register("avg_pool", "iOS15.pool.avg_pool")
@@ -232,14 +262,14 @@ def avg_pool(x, kernel_sizes, strides=None, pad_type="valid", pad=None, exclude_
     win, real, inside, sp = _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, 0.0)
     ax = tuple(range(-sp, 0))
     count = (real if as_bool(exclude_padding_from_average) else inside).sum(axis=ax)
-    return win.sum(axis=ax) / np.maximum(count, 1).astype(win.dtype)
+    return _window_reduce(win, sp, np.add) / np.maximum(count, 1).astype(win.dtype)
 
 
 @register("l2_pool", "iOS15.pool.l2_pool")
 def l2_pool(x, kernel_sizes, strides=None, pad_type="valid", pad=None, ceil_mode=False):
     """√(Σx²) over each window."""
-    win, _, _, sp = _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, 0.0)
-    return np.sqrt(np.square(win).sum(axis=tuple(range(-sp, 0))))
+    win, _, _, sp = _pool(np.square(floatx(x)), kernel_sizes, strides, pad_type, pad, ceil_mode, 0.0)
+    return np.sqrt(_window_reduce(win, sp, np.add))
 
 
 @register("upsample_nearest_neighbor", "iOS16.image_resizing.upsample_nearest_neighbor")

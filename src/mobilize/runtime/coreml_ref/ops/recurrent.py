@@ -29,7 +29,7 @@ def _hard_sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
 _ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -57,29 +57,43 @@ def _vec(v, n: int) -> np.ndarray:  # noqa: ANN001
     return np.zeros(n, np.float32) if v is None else floatx(v).reshape(n)
 
 
-def _sequence(steps: list[np.ndarray], output_sequence) -> np.ndarray:  # noqa: ANN001
-    return np.stack(steps) if as_bool(output_sequence) else steps[-1][None]
+def _lstm_run(x: np.ndarray, h0: np.ndarray, c0: np.ndarray, dirs: list[tuple], reverse: list[bool],
+              acts: tuple[Callable, Callable, Callable],
+              clip: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every direction of an LSTM in one loop over the time steps.
 
-
-def _lstm_pass(x: np.ndarray, h: np.ndarray, c: np.ndarray, w_ih, w_hh, bias, peephole, reverse: bool,
-               acts: tuple[Callable, Callable, Callable], clip: float | None) -> tuple[list[np.ndarray], ...]:
-    """One direction; returns the per-step hidden states in processing order and the final (h, c)."""
-    w_ih, w_hh = floatx(w_ih), floatx(w_hh)
-    hidden = w_hh.shape[1]
-    b = _vec(bias, 4 * hidden)
-    p_i, p_f, p_o = np.split(_vec(peephole, 3 * hidden), 3)
+    ``dirs`` holds (weight_ih, weight_hh, bias, peephole) per direction, ``h0``/``c0`` are (directions, batch,
+    hidden). The input projections of all time steps are one matrix product before the loop; each step is one
+    batched (directions × batch × hidden) · (hidden × 4·hidden) product and the gate arithmetic on all directions
+    at once. Returns the hidden states (seq, directions, batch, hidden) in each direction's processing order and
+    the final h and c (directions, batch, hidden).
+    """
+    hidden = floatx(dirs[0][1]).shape[1]
+    projected = np.stack([np.matmul(x[::-1] if rev else x, floatx(w_ih).T) + _vec(bias, 4 * hidden)
+                          for (w_ih, _, bias, _), rev in zip(dirs, reverse)], axis=1)  # (seq, D, batch, 4H)
+    w_hh_t = np.ascontiguousarray(np.stack([floatx(w_hh).T for _, w_hh, _, _ in dirs]))  # (D, H, 4H)
+    peep = [None if p is None else _vec(p, 3 * hidden) for *_, p in dirs]
+    if all(p is None or not p.any() for p in peep):  # no peepholes: the i and f gates are one activation call
+        p_i = p_f = p_o = None
+    else:
+        p_i, p_f, p_o = (np.stack([np.zeros(3 * hidden, np.float32) if p is None else p for p in peep])
+                         [:, None, j * hidden:(j + 1) * hidden] for j in range(3))
     rec, cell, out = acts
-    xs = x[::-1] if reverse else x
-    projected = np.matmul(xs, w_ih.T) + b  # (seq, batch, 4H)
-    steps = []
-    for xw in projected:
-        g_i, g_f, g_o, g_z = np.split(xw + np.matmul(h, w_hh.T), 4, axis=-1)
-        i, f, z = rec(g_i + c * p_i), rec(g_f + c * p_f), cell(g_z)
-        c = f * c + i * z
+    h, c = h0, c0
+    steps = np.empty(projected.shape[:-1] + (hidden,), projected.dtype)
+    for t, xw in enumerate(projected):
+        g = xw + np.matmul(h, w_hh_t)
+        if p_i is None:
+            i_f = rec(g[..., :2 * hidden])
+            i, f = i_f[..., :hidden], i_f[..., hidden:]
+        else:
+            i, f = rec(g[..., :hidden] + c * p_i), rec(g[..., hidden:2 * hidden] + c * p_f)
+        c = f * c + i * cell(g[..., 3 * hidden:])
         if clip is not None:
             c = np.clip(c, -clip, clip)
-        h = rec(g_o + c * p_o) * out(c)
-        steps.append(h)
+        g_o = g[..., 2 * hidden:3 * hidden]
+        h = rec(g_o if p_o is None else g_o + c * p_o) * out(c)
+        steps[t] = h
     return steps, h, c
 
 
@@ -89,23 +103,27 @@ def lstm(x, initial_h, initial_c, weight_ih, weight_hh, bias=None, peephole=None
          recurrent_activation="sigmoid", cell_activation="tanh", activation="tanh", clip=None):
     """LSTM over x (seq, batch, input): c = f·c + i·z, h = o·activation(c), with peepholes on c and an optional
     clip of c to ±clip; returns (outputs, final h, final c) — see the module docstring for layouts and directions.
+    A bidirectional LSTM runs both directions in the same time-step loop.
     """
     x = floatx(x)
     d = _direction(direction, ("forward", "reverse", "bidirectional"))
     acts = (_act(recurrent_activation), _act(cell_activation), _act(activation))
     lim = None if clip is None else as_float(clip)
     h0, c0 = floatx(initial_h), floatx(initial_c)
+    fw = (weight_ih, weight_hh, bias, peephole)
     if d != "bidirectional":
-        steps, h, c = _lstm_pass(x, h0, c0, weight_ih, weight_hh, bias, peephole, d == "reverse", acts, lim)
-        return _sequence(steps, output_sequence), h, c
+        steps, h, c = _lstm_run(x, h0[None], c0[None], [fw], [d == "reverse"], acts, lim)
+        return (steps[:, 0] if as_bool(output_sequence) else steps[-1:, 0]), h[0], c[0]
     hidden = floatx(weight_hh).shape[1]
-    fw, h_f, c_f = _lstm_pass(x, h0[:, :hidden], c0[:, :hidden], weight_ih, weight_hh, bias, peephole, False,
-                              acts, lim)
-    bw, h_b, c_b = _lstm_pass(x, h0[:, hidden:], c0[:, hidden:], weight_ih_back, weight_hh_back, bias_back,
-                              peephole_back, True, acts, lim)
-    steps = [np.concatenate([f, b], axis=-1) for f, b in zip(fw, bw[::-1])]  # backward half in input time order
-    seq = np.stack(steps) if as_bool(output_sequence) else np.concatenate([fw[-1], bw[-1]], axis=-1)[None]
-    return seq, np.concatenate([h_f, h_b], axis=-1), np.concatenate([c_f, c_b], axis=-1)
+    h0s = np.stack([h0[:, :hidden], h0[:, hidden:]])
+    c0s = np.stack([c0[:, :hidden], c0[:, hidden:]])
+    bw = (weight_ih_back, weight_hh_back, bias_back, peephole_back)
+    steps, h, c = _lstm_run(x, h0s, c0s, [fw, bw], [False, True], acts, lim)
+    if as_bool(output_sequence):  # the backward half in input time order
+        seq = np.concatenate([steps[:, 0], steps[::-1, 1]], axis=-1)
+    else:
+        seq = np.concatenate([steps[-1, 0], steps[-1, 1]], axis=-1)[None]
+    return seq, np.concatenate([h[0], h[1]], axis=-1), np.concatenate([c[0], c[1]], axis=-1)
 
 
 @register("gru", _R + "gru")
@@ -122,19 +140,23 @@ def gru(x, initial_h, weight_ih, weight_hh, bias=None, direction="forward", outp
     b_h = np.split(_vec(bias, 3 * hidden), 3)
     after = reset_after is not None and as_bool(reset_after)
     wr_h, wo_h, wz_h = np.split(w_hh, 3)
+    w_rz_t = np.ascontiguousarray(np.concatenate([wr_h, wz_h]).T)  # r and z from one product per step
+    b_rz = np.concatenate([b_h[0], b_h[2]])
+    wo_t = np.ascontiguousarray(wo_h.T)
     xs = x[::-1] if d == "reverse" else x
     projected = np.matmul(xs, w_ih.T) + _vec(input_bias, 3 * hidden)  # (seq, batch, 3H)
+    x_rz = np.concatenate([projected[..., :hidden], projected[..., 2 * hidden:]], axis=-1)
+    x_o = projected[..., hidden:2 * hidden]
     h = floatx(initial_h)
-    steps = []
-    for xw in projected:
-        x_r, x_o, x_z = np.split(xw, 3, axis=-1)
-        r = rec(x_r + np.matmul(h, wr_h.T) + b_h[0])
-        z = rec(x_z + np.matmul(h, wz_h.T) + b_h[2])
-        hidden_o = r * (np.matmul(h, wo_h.T) + b_h[1]) if after else np.matmul(r * h, wo_h.T) + b_h[1]
-        o = act(x_o + hidden_o)
+    steps = np.empty(projected.shape[:-1] + (hidden,), projected.dtype)
+    for t in range(len(projected)):
+        rz = rec(x_rz[t] + np.matmul(h, w_rz_t) + b_rz)
+        r, z = rz[..., :hidden], rz[..., hidden:]
+        hidden_o = r * (np.matmul(h, wo_t) + b_h[1]) if after else np.matmul(r * h, wo_t) + b_h[1]
+        o = act(x_o[t] + hidden_o)
         h = (1 - z) * o + z * h
-        steps.append(h)
-    return _sequence(steps, output_sequence), h
+        steps[t] = h
+    return (steps if as_bool(output_sequence) else steps[-1:]), h
 
 
 @register("rnn", _R + "rnn")
@@ -146,9 +168,10 @@ def rnn(x, initial_h, weight_ih, weight_hh, bias=None, direction="forward", outp
     act = _act(activation)
     xs = x[::-1] if d == "reverse" else x
     projected = np.matmul(xs, w_ih.T) + _vec(bias, w_hh.shape[0])
+    w_hh_t = np.ascontiguousarray(w_hh.T)
     h = floatx(initial_h)
-    steps = []
-    for xw in projected:
-        h = act(xw + np.matmul(h, w_hh.T))
-        steps.append(h)
-    return _sequence(steps, output_sequence), h
+    steps = np.empty(projected.shape[:-1] + (w_hh.shape[0],), projected.dtype)
+    for t, xw in enumerate(projected):
+        h = act(xw + np.matmul(h, w_hh_t))
+        steps[t] = h
+    return (steps if as_bool(output_sequence) else steps[-1:]), h
