@@ -177,7 +177,10 @@ def _absolute(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _worker_env() -> dict[str, str]:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "3"}
+    """A worker's environment: the runtimes' C++ logs off, and NumPy's BLAS on one thread unless the user set it —
+    workers run beside each other and beside the converter children, and the Core ML reference interpreter's
+    products on every core of a busy machine ran 5× slower than on one (docs/coreml-reference.md#speed)."""
+    return {"OPENBLAS_NUM_THREADS": "1", **os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "3"}
 
 
 def _outcome(result_path: Path, log_path: Path, rc: int | None, since: int) -> dict[str, Any]:
