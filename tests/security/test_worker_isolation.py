@@ -114,3 +114,12 @@ def test_relative_paths_in_a_job_resolve_against_the_callers_folder(tmp_path: Pa
     monkeypatch.chdir(tmp_path)
     found = isolate.run({"op": "inspect", "format": "onnx", "path": "m.onnx"})
     assert found["inputs"] == [{"name": "x", "shape": [1, 4], "dtype": "float32"}]
+
+
+def test_workers_get_one_blas_thread_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mobilize.isolate import _worker_env
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    assert _worker_env()["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "8")
+    assert _worker_env()["OPENBLAS_NUM_THREADS"] == "8"
