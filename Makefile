@@ -4,9 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mobilize-installed
 
-# the suite runs on every core (pytest-xdist; tests/conftest.py groups it so each expensive fixture runs once)
+# the suite runs on every core (pytest-xdist): each module whole on one worker, the modules with the most slow tests
+# first (tests/conftest.py orders them)
 TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-XDIST     := -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
+XDIST     := -n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder
 
 .PHONY: demo test test-fast test-onnx-only lint clean
 

@@ -130,26 +130,17 @@ def tiny_pt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- parallel runs (pytest-xdist) -------------------------------------------------------------------------------
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """How ``make test`` (``-n 2 --dist loadgroup --no-loadscope-reorder``) splits the suite over the cores.
+    """The order ``make test`` hands the modules to its workers (``-n 2 --dist loadscope --no-loadscope-reorder``:
+    each module runs whole on one worker, so its module-scoped fixtures run once; the end-to-end export pool is
+    shared by the workers, see tests/e2e/conftest.py).
 
-    Each group runs whole on one worker: a test directory is one group (the session-scoped fixtures of its conftest
-    then run once), except ``tests/e2e``, whose modules are groups of their own (its export pool is shared by the
-    workers, see tests/e2e/conftest.py) — as are the test files at the top. Groups are put in the order of their
-    ``slow`` tests, most first, so the longest work starts first and no worker is left with a long group at the
-    end. Without xdist the marks do nothing and only the order changes.
+    Modules go in the order of their ``slow`` tests, most first, so the longest work starts first and no worker is
+    left with a long module at the end (longest-first scheduling); within a module the order is the file's. Without
+    xdist only the order changes.
     """
-    here = Path(__file__).parent
-    groups: dict[str, list[pytest.Item]] = {}
+    modules: dict[str, list[pytest.Item]] = {}
     for item in items:
-        mark = item.get_closest_marker("xdist_group")
-        if mark and mark.args:
-            name = str(mark.args[0])
-        else:
-            rel = Path(str(item.fspath)).relative_to(here).parts
-            name = "/".join(rel) if len(rel) == 1 or rel[0] == "e2e" else rel[0]
-            item.add_marker(pytest.mark.xdist_group(name))
-        groups.setdefault(name, []).append(item)
-    weight = {name: sum(1 for it in group if it.get_closest_marker("slow")) for name, group in groups.items()}
-    items[:] = [it for name in sorted(groups, key=lambda n: -weight[n]) for it in groups[name]]
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    weight = {name: sum(1 for it in group if it.get_closest_marker("slow")) for name, group in modules.items()}
+    items[:] = [it for name in sorted(modules, key=lambda n: -weight[n]) for it in modules[name]]

@@ -134,7 +134,8 @@ def test_temporary_files_of_the_child_are_removed() -> None:
         os.abort()  # crashes before it could clean up: the parent removes the child's temporary folder
         return name
 
-    before = set(Path(tempfile.gettempdir()).glob("mobilize-convert-*"))
+    mine = f"mobilize-convert-{os.getpid()}-*"  # this process's children only (other test workers run beside it)
+    before = set(Path(tempfile.gettempdir()).glob(mine))
     with pytest.raises(isolate.ConverterDied):
         _call(work)
-    assert set(Path(tempfile.gettempdir()).glob("mobilize-convert-*")) == before
+    assert set(Path(tempfile.gettempdir()).glob(mine)) == before
