@@ -78,6 +78,7 @@ MACHINE_FIELDS = {
 }
 
 
+@pytest.mark.slow
 def test_json_has_every_documented_field(bench_run) -> None:  # noqa: ANN001
     result, _, _ = bench_run
     data = json.loads(json.dumps(result.data, allow_nan=False))  # what --json writes

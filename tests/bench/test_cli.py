@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from mobilize.bench.cli import bench
@@ -56,6 +57,7 @@ def test_budget_met_exits_0_and_writes_everything(bundle_copy: Path, tmp_path: P
     assert [r["format"] for r in bench_data["results"]] == ["pytorch", "onnx"]
 
 
+@pytest.mark.slow
 def test_malformed_budget_exits_2_without_measuring(bundle_copy: Path) -> None:
     before = (bundle_copy / "manifest.json").read_bytes()
     assert _invoke([str(bundle_copy), *FAST, "--budget", "latency_p90_ms=fast"]) == 2

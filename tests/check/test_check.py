@@ -57,6 +57,7 @@ def _flip_byte(path: Path) -> None:
 # --- the first run and the baseline --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_first_check_reports_the_missing_baseline(first_check: tuple[Path, Any]) -> None:
     root, result = first_check
     assert result.exit_code == 0
@@ -120,6 +121,7 @@ def retrained(baselined: tuple[Path, Any], tmp_path_factory: pytest.TempPathFact
     return root, check.run(root / "mobilize.toml")
 
 
+@pytest.mark.slow
 def test_harmless_retrain_passes_against_the_baseline(retrained: tuple[Path, Any]) -> None:
     from mobilize import check
 
@@ -174,6 +176,7 @@ def test_summary_html_renders_in_headless_chromium(retrained: tuple[Path, Any], 
     assert all(points(ax) for ax in fig.axes) and outside(fig) == []
 
 
+@pytest.mark.slow
 def test_retrain_that_breaks_parity_fails_naming_artifact_and_numbers(baselined: tuple[Path, Any],
                                                                       tmp_path: Path) -> None:
     root = copy_project(baselined[0], tmp_path / "project")
@@ -298,6 +301,7 @@ def test_bundle_file_altered_after_baseline_fails(baselined: tuple[Path, Any], t
     assert checks["parity"]["status"] == "fail" and "content is not recognised" in checks["parity"]["message"]
 
 
+@pytest.mark.slow
 def test_plain_rerun_fails_when_the_previous_bundle_was_altered(baselined: tuple[Path, Any],
                                                                  tmp_path: Path) -> None:
     """Without --bundle the check re-exports, which would silently replace an edited file: it is looked at first."""
@@ -319,6 +323,7 @@ def test_plain_rerun_fails_when_the_previous_bundle_was_altered(baselined: tuple
     assert invoke("check", "--config", str(root / "mobilize.toml")).exit_code == 0
 
 
+@pytest.mark.slow
 def test_update_baseline_flag_only_after_a_passing_run(first_check: tuple[Path, Any], tmp_path: Path) -> None:
     root = copy_project(first_check[0], tmp_path / "project")
     args = ["check", "--config", str(root / "mobilize.toml"), "--bundle", str(root / "mobilize-check" / "bundle"),

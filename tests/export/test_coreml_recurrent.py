@@ -321,6 +321,7 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
     return program.run({program.input_names[0]: x})[program.output_names[0]]
 
 
+@pytest.mark.slow
 def test_store_weights_fp16_keeps_float32_compute_with_half_the_weight_bytes(tmp_path: Path) -> None:
     model = _mil_model(_lstm_rnn({"lstm": _LSTM, "rnn": _RNN}), "iOS16", "FLOAT16")
     assert coreml_recurrent.float32_recurrent_ops(model) == {"lstm": 1, "rnn": 1}  # the premise: iOS16 keeps fp32
@@ -365,6 +366,7 @@ def test_store_weights_fp16_leaves_constants_other_ops_read(tmp_path: Path) -> N
     assert sorted(made_by.values()) == ["const", "constexpr_cast", "constexpr_cast"], made_by
 
 
+@pytest.mark.slow
 def test_fp16_notes_per_deployment_target() -> None:
     import coremltools as ct
 

@@ -27,6 +27,7 @@ def _ops(path: Path) -> set[str]:
             for op in b.operations}
 
 
+@pytest.mark.slow
 def test_w8a8_quantizes_activations_and_keeps_accuracy(digits_fp32: Path, tmp_path: Path) -> None:
     from coremltools.optimize.coreml import _post_training_quantization as ptq
 
@@ -88,6 +89,7 @@ class _Relu6Net:
         return net.eval()
 
 
+@pytest.mark.slow
 def test_ranges_before_a_relu6_are_narrowed_to_the_clip(tmp_path: Path) -> None:
     """coremltools quantizes a conv output *before* the ReLU6 (``clip``) that reads it; the grid must span [0, 6],
     not the pre-activation range calibration saw (saturate-then-clip equals clip, so only the resolution changes)."""

@@ -124,6 +124,7 @@ def test_real_test_set_accuracy_for_every_artifact(digits: dict) -> None:
             assert acc["top1_accuracy"] == model_acc["top1_accuracy"]
 
 
+@pytest.mark.slow
 def test_weight_only_recipes_run_without_calibration(tmp_path: Path) -> None:
     result = api.export("zoo:digits", tmp_path / "b", formats="onnx", precisions="int8-weights", isolate=False)
     (a,) = result.artifacts

@@ -100,6 +100,7 @@ def _ops(path: Path) -> list[str]:
     return [n.op_type for n in onnx.load(str(path)).graph.node]
 
 
+@pytest.mark.slow
 def test_float_weights_sees_recurrent_weights_behind_the_exporters_gate_reordering(bilstm: dict) -> None:
     """torch.onnx computes LSTM W/R from PyTorch's weights with Slice/Concat (gate order): still float weights."""
     model = onnx.load(str(bilstm["fp32"]))

@@ -72,6 +72,7 @@ def _snr(a: np.ndarray, ref: np.ndarray) -> float:
     return float(10 * np.log10((ref ** 2).sum() / ((a - ref) ** 2).sum()))
 
 
+@pytest.mark.slow
 def test_weight_error_is_onnxruntimes_own_rounding(block: dict, tmp_path: Path) -> None:
     """ΔW must be the rounding onnxruntime applies, or the correction corrects the wrong thing."""
     out = tmp_path / "qdq.onnx"

@@ -113,6 +113,7 @@ def _ops(path: Path) -> dict[str, dict]:
         for op in ops if len(op["outputs"])}
 
 
+@pytest.mark.slow
 def test_layers_read_in_tflite_layout_reproduce_the_float_outputs(tiny: dict) -> None:
     """patches · W + b (then the fused activation) must be what LiteRT computes, padding and stride included —
     else the bias shift and the Hessian describe some other layer."""
@@ -159,6 +160,7 @@ def test_error_feedback_rounding_lowers_the_layer_output_error(tiny: dict) -> No
         assert err["gptq"] < 0.8 * err["nearest"], (name, err)
 
 
+@pytest.mark.slow
 def test_chosen_weights_are_what_ai_edge_quantizer_writes(tiny: dict) -> None:
     assert any("error-feedback rounding (GPTQ)" in n for n in tiny["notes"]), tiny["notes"]
     assert any("bias correction on 4 layers" in n for n in tiny["notes"]), tiny["notes"]

@@ -11,6 +11,7 @@ from mobilize.errors import OptionError
 from mobilize.quantize import AccuracyTarget
 
 
+@pytest.mark.slow
 def test_a_budget_that_binds_keeps_the_first_file_and_says_so(digits_onnx: dict[str, Any], tmp_path: Path) -> None:
     from mobilize.quantize import driver as D
 

@@ -63,6 +63,7 @@ def _fifo(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("member", ["tiny_fp32.onnx", "reference.npz", "manifest.json"])
 def test_special_file_in_a_bundle_is_refused_without_hanging(bundle_copy: Path, member: str) -> None:
     _fifo(bundle_copy / member)
@@ -71,6 +72,7 @@ def test_special_file_in_a_bundle_is_refused_without_hanging(bundle_copy: Path, 
     assert _digest(bundle_copy.parent) == before
 
 
+@pytest.mark.slow
 def test_a_huge_sparse_artifact_is_refused_before_reading(bundle_copy: Path) -> None:
     """A 3 GB sparse "model" (instant to create, minutes to hash): refused from its size, before any read."""
     with (bundle_copy / "tiny_fp32.onnx").open("r+b") as f:
@@ -92,6 +94,7 @@ def _manifest_text(bundle: Path, text: str) -> None:
     (lambda m: json.dumps({**m, "model": {**m["model"], "inputs": [{"name": 5}]}}), "model/inputs"),
     (lambda m: json.dumps({**m, "artifacts": [{**m["artifacts"][0], "bytes": 10**25}]}), "manifest"),
 ], ids=["nested", "float-overflow", "huge-int", "nan", "wrong-type", "wrong-nested-type", "huge-size"])
+@pytest.mark.slow
 def test_hostile_manifest_is_a_one_line_error(bundle_copy: Path, edit, needle: str) -> None:  # noqa: ANN001
     m = json.loads((bundle_copy / "manifest.json").read_text())
     _manifest_text(bundle_copy, edit(m))
@@ -157,6 +160,7 @@ def test_unusable_json_target_fails_before_the_bundle_changes(bundle_copy: Path,
     assert _digest(work) == before
 
 
+@pytest.mark.slow
 def test_unusable_report_dir_and_junit_fail_first(bundle_copy: Path) -> None:
     work = bundle_copy.parent
     (work / "afile").write_text("x")
@@ -279,6 +283,7 @@ def workdir(tmp_path: Path) -> Path:
     ("on_meta", ["meta device", "to_empty"]),
     ("exits_in_forward", ["sys.exit"]),
 ])
+@pytest.mark.slow
 def test_misbehaving_builders_are_one_line_errors(workdir: Path, fn: str, needles: list[str]) -> None:
     before = _digest(workdir)
     _error(_cli(["export", f"models.py:{fn}", "--formats", "onnx", "--precisions", "fp32", "--out", "out"], workdir),
@@ -286,6 +291,7 @@ def test_misbehaving_builders_are_one_line_errors(workdir: Path, fn: str, needle
     assert _digest(workdir) == before and not (workdir / "out").exists()
 
 
+@pytest.mark.slow
 def test_float16_calibration_is_a_one_line_error(workdir: Path) -> None:
     rng = np.random.default_rng(0)
     np.savez(workdir / "calib.npz", image=rng.standard_normal((16, 1, 3, 8, 8)).astype(np.float16))
@@ -295,6 +301,7 @@ def test_float16_calibration_is_a_one_line_error(workdir: Path) -> None:
     assert _digest(workdir) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["source", "pt2", "weights", "calibration-npz", "calibration-image"])
 def test_special_files_as_inputs_are_refused_without_hanging(workdir: Path, where: str) -> None:
     args = ["export", "models.py:image_model", "--formats", "onnx", "--precisions",
@@ -315,6 +322,7 @@ def test_special_files_as_inputs_are_refused_without_hanging(workdir: Path, wher
     _error(_cli(args, workdir, timeout=120), "FIFO")
 
 
+@pytest.mark.slow
 def test_decompression_bomb_image_is_a_one_line_error(workdir: Path) -> None:
     """PIL refuses images above twice ``MAX_IMAGE_PIXELS`` (89 M pixels): a small PNG of 12000 × 12000 zeros."""
     from PIL import Image

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,12 +35,14 @@ def test_arbitrary_bytes(tmp_path: Path, data: bytes) -> None:
     _read(tmp_path, data)
 
 
+@pytest.mark.slow
 @_SETTINGS
 @given(doc=_json)
 def test_arbitrary_json(tmp_path: Path, doc: object) -> None:
     _read(tmp_path, json.dumps(doc).encode())
 
 
+@pytest.mark.slow
 @_SETTINGS
 @given(path=st.text(min_size=1, max_size=40), size=st.integers(min_value=-5, max_value=10**12))
 def test_artifact_paths_and_sizes(tmp_path: Path, path: str, size: int) -> None:
@@ -84,6 +87,7 @@ def _set(doc: Any, dotted: str, value: Any) -> Any:
     return doc
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(_FIELDS), value=_extreme)
 def test_one_changed_field_is_a_bundle_error_or_a_verdict(tiny_bundle: Path, tmp_path: Path, field: str,

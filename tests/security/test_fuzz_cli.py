@@ -86,6 +86,7 @@ def test_bench_flags(tmp_path: Path, seen: list[BaseException], flag: str, value
     _assert_input_error(result, seen)
 
 
+@pytest.mark.slow
 @_SETTINGS
 @given(threads=_threads, budget=_budget)
 def test_bench_threads_with_budgets(tmp_path: Path, seen: list[BaseException], threads: str, budget: str) -> None:
@@ -97,6 +98,7 @@ _EXPORT_FLAGS = ["--formats", "--precisions", "--onnx-opset", "--coreml-target",
                  "--holdout", "--max-size-ratio", "--snr-headroom", "--calibration", "--weights"]
 
 
+@pytest.mark.slow
 @_SETTINGS
 @given(flag=st.sampled_from(_EXPORT_FLAGS), value=_weird, precisions=st.sampled_from(["fp32", "int8-weights"]))
 @example(flag="--min-snr", value="nan", precisions="int8-weights")

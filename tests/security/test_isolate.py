@@ -30,6 +30,7 @@ def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return d / "m.onnx", d / "reference.npz"
 
 
+@pytest.mark.slow
 def test_child_verifies_a_real_file(onnx_file: tuple[Path, Path]) -> None:
     path, ref = onnx_file
     found = inspect_and_verify(get("onnx"), path, "fp32", ref, ["x"])

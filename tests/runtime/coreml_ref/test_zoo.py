@@ -43,12 +43,14 @@ def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     return out, _export("digits", out)
 
 
+@pytest.mark.slow
 def test_digits_fp32_and_fp16_pass_through_the_interpreter(digits_bundle) -> None:  # noqa: ANN001
     _check(digits_bundle[1])
 
 
 @pytest.mark.parametrize("name", [pytest.param("mobilenet_v2", marks=pytest.mark.slow), "text_encoder",
                                   "gru_classifier"])
+@pytest.mark.slow
 def test_zoo_model_passes_through_the_interpreter(name: str, tmp_path: Path) -> None:
     _check(_export(name, tmp_path / name))
 
