@@ -170,9 +170,13 @@ def run(job: dict[str, Any], *, timeout: float | None = None, memory_mb: int | N
 
 
 def _absolute(job: dict[str, Any]) -> dict[str, Any]:
-    for key in _PATH_KEYS:  # the worker starts in its own folder: relative paths would not resolve there
+    """The job with every path absolute — its own and its ``items``' (a timing job's files): the worker starts in its
+    own folder, where relative paths would not resolve."""
+    for key in _PATH_KEYS:
         if job.get(key):
             job[key] = os.path.abspath(job[key])
+    if isinstance(job.get("items"), list):
+        job["items"] = [_absolute(dict(it)) if isinstance(it, dict) else it for it in job["items"]]
     return job
 
 

@@ -177,3 +177,16 @@ def test_packages_hold_only_what_their_manifest_lists(tmp_path: Path) -> None:
             assert rel == Path("Manifest.json") or any(rel == item or item in rel.parents for item in listed), rel
     fp32 = next(a for a in m["artifacts"] if a["precision"] == "fp32")
     assert any("executorch_debug_handle_mapping.json" in n and n.startswith("removed ") for n in fp32["notes"])
+
+
+@pytest.mark.slow
+def test_latency_is_measured_when_the_bundle_path_is_relative(digits_run) -> None:  # noqa: ANN001
+    """The pool's exports use ``--out <name>`` relative to their folder; the timing worker starts in a folder of its
+    own, so the files it times must reach it as absolute paths (they once did not, and every timing came back
+    'could not run')."""
+    assert not Path(digits_run.run.args[digits_run.run.args.index("--out") + 1]).is_absolute()
+    timed = {(a["format"], a["precision"]): a["fitness"]["latency"] for a in digits_run.manifest["artifacts"]
+             if a["format"] in ("onnx", "tflite")}
+    assert len(timed) == 4
+    for key, latency in timed.items():
+        assert latency.get("median_ms", 0) > 0, (key, latency)
