@@ -6,7 +6,7 @@ Jobs:
                                                                         → {"inputs", "outputs", "parity"}
   either of those with "analyze": true                                  → also {"analysis"} (or "analysis_error")
   either of those with "place": {options}                               → also {"placement"} (or "placement_error")
-  {"op": "latency", "items": [{"key", "format", "path"}], "reference", "input_names"}
+  {"op": "latency", "items": [{"key", "format", "path"}], "reference", "input_names", "pairs"}
                                                                         → {"latency": {key: record}}
   {"op": "diff", "format", "path", "samples", "input_names", "values", …}  → see mobilize.diff.worker
   {"op": "warm", "formats": [...]}                                      → {"warm": [...]} (imports the runtimes,
@@ -36,7 +36,8 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
     if job["op"] == "latency":
         from mobilize.verify.timing import measure_in_process
 
-        return {"latency": measure_in_process(job["items"], Path(job["reference"]), job["input_names"])}
+        return {"latency": measure_in_process(job["items"], Path(job["reference"]), job["input_names"],
+                                              pairs=job.get("pairs"))}
     if job["op"] == "diff":
         from mobilize.diff.worker import handle as diff_job
 

@@ -564,7 +564,9 @@ def judge_fitness(bundle: Path, artifacts: list[dict[str, Any]], graph: dict[str
         (step or (lambda _m: None))(f"timing {len(ok)} file(s) (single thread)")
         items = [{"key": f"{a['format']} {a['precision']}", "format": a["format"], "path": str(bundle / a["path"])}
                  for a in ok]
-        timed = timing.measure(items, ref_path, list(input_names), isolate=isolate)
+        pairs = fitness.latency_pairs([(it["key"], a["format"], a["precision"]) for a, it in zip(ok, items)],
+                                      thresholds)
+        timed = timing.measure(items, ref_path, list(input_names), isolate=isolate, pairs=pairs)
         for a, it in zip(ok, items):
             a["latency"] = timed.get(it["key"])
     fitness.judge(artifacts, graph, floors, thresholds, dynamic)

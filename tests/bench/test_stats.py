@@ -105,3 +105,47 @@ def test_settings_validate() -> None:
         Settings(min_runs=0)
     with pytest.raises(OptionError):
         Settings(cv_threshold=0)
+
+
+def _m(key: str, samples: list[float]) -> Measurement:
+    return Measurement(key, samples_ms=list(samples))
+
+
+def test_a_settled_comparison_is_decided_and_an_open_one_is_not() -> None:
+    from mobilize.verify.timing import decided_by
+
+    near = [1.0, 1.02, 0.98, 1.01, 0.99, 1.03, 1.0]
+    decided = decided_by([["a", "b", 2.0]])
+    assert decided is not None
+    assert decided({"a": _m("a", [x * 1.2 for x in near]), "b": _m("b", near)})  # surely within 2×
+    assert decided({"a": _m("a", [x * 5 for x in near]), "b": _m("b", near)})  # surely beyond 2×
+    assert not decided({"a": _m("a", [x * 2 for x in near]), "b": _m("b", near)})  # at the limit: keep timing
+    assert not decided({"a": _m("a", [1.0, 1.1, 2.6, 1.0, 1.05, 0.9, 1.0]), "b": _m("b", near)})  # wide interval
+    assert decided({"a": _m("a", []), "b": _m("b", near)})  # a file that could not run decides nothing
+    assert decided_by([]) is None  # no comparison: time in full
+
+
+def test_timing_stops_after_the_round_that_settles_it() -> None:
+    log: list[str] = []
+    s = Settings(warmup_runs=2, warmup_seconds=0, min_runs=30, min_seconds=0, rounds=3, rewarm_runs=0)
+    full = measure([FakeTarget("a", log), FakeTarget("b", log)], s)
+    rounds_seen: list[int] = []
+
+    def after_two_rounds(results: dict[str, Measurement]) -> bool:
+        rounds_seen.append(len(results["a"].samples_ms))
+        return len(rounds_seen) >= 2
+
+    early = measure([FakeTarget("a", log), FakeTarget("b", log)], s, decided=after_two_rounds)
+    assert all(len(m.samples_ms) >= 30 for m in full.values())
+    assert [len(m.samples_ms) for m in early.values()] == [20, 20]  # two rounds of ceil(30 / 3) runs each
+    assert rounds_seen[:2] == [10, 20]
+
+
+def test_fitness_pairs_are_the_comparisons_it_judges() -> None:
+    from mobilize.verify.fitness import Thresholds, latency_pairs
+
+    items = [("onnx fp32", "onnx", "fp32"), ("tflite fp32", "tflite", "fp32"), ("onnx int8", "onnx", "int8")]
+    pairs = latency_pairs(items)
+    assert ["onnx fp32", "tflite fp32", 2.0] in pairs and ["tflite fp32", "onnx fp32", 2.0] in pairs
+    assert ["onnx int8", "onnx fp32", 1.1] in pairs and len(pairs) == 3
+    assert latency_pairs(items, Thresholds(max_latency_vs_sibling=None, max_latency_vs_fp32=None)) == []

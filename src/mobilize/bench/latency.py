@@ -259,9 +259,11 @@ def _warm_up(target: Target, settings: Settings) -> float:
 
 
 def _rounds(
-    targets: Sequence[Target], results: dict[str, Measurement], settings: Settings, step: StepCallback, label: str
+    targets: Sequence[Target], results: dict[str, Measurement], settings: Settings, step: StepCallback, label: str,
+    decided: Decided | None = None,
 ) -> None:
-    """Interleaved blocks until every target has ≥ min_runs and ≥ min_seconds of samples."""
+    """Interleaved blocks until every target has ≥ min_runs and ≥ min_seconds of samples — or, with ``decided``,
+    until it says the samples so far already settle what they are measured for (checked after each round)."""
     if not targets:
         return
     per_block = {}
@@ -281,6 +283,8 @@ def _rounds(
                     _timed_runs(t.call, settings.rewarm_runs, [])
                 _timed_runs(t.call, per_block[t.key], m.samples_ms)
         r += 1
+        if decided is not None and decided(results):
+            return
         if r >= settings.rounds:
             pending = [
                 t
@@ -290,10 +294,18 @@ def _rounds(
             ]
 
 
-def measure(targets: Sequence[Target], settings: Settings, step: StepCallback | None = None) -> dict[str, Measurement]:
+#: ``decided(results) -> bool``: whether the samples so far settle the question the timing answers (see
+#: :func:`mobilize.verify.timing.decided_by`); timing then stops early
+Decided = Callable[[dict[str, "Measurement"]], bool]
+
+
+def measure(targets: Sequence[Target], settings: Settings, step: StepCallback | None = None,
+            decided: Decided | None = None) -> dict[str, Measurement]:
     """Load, first-run, warm up and time every target (interleaved); re-measure noisy ones once.
 
-    A target that fails to load or run gets ``error`` set and no samples; the others continue.
+    A target that fails to load or run gets ``error`` set and no samples; the others continue. ``decided`` (a
+    judgement's own test, e.g. the fitness comparisons) ends the timing after the first round that settles it, and
+    then no noisy target is re-measured either.
     """
     step = step or (lambda _m: None)
     results = {t.key: Measurement(t.key) for t in targets}
@@ -316,9 +328,9 @@ def measure(targets: Sequence[Target], settings: Settings, step: StepCallback | 
                 t.close()
                 continue
             ready.append(t)
-        _rounds(ready, results, settings, step, "timing")
+        _rounds(ready, results, settings, step, "timing", decided)
         noisy = [t for t in ready if (results[t.key].stats or {}).get("cv", 0) > settings.cv_threshold]
-        if noisy:
+        if noisy and not (decided is not None and decided(results)):
             for t in noisy:
                 m = results[t.key]
                 m.cv_first = (m.stats or {}).get("cv")

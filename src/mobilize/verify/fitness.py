@@ -323,6 +323,21 @@ def _latency_findings(art: dict[str, Any], ok: Sequence[dict[str, Any]], th: Thr
     return rec
 
 
+def latency_pairs(items: Sequence[tuple[str, str, str]], thresholds: Thresholds | None = None) -> list[list[Any]]:
+    """The latency comparisons :func:`judge` will make among ``(key, format, precision)`` files, as
+    ``[key_a, key_b, ratio]`` ("is a slower than ratio × b?"): each file against every sibling of its precision
+    (``max_latency_vs_sibling``), each quantized file against its fp32 file (``max_latency_vs_fp32``). The timing
+    stops once they are settled (:func:`mobilize.verify.timing.decided_by`)."""
+    th = thresholds or Thresholds()
+    pairs: list[list[Any]] = []
+    for key, fmt, prec in items:
+        if th.max_latency_vs_sibling is not None:
+            pairs += [[key, k, th.max_latency_vs_sibling] for k, f, p in items if p == prec and f != fmt]
+        if th.max_latency_vs_fp32 is not None and prec in QUANTIZED:
+            pairs += [[key, k, th.max_latency_vs_fp32] for k, f, p in items if f == fmt and p == "fp32"]
+    return pairs
+
+
 def _native_fp16() -> bool:
     from mobilize.bench.machine import native_fp16
 

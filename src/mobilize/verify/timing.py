@@ -9,7 +9,7 @@ judgement only needs to tell "clearly slower" from "about the same", so each fig
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,35 @@ def median_ci(samples: Sequence[float], z: float = 1.96) -> tuple[float, float, 
     return med, lo, hi
 
 
+def decided_by(pairs: Sequence[Sequence[Any]]) -> Callable[[dict[str, Any]], bool] | None:
+    """The early stop of a timing whose only use is the comparisons ``pairs`` (``[key_a, key_b, ratio]``: is a
+    slower than ratio × b?, :func:`mobilize.verify.fitness.latency_pairs`): every comparison is settled once the
+    confidence intervals so far put a either surely within the ratio (a's high end ≤ ratio × b's low end) or surely
+    beyond it (a's low end > ratio × b's high end). More runs would only narrow intervals that already decide, so
+    the verdicts are those of the full timing; files that clearly differ, or clearly do not, are timed for one round
+    instead of three. None (no pairs): time in full."""
+    if not pairs:
+        return None
+
+    def decided(results: dict[str, Any]) -> bool:
+        for a, b, ratio in pairs:
+            ma, mb = results.get(a), results.get(b)
+            if ma is None or mb is None or not ma.samples_ms or not mb.samples_ms:
+                continue  # a file that could not be timed has nothing to decide
+            _, a_lo, a_hi = median_ci(ma.samples_ms)
+            _, b_lo, b_hi = median_ci(mb.samples_ms)
+            if not (a_hi <= ratio * b_lo or a_lo > ratio * b_hi):
+                return False
+        return True
+
+    return decided
+
+
 def measure_in_process(items: Sequence[dict[str, Any]], reference: Path, input_names: list[str],
-                       threads: int = 1) -> dict[str, dict[str, Any]]:
+                       threads: int = 1, pairs: Sequence[Sequence[Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Time each ``{"key", "format", "path"}`` with its format's native runtime; files whose format cannot run here
-    (or only through a reference interpreter) come back ``{"unmeasured": why}``."""
+    (or only through a reference interpreter) come back ``{"unmeasured": why}``. ``pairs``: the comparisons the
+    timing is for, which may end it early (:func:`decided_by`)."""
     from mobilize import formats
     from mobilize.bench import latency
     from mobilize.bench.memory import feeds_for
@@ -57,7 +82,7 @@ def measure_in_process(items: Sequence[dict[str, Any]], reference: Path, input_n
         runtimes[it["key"]] = runner_cls.runtime
         targets.append(latency.RunnerTarget(it["key"], runner_cls, Path(it["path"]), threads,
                                             lambda r: feeds_for(r, ref, input_names)))
-    for key, m in latency.measure(targets, SETTINGS).items():
+    for key, m in latency.measure(targets, SETTINGS, decided=decided_by(pairs or [])).items():
         if m.error or not m.samples_ms:
             out[key] = {"unmeasured": f"could not run: {m.error or 'no samples'}"}
             continue
@@ -69,11 +94,12 @@ def measure_in_process(items: Sequence[dict[str, Any]], reference: Path, input_n
 
 
 def measure(items: Sequence[dict[str, Any]], reference: Path, input_names: list[str], *,
-            isolate: bool = True) -> dict[str, dict[str, Any]]:
+            isolate: bool = True, pairs: Sequence[Sequence[Any]] | None = None) -> dict[str, dict[str, Any]]:
     """:func:`measure_in_process` in one worker process for all items (a crash costs the timings, not the run)."""
     if not items:
         return {}
-    job = {"op": "latency", "items": list(items), "reference": str(reference), "input_names": list(input_names)}
+    job = {"op": "latency", "items": list(items), "reference": str(reference), "input_names": list(input_names),
+           "pairs": [list(p) for p in pairs or []]}
     if not isolate:
         from mobilize._worker import handle
 
