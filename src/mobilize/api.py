@@ -291,7 +291,9 @@ def _side_by_side(fmts: list[str], precs: list[str], quant: Any, jobs: int | Non
     from mobilize._quiet import captured_output
 
     with captured_output():
-        for fmt in fmts:  # imported here once, before the first child is forked (each child inherits them)
+        # a converter two children use is imported here once, before the first fork, so both inherit it; a converter
+        # only one child uses is imported by that child, beside the other children's imports and conversions
+        for fmt in fmts if len(precs) > 1 else ():
             preload_converter(fmt)
     with ChildBatch(jobs) as batch:
         yield batch
@@ -331,7 +333,6 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     child: Any = None  # a side-by-side child's ChildResult, or its exception (carrying .output and .seconds)
     try:  # converters and quantizers run in a child process: a crash or abort there costs this artifact only
         with captured_output() as log:
-            preload_converter(plugin.name)
             if converted is not None:  # already running side by side: its own output and time come with it
                 try:
                     child = converted.result()
@@ -340,12 +341,14 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
                     raise
                 exported = child.value
             elif prec in QUANT_PRECISIONS and not plugin.converts_from:  # the quantizer takes the fp32 file
+                preload_converter(plugin.name)
                 exported = in_child(lambda s: _finalized(_quantize_one(plugin, prec, cap, spec, tmp, dest, options,
                                                                        quant, scratch, s, repair, fp32_repairs),
                                                          plugin, info, prec),
                                     label=label, on_step=step)
                 art["quantization"] = exported.quantization
             else:  # repairs run in the child too: the rewrites and every retry cost this artifact only
+                preload_converter(plugin.name)
                 exported = in_child(_conversion(plugin, cap, spec, prec, tmp, options, repair, info), label=label)
         art["repairs"] = list(exported.repairs)
     except Exception as exc:  # noqa: BLE001 - one format failing must not stop the others
