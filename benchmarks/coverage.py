@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # coverage_archs.py and run.py (the raw converter calls) live beside this script
 FORMATS = ("onnx", "coreml", "tflite")
 RAW_PRECISION = {"onnx": "fp32", "coreml": "fp16", "tflite": "fp32"}  # what each converter writes by default
 
@@ -40,7 +41,6 @@ RAW_PRECISION = {"onnx": "fp32", "coreml": "fp16", "tflite": "fp32"}  # what eac
 
 
 def run_one(name: str, formats: tuple[str, ...]) -> dict[str, Any]:
-    sys.path.insert(0, str(HERE))
     import coverage_archs
 
     from mobilize._quiet import captured_output, set_verbose
@@ -78,30 +78,13 @@ def _reference(spec: Any, work: Path) -> Path:
 
 
 def raw(spec: Any, fmt: str, work: Path, ref_path: Path) -> dict[str, Any]:
-    """The converter's documented default call on the eager module, then parity of what it wrote."""
-    from mobilize._quiet import captured_output, quiet_imports
+    """The converter's documented default call on the eager module (benchmarks/run.py's ``convert_raw``), then
+    parity of what it wrote."""
+    from run import convert_raw  # benchmarks/run.py, the raw-vs-mobilize comparison
 
-    module, args = spec.module, tuple(spec.example_inputs)
     t0 = time.perf_counter()
     try:
-        with captured_output():
-            if fmt == "onnx":
-                import torch
-
-                path = work / "raw.onnx"
-                torch.onnx.export(module, args, str(path))
-            elif fmt == "coreml":
-                import coremltools as ct
-                import torch
-
-                path = work / "raw.mlpackage"
-                ct.convert(torch.export.export(module, args).run_decompositions()).save(str(path))
-            else:
-                import litert_torch
-
-                quiet_imports()
-                path = work / "raw.tflite"
-                litert_torch.convert(module, args).export(str(path))
+        path, _files = convert_raw(spec.module, tuple(spec.example_inputs), fmt, work)
     except Exception as exc:  # noqa: BLE001 - a converter failure is the finding
         return {"status": "fail", "seconds": round(time.perf_counter() - t0, 1), "error": _short(exc),
                 "ops": _ops_named(fmt, exc)}
@@ -117,7 +100,6 @@ def _raw_parity(fmt: str, path: Path, spec: Any, ref_path: Path) -> dict[str, An
 
     runner = registry.get(fmt).load("runner")
     if fmt == "onnx":  # the raw file keeps its weights in a side file (.onnx.data): load it from its path
-        sys.path.insert(0, str(HERE))
         from run import _path_onnx_runner  # benchmarks/run.py, the raw-vs-mobilize comparison
 
         runner = _path_onnx_runner()
@@ -449,7 +431,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.serve:
         return serve(formats)
-    sys.path.insert(0, str(HERE))
     import coverage_archs
 
     archs = [a for a in args.archs.split(",") if a] or list(coverage_archs.DEFAULT)

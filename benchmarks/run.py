@@ -69,36 +69,40 @@ def export_mobilize(spec: Any, fmt: str, precision: str, work: Path, options: An
     return {"ok": True, "path": out / art["path"], "files": [out / art["path"]], "seconds": seconds}
 
 
-def export_raw(spec: Any, fmt: str, work: Path) -> dict[str, Any]:
-    """Each converter's documented default call, with nothing added."""
+def convert_raw(module: Any, args: tuple[Any, ...], fmt: str, work: Path) -> tuple[Path, list[Path]]:
+    """Each converter's documented default call on the eager module, with nothing added: (the file, every file it
+    wrote). Raises what the converter raises."""
     from mobilize._quiet import captured_output, quiet_imports
 
-    module, args = spec.module, tuple(spec.example_inputs)
+    with captured_output():
+        if fmt == "onnx":
+            import torch
+
+            path = work / "raw.onnx"
+            torch.onnx.export(module, args, str(path))
+            return path, [p for p in (path, Path(str(path) + ".data")) if p.exists()]
+        if fmt == "coreml":
+            import coremltools as ct
+            import torch
+
+            path = work / "raw.mlpackage"
+            ct.convert(torch.export.export(module, args).run_decompositions()).save(str(path))
+            return path, [path]
+        if fmt == "tflite":
+            import litert_torch
+
+            quiet_imports()
+            path = work / "raw.tflite"
+            litert_torch.convert(module, args).export(str(path))
+            return path, [path]
+    raise ValueError(fmt)
+
+
+def export_raw(spec: Any, fmt: str, work: Path) -> dict[str, Any]:
+    """:func:`convert_raw`, timed; a failure is a row, not an exception."""
     t0 = time.perf_counter()
     try:
-        with captured_output():
-            if fmt == "onnx":
-                import torch
-
-                path = work / "raw.onnx"
-                torch.onnx.export(module, args, str(path))
-                files = [p for p in (path, Path(str(path) + ".data")) if p.exists()]
-            elif fmt == "coreml":
-                import coremltools as ct
-                import torch
-
-                path = work / "raw.mlpackage"
-                ct.convert(torch.export.export(module, args).run_decompositions()).save(str(path))
-                files = [path]
-            elif fmt == "tflite":
-                import litert_torch
-
-                quiet_imports()
-                path = work / "raw.tflite"
-                litert_torch.convert(module, args).export(str(path))
-                files = [path]
-            else:
-                raise ValueError(fmt)
+        path, files = convert_raw(spec.module, tuple(spec.example_inputs), fmt, work)
     except Exception as exc:  # noqa: BLE001 - recorded as a failed row
         return {"ok": False, "error": _short(exc), "seconds": time.perf_counter() - t0}
     return {"ok": True, "path": path, "files": files, "seconds": time.perf_counter() - t0}
