@@ -332,7 +332,9 @@ def _export_one(plugin: registry.FormatPlugin, prec: str, cap: Any, spec: ModelS
     label = f"{plugin.name} {prec}"
     child: Any = None  # a side-by-side child's ChildResult, or its exception (carrying .output and .seconds)
     try:  # converters and quantizers run in a child process: a crash or abort there costs this artifact only
-        with captured_output() as log:
+        # a side-by-side child captures its own output; swapping this process's streams while the batch's threads
+        # fork would only hand the children this thread's capture
+        with contextlib.nullcontext() if converted is not None else captured_output() as log:
             if converted is not None:  # already running side by side: its own output and time come with it
                 try:
                     child = converted.result()

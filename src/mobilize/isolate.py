@@ -474,8 +474,7 @@ def in_child(fn: Callable[[Callable[[str], None]], Any], *, label: str, on_step:
     started = time.perf_counter()
     with _FORK_LOCK:
         read_fd, write_fd = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_standard_streams()
         pid = os.fork()
         if pid == 0:  # the child: never returns
             os.close(read_fd)
@@ -592,11 +591,17 @@ def _child_main(fn: Callable[[Callable[[str], None]], Any], label: str, fd: int,
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         from mobilize import _quiet
 
-        if log_path is not None and not _quiet.is_verbose():  # its own capture (see in_child's own_output)
+        own = log_path is not None and not _quiet.is_verbose()
+        if own and log_path is not None:  # its own capture (see in_child's own_output)
             out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(out, 1)
             os.dup2(out, 2)
             os.close(out)
+        if own or _unusable(sys.stdout) or _unusable(sys.stderr):
+            # sys.stdout/err as inherited may be another thread's capture (mobilize._quiet.captured_output swaps
+            # them process-wide), even one closed just before this fork; Python-level prints go to fds 1 and 2
+            sys.stdout = sys.stderr = open(1, "w", encoding="utf-8", errors="replace", buffering=1,  # noqa: SIM115
+                                           closefd=False)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(1)
         tempfile.tempdir = scratch
@@ -628,6 +633,20 @@ def _child_main(fn: Callable[[Callable[[str], None]], Any], label: str, fd: int,
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(0)
+
+
+def _flush_standard_streams() -> None:
+    """Flush sys.stdout/err before a fork, so the child does not write their buffered text again. A converter thread
+    of :class:`ChildBatch` forks while the main thread may be inside :func:`mobilize._quiet.captured_output`, whose
+    stand-in streams it closes on leaving: a stream closed (or gone) by then has nothing left to flush."""
+    for stream in (sys.stdout, sys.stderr):
+        if not _unusable(stream):
+            with contextlib.suppress(ValueError, OSError):  # closed between the check and the flush
+                stream.flush()
+
+
+def _unusable(stream: Any) -> bool:
+    return stream is None or bool(getattr(stream, "closed", False))
 
 
 def _fault_hook(label: str) -> None:

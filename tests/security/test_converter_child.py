@@ -139,3 +139,38 @@ def test_temporary_files_of_the_child_are_removed() -> None:
     with pytest.raises(isolate.ConverterDied):
         _call(work)
     assert set(Path(tempfile.gettempdir()).glob(mine)) == before
+
+
+def _prints(_s):  # noqa: ANN001, ANN202
+    print("to stdout")
+    sys.stderr.write("to stderr\n")
+    return os.getpid()
+
+
+def test_a_child_forked_after_another_thread_closed_its_capture_still_prints_to_its_own_log(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``_quiet.captured_output`` swaps sys.stdout/err process-wide and closes its stand-in on leaving; a converter
+    thread of a side-by-side batch can fork in between. The fork must not trip over the closed stream (it once failed
+    both TFLite conversions of an export with "I/O operation on closed file") and the child's prints go to its own
+    log."""
+    closed = (tmp_path / "closed.txt").open("w")
+    closed.close()
+    monkeypatch.setattr(sys, "stdout", closed)
+    monkeypatch.setattr(sys, "stderr", closed)
+    got = _call(_prints, own_output=True)
+    assert got.value != os.getpid()
+    assert got.output.splitlines() == ["to stdout", "to stderr"]
+
+
+def test_side_by_side_children_print_to_their_own_logs_while_the_main_thread_captures() -> None:
+    """The race itself: the main thread enters and leaves captures while the batch's threads fork children that
+    print. Every child succeeds and its log holds its own lines only (not the main thread's capture)."""
+    from mobilize._quiet import captured_output
+
+    with isolate.ChildBatch(2) as batch:
+        futures = [batch.submit(_prints, label=f"test {k}") for k in range(24)]
+        while not all(f.done() for f in futures):
+            with captured_output():
+                print("main thread's capture")
+    outputs = [f.result().output for f in futures]
+    assert all(out.splitlines() == ["to stdout", "to stderr"] for out in outputs), outputs
