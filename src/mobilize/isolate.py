@@ -290,6 +290,7 @@ class _Lane:
         self.done_fd = -1
         self.log_path = Path()
         self.stopping = False
+        self.busy = False  # a job is running on the worker (read by :meth:`stop` from another thread)
 
     def _start(self) -> None:
         n = next(self.pool._seq)
@@ -332,11 +333,17 @@ class _Lane:
         return rc
 
     def stop(self) -> None:
+        """End the worker: an idle one at the end of its input; a busy one — still warming up, or on a job whose
+        caller has gone (the pool closes on an error) — at once: it would only read the end of its input after
+        finishing work nobody waits for (an export that fails on its first step used to wait 5 s here)."""
         self.stopping = True
         proc = self.proc
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(OSError, ValueError):
                 proc.stdin.close()  # type: ignore[union-attr]
+            if self.busy:
+                with contextlib.suppress(OSError):
+                    proc.kill()
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -345,6 +352,13 @@ class _Lane:
     def execute(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
         if self.stopping:
             raise WorkerDied("the worker pool was closed")
+        self.busy = True
+        try:
+            return self._execute(job, timeout)
+        finally:
+            self.busy = False
+
+    def _execute(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
         if self.proc is None or self.proc.poll() is not None:
             if self.proc is not None:
                 self._end(kill=True)

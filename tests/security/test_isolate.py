@@ -66,3 +66,36 @@ def test_unreadable_file_is_reported_not_raised(tmp_path: Path, onnx_file: tuple
     found = inspect_and_verify(get("onnx"), bad, "fp32", ref, ["x"])
     assert found["parity"]["status"] == "fail" and found["parity"]["could_not_run"]
     assert np.isfinite(len(found["parity"]["reason"]))
+
+
+def _busy_lane(pool: isolate.Pool, key: str) -> None:
+    import time
+
+    for _ in range(3000):  # until the lane's thread has handed the job to a started worker
+        lane = pool._lanes.get(key)
+        if lane is not None and lane.busy and lane.proc is not None:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the worker never started its job")
+
+
+def test_closing_the_pool_ends_an_idle_worker_at_the_end_of_its_input(onnx_file: tuple[Path, Path]) -> None:
+    path, ref = onnx_file
+    job = {"op": "verify", "format": "onnx", "path": str(path), "precision": "fp32", "reference": str(ref),
+           "input_names": ["x"]}
+    with isolate.pool() as p:
+        assert isolate.run(job)["parity"]["status"] == "pass"
+        proc = p._lanes["onnx"].proc
+    assert proc is not None and proc.returncode == 0
+
+
+def test_closing_the_pool_kills_a_worker_still_warming_up() -> None:
+    """An export that fails on its first step (a missing file) closes the pool while the workers still import their
+    runtimes: they are killed, not waited for (each once cost the failing command up to 5 s)."""
+    with isolate.pool() as p:
+        warming = p.submit("onnx", {"op": "warm", "formats": ["onnx", "tflite", "coreml"]})
+        _busy_lane(p, "onnx")
+        proc = p._lanes["onnx"].proc
+    assert proc is not None and proc.returncode == -9
+    with pytest.raises(isolate.WorkerDied):
+        warming.result()
