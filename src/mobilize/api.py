@@ -129,6 +129,10 @@ def export(source: str | ModelSpec, out: str | Path, *, formats: Sequence[str] |
     if calibration is None:
         qcal.require(None, precs)  # static int8 without real data: refuse before any work
     options = options or ExportOptions()
+    from mobilize.safeio import refuse_nul
+
+    for what, value in (("out", out), ("weights", weights), ("calibration", calibration)):
+        refuse_nul(value, what)  # before any work: os.stat would raise a bare ValueError mid-run
     out = Path(out)
     check_target(out)
 

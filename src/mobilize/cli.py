@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from mobilize import __version__
+from mobilize._clitypes import PathArg
 
 _STATE: dict[str, Any] = {"verbose": 0, "quiet": False}
 #: options of the ``mobilize`` group that may stand anywhere on the command line (``mobilize zoo -v``)
@@ -145,7 +146,7 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
 
 @main.command()
 @click.argument("source")
-@click.option("--out", "out", default=None, type=click.Path(path_type=Path),
+@click.option("--out", "out", default=None, type=PathArg(path_type=Path),
               help="Bundle folder (default: ./<model-name>-bundle). Replaced atomically.")
 @click.option("--formats", default=None, help=_FORMATS_HELP + " Default: onnx, coreml and tflite, each whose extra is "
               "installed (pip install 'mobilize[all]').")
@@ -162,9 +163,9 @@ _PREC_HELP = ("Comma-separated precisions: fp32, fp16, int8-weights (weight-only
 @click.option("--no-repair", is_flag=True, help="Hand every converter the captured program as is: no rewrites of "
               "the ops it rejects (see docs/repairs.md). Parity judges repaired files either way.")
 @click.option("--strict", is_flag=True, help="Treat 'unverified' parity (e.g. Core ML on Linux) as a failure.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
+@click.option("--json", "json_out", type=PathArg(path_type=Path), metavar="FILE|-",
               help="Also write the manifest (schema_version 1, docs/manifest.md) to FILE, or to stdout with `-`.")
-@click.option("--weights", type=click.Path(path_type=Path), default=None,
+@click.option("--weights", type=PathArg(path_type=Path), default=None,
               help="Checkpoint loaded into the model (.safetensors preferred; torch.save files load weights-only).")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling arbitrary Python objects from --weights or a "
               ".pt2 (runs code from the file: only for files you trust). Recorded in the manifest.")
@@ -250,8 +251,8 @@ def _print_diagnosis(result: Any, source: str) -> None:
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
+@click.argument("bundle", type=PathArg(path_type=Path))
+@click.option("--json", "json_out", type=PathArg(path_type=Path), metavar="FILE|-",
               help="Write the verification results (schema mobilize-verify/1) to FILE, or to stdout with `-`.")
 @click.option("--source", default=None, help="Recompute the reference from this model source instead of the "
               "bundle's stored reference.npz.")
@@ -301,7 +302,7 @@ def zoo() -> None:
 
 
 @main.command()
-@click.option("--out", default=Path("mobilize-demo"), show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", default=Path("mobilize-demo"), show_default=True, type=PathArg(path_type=Path))
 def demo(out: Path) -> None:
     """Export the built-in digits classifier to every format at fp32, fp16, int8-weights and int8 (calibrated on
     training digits), verify, and print the table with each file's real test-set accuracy."""

@@ -47,9 +47,22 @@ def special_kind(mode: int) -> str | None:
     return _SPECIAL.get(stat.S_IFMT(mode))
 
 
+def refuse_nul(path: Any, what: str = "") -> None:
+    """Raise :class:`MobilizeInputError` when ``path`` (text, bytes or path-like; anything else is not checked here)
+    holds a NUL byte: no file system allows one, and ``os.stat`` would raise a bare ``ValueError`` mid-run."""
+    try:
+        text = os.fsdecode(path)
+    except TypeError:
+        return
+    if "\0" in text:
+        raise MobilizeInputError(f"{_label(printable(repr(text)), what)}: holds a NUL byte (\\0), which no file name "
+                                 "can; give the real path")
+
+
 def refuse_special(path: str | os.PathLike[str], what: str = "") -> os.stat_result | None:
     """Raise :class:`MobilizeInputError` when ``path`` is a FIFO, device or socket (decided from ``os.stat``, without
-    opening it); returns the stat result, or None when nothing is there."""
+    opening it) or holds a NUL byte; returns the stat result, or None when nothing is there."""
+    refuse_nul(path, what)
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -290,6 +303,7 @@ def check_output_file(path: str | os.PathLike[str] | None, flag: str) -> None:
     without write permission, or a missing/unwritable parent folder. Checked before any work is done."""
     if path is None or str(path) == "-":
         return
+    refuse_nul(path, flag)
     p = Path(path)
     try:
         st = os.stat(p)

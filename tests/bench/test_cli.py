@@ -70,30 +70,3 @@ def test_bad_inputs_exit_2(tmp_path: Path, bundle_copy: Path) -> None:
     assert _invoke([str(bundle_copy), "--threads", "0", "--no-memory"]) == 2
     assert _invoke([str(bundle_copy), *FAST, "--formats", "coreml"]) == 2  # no such artifact in this bundle
     assert _invoke([str(bundle_copy), "--threads", "1", "--budget", "size_mb=9,threads=2", "--no-memory"]) == 2
-
-
-def test_unloadable_source_means_missing_baseline(bundle_copy: Path, tmp_path: Path) -> None:
-    out = tmp_path / "b.json"
-    args = [
-        str(bundle_copy),
-        "--threads",
-        "1",
-        "--no-memory",
-        "--min-runs",
-        "3",
-        "--min-seconds",
-        "0",
-        "--warmup-seconds",
-        "0",
-        "--source",
-        "zoo:no_such_model",
-        "--no-report",
-        "--no-manifest",
-        "--json",
-        str(out),
-    ]
-    assert _invoke(args) == 0
-    data = json.loads(out.read_text())
-    assert data["baseline"]["status"] == "missing" and "no_such_model" in data["baseline"]["reason"]
-    assert data["results"][0]["status"] == "missing" and data["results"][1]["status"] == "ok"
-    assert data["model"]["macs"] is None

@@ -47,6 +47,20 @@ def test_explicit_source_gives_the_eager_baseline(bundle_copy: Path, tmp_path: P
     assert data["baseline"]["status"] == "ok" and data["baseline"]["source"] == "zoo:digits"
 
 
+@pytest.mark.parametrize("source", ["missing.py:build", "zoo:no_such_model", "builder.py:build"])
+def test_an_unusable_explicit_source_is_an_input_error_before_any_timing(bundle_copy: Path, tmp_path: Path,
+                                                                          source: str) -> None:
+    """``--source`` is the caller's choice: one that names nothing loadable, or whose builder raises, is exit 2 with
+    one error line (it once became a silent "missing" baseline row and exit 0), and nothing is timed or written."""
+    (tmp_path / "builder.py").write_text("def build():\n    raise RuntimeError('no weights here')\n")
+    before = sorted(p.name for p in bundle_copy.iterdir())
+    out = tmp_path / "b.json"
+    result = CliRunner().invoke(bench, [str(bundle_copy), *QUICK, "--source", str(tmp_path / source)
+                                        if source.endswith(":build") else source, "--json", str(out)])
+    assert result.exit_code == 2, result.output
+    assert not out.exists() and sorted(p.name for p in bundle_copy.iterdir()) == before
+
+
 def test_an_artifact_that_crashes_its_runtime_is_an_error_row(bundle_copy: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The isolated pre-flight run crashes (simulated with the worker's fault hook): the file is reported, not timed

@@ -166,3 +166,53 @@ def test_config_files(tmp_path: Path, seen: list[BaseException], top: dict[str, 
     cfg.write_text("\n".join(lines) + "\n")
     result = _invoke(["check", "--config", str(cfg)])
     _assert_input_error(result, seen)
+
+
+def _path_parameters() -> list[tuple[list[str], Any]]:
+    import click
+
+    found: list[tuple[list[str], Any]] = []
+
+    def walk(cmd: click.Command, words: list[str]) -> None:
+        if isinstance(cmd, click.Group):
+            for name, sub in sorted(cmd.commands.items()):
+                walk(sub, [*words, name])
+            return
+        found.extend((words, p) for p in cmd.params if isinstance(p.type, click.Path))
+
+    walk(cli.main, [])
+    return found
+
+
+_PATH_PARAMETERS = _path_parameters()
+
+
+@pytest.mark.parametrize(("words", "param"), _PATH_PARAMETERS,
+                         ids=[" ".join([*w, p.opts[0]]) for w, p in _PATH_PARAMETERS])
+def test_a_nul_byte_in_any_path_is_one_line_naming_the_parameter(seen: list[BaseException], words: list[str],
+                                                                 param: Any) -> None:
+    """Every path a command takes (an option or an argument, of every subcommand): a NUL byte, which ``os.stat``
+    refuses with a bare ValueError, is mobilize's input error naming the parameter — found by the flag fuzzer as
+    ``--weights``, fixed for the class (the type :class:`mobilize._clitypes.PathArg`)."""
+    from mobilize._clitypes import PathArg
+
+    assert isinstance(param.type, PathArg), f"{' '.join(words)} {param.opts[0]}: use PathArg, not click.Path"
+    value = "bundle\0x"
+    args = [*words, value] if param.param_type_name == "argument" else [*words, param.opts[0], value]
+    result = _invoke(args)
+    assert result.exit_code == 2, result.output
+    assert len(seen) == 1 and isinstance(seen[0], MobilizeInputError), [repr(e) for e in seen]
+    message = str(seen[0])
+    assert "NUL byte" in message and "\n" not in message, message
+    name = param.opts[0] if param.param_type_name == "option" else param.human_readable_name
+    assert name in message, message
+
+
+@pytest.mark.parametrize("what", ["out", "weights", "calibration"])
+def test_the_api_refuses_a_nul_byte_in_a_path_before_any_work(tmp_path: Path, what: str) -> None:
+    import mobilize
+
+    kwargs: dict[str, Any] = {"out": tmp_path / "b", what: f"{tmp_path}/x\0y"}
+    with pytest.raises(MobilizeInputError, match=f"{what} .*NUL byte"):
+        mobilize.export(str(tmp_path / "missing.py") + ":build", formats="onnx", precisions="int8-weights", **kwargs)
+    assert not (tmp_path / "b").exists()

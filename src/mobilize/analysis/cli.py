@@ -12,13 +12,15 @@ from typing import Any
 
 import click
 
+from mobilize._clitypes import PathArg
+
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=PathArg(path_type=Path))
 @click.option("--coreml-target", default=None, metavar="iOS16",
               help="Judge Core ML files against this deployment target (default: the one each file was exported "
               "for).")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
+@click.option("--json", "json_out", type=PathArg(path_type=Path), metavar="FILE|-",
               help="Write every record (schema mobilize-inspect/1) to FILE, or to stdout with `-`.")
 @click.option("--ops", "show_ops", is_flag=True, help="Also print each file's op histogram with parameters and bytes "
               "per op type.")

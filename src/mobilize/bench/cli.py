@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from mobilize._clitypes import PathArg
+
 
 def _bench(
     bundle: Path,
@@ -88,13 +90,13 @@ def _bench(
 
 def _options(fn: Any) -> Any:
     opts = [
-        click.argument("bundle", type=click.Path(path_type=Path)),
+        click.argument("bundle", type=PathArg(path_type=Path)),
         click.option(
             "--threads",
             default=None,
             help="Comma-separated thread counts, e.g. 1,2 or 1,all [default: 1 and all usable cores].",
         ),
-        click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="FILE|-",
+        click.option("--json", "json_out", type=PathArg(path_type=Path), metavar="FILE|-",
                      help="Write every figure (schema mobilize-bench/1) to FILE, or to stdout with `-`."),
         click.option(
             "--budget",
@@ -106,7 +108,7 @@ def _options(fn: Any) -> Any:
         ),
         click.option(
             "--report-dir",
-            type=click.Path(path_type=Path),
+            type=PathArg(path_type=Path),
             default=None,
             help="Write report.md and report.html here instead of into the bundle.",
         ),

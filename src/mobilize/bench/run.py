@@ -501,8 +501,11 @@ def _preflight(plugin: Any, path: Path, precision: str, ref_path: Path, input_na
 
 
 def _load_baseline(source: str | None, weights: str | None = None) -> tuple[Any, float | None, str | None]:
-    """(spec, load_ms, reason-if-missing) — never raises: the files can be benchmarked without the baseline."""
+    """(spec, load_ms, reason-if-missing). A source the caller named that is not usable at all (no such file or zoo
+    model, a malformed ``file.py:fn``, unreadable weights) is their input error, raised before any timing; anything
+    the model's own code raises while loading only drops the baseline row: the files can be benchmarked without it."""
     from mobilize._quiet import captured_output
+    from mobilize.errors import MobilizeInputError
     from mobilize.source import load_source
 
     if not source:
@@ -511,7 +514,7 @@ def _load_baseline(source: str | None, weights: str | None = None) -> tuple[Any,
     try:
         with captured_output():
             spec = load_source(source, weights=weights) if weights else load_source(source)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, MobilizeInputError):
         raise
     except BaseException as exc:  # noqa: BLE001 - any failure (sys.exit() included) only drops the baseline row
         return None, None, f"baseline missing: could not load {source!r} ({one_line(exc, 200)})"

@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from mobilize._clitypes import PathArg
+
 _CTX = {"help_option_names": ["-h", "--help"]}
 
 
@@ -45,18 +47,18 @@ def _guard(fn: Callable[[], None]) -> None:
 
 
 @click.command("check", context_settings=_CTX)
-@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+@click.option("--config", "config", type=PathArg(path_type=Path), default=None,
               help="mobilize.toml or pyproject.toml ([tool.mobilize]) [default: ./mobilize.toml, then "
                    "./pyproject.toml].")
-@click.option("--junit", type=click.Path(path_type=Path), default=None,
+@click.option("--junit", type=PathArg(path_type=Path), default=None,
               help="Also write the JUnit XML here (always written to <output>/junit.xml).")
-@click.option("--summary", type=click.Path(path_type=Path), default=None,
+@click.option("--summary", type=PathArg(path_type=Path), default=None,
               help="Also write the Markdown summary here (always written to <output>/summary.md; appended to "
                    "$GITHUB_STEP_SUMMARY when set).")
 @click.option("--update-baseline", is_flag=True, help="After a passing run, create or refresh the baseline file.")
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None, metavar="[FILE]",
               help="Write the results as JSON to FILE (`--json` alone: stdout, and the table goes to stderr).")
-@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+@click.option("--bundle", type=PathArg(path_type=Path), default=None,
               help="Judge this existing bundle instead of exporting (its files are re-verified against its stored "
                    "reference; a file changed after export fails).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
@@ -263,7 +265,7 @@ def baseline() -> None:
 
 
 @baseline.command("update", context_settings=_CTX)
-@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+@click.option("--config", "config", type=PathArg(path_type=Path), default=None,
               help="mobilize.toml or pyproject.toml ([tool.mobilize]) [default: ./mobilize.toml, then "
                    "./pyproject.toml].")
 @click.option("--rerun", is_flag=True, help="Run the check again even when the last check's results are current.")

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import click
 
+from mobilize._clitypes import PathArg
+
 
 @click.command("diff")
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=PathArg(path_type=Path))
 @click.option("--artifact", "artifacts", multiple=True, metavar="FORMAT/PRECISION",
               help="Compare only this file (e.g. onnx/fp32, tflite/int8, or a bare format for all its precisions); "
               "repeat or comma-separate. Default: every exported file.")
@@ -28,11 +30,11 @@ import click
               "fp32 60, fp16 40, int8-weights 25, int8 20, int4-weights 12).")
 @click.option("--samples", type=int, default=8, show_default=True, help="Compare on at most this many samples.")
 @click.option("--top", type=int, default=20, show_default=True, help="Rows per table (worst layers first).")
-@click.option("--html", "html_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--html", "html_dir", type=PathArg(path_type=Path), default=None,
               help="Write a self-contained diff.html (chart of the error per layer, module tree) into this folder.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, metavar="FILE|-",
+@click.option("--json", "json_out", type=PathArg(path_type=Path), default=None, metavar="FILE|-",
               help="Write every layer of every compared file (schema mobilize-diff/1) to FILE, or to stdout with `-`.")
-@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Checkpoint for --source "
+@click.option("--weights", type=PathArg(path_type=Path), default=None, help="Checkpoint for --source "
               "(as export --weights).")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling for --weights / a .pt2 --source (as export).")
 def diff(bundle: Path, artifacts: tuple[str, ...], source: str | None, inputs: str | None, threshold: float | None,
