@@ -16,6 +16,7 @@ Errors that mobilize understands come back as {"error": message, "kind": class n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -77,21 +78,15 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
 
 def light_imports(fmt: str | None) -> None:
     """Import, before a job on ``fmt`` files does, the packages whose ``__init__`` would pull in PyTorch for nothing a
-    worker needs: coremltools (its torch and scikit-learn frontends: 3.7 s → 0.9 s CPU, measured) and
-    onnxruntime.tools (a torch export helper). A worker reads and runs files; it never converts, so these
-    frontends are dead weight there. Where torch is already loaded nothing changes."""
-    if fmt == "coreml" and "coremltools" not in sys.modules and "torch" not in sys.modules:
-        hidden = [m for m in ("torch", "sklearn") if m not in sys.modules]
-        for m in hidden:
-            sys.modules[m] = None  # type: ignore[assignment]  # `import torch` raises ImportError meanwhile
-        try:
-            import coremltools  # noqa: F401
-        except Exception:  # noqa: BLE001 - the job's own import reports the problem
-            pass
-        finally:
-            for m in hidden:
-                if sys.modules.get(m, 0) is None:
-                    del sys.modules[m]
+    worker needs: coremltools (its torch, scikit-learn, ExecuTorch and torchao probes: 3.7 s → 0.9 s CPU, measured;
+    :func:`mobilize._imports.coremltools`) and onnxruntime.tools (a torch export helper). A worker reads and runs
+    files; it never converts, so these frontends are dead weight there. Where torch is already loaded it stays
+    visible to coremltools."""
+    if fmt == "coreml":
+        from mobilize import _imports
+
+        with contextlib.suppress(Exception):  # the job's own import reports the problem
+            _imports.coremltools(without_torch=True)
     if fmt in ("onnx", "ort") and "onnxruntime.tools" not in sys.modules:
         import importlib.util
 

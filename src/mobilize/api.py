@@ -432,6 +432,7 @@ def preload_converter(fmt: str) -> None:
     """Import ``fmt``'s converter packages here when converters run in forked children (see CONVERTER_IMPORTS)."""
     import importlib
 
+    from mobilize import _imports
     from mobilize.isolate import forking_available
 
     if fmt not in CONVERTER_IMPORTS or not forking_available():
@@ -440,6 +441,8 @@ def preload_converter(fmt: str) -> None:
     # api.export must not change the host process's logging (its root logger among them)
     for module in CONVERTER_IMPORTS[fmt]:
         try:
+            if module == "coremltools":
+                _imports.coremltools()  # without the packages it would only probe for
             importlib.import_module(module)
         except Exception:  # noqa: BLE001 - the converter child imports it again and reports what is wrong
             return

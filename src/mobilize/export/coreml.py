@@ -23,8 +23,11 @@ from mobilize.spec import ModelSpec
 
 
 def export(capture: Capture, spec: ModelSpec, precision: str, dest: Path, options: ExportOptions) -> ExportedFile:
-    import coremltools as ct
     import numpy as np
+
+    from mobilize import _imports
+
+    ct = _imports.coremltools()  # without the packages it would only probe for (a converter child imports it here)
 
     if precision not in ("fp32", "fp16"):
         raise ConversionError(f"coreml exporter has no precision {precision!r}", format="coreml")

@@ -33,7 +33,9 @@ WEIGHT_OPS = ("conv", "linear", "matmul", "conv_transpose", "lstm", "gru", "rnn"
 
 def layers(fp32: Path) -> list[dict[str, str]]:
     """Ops with a constant weight in the main function, those inside control-flow blocks included."""
-    import coremltools as ct
+    from mobilize import _imports
+
+    ct = _imports.coremltools()
 
     model = ct.models.MLModel(str(fp32), skip_model_load=True)
     prog = model.get_spec().mlProgram

@@ -1,0 +1,45 @@
+"""Importing heavy third-party packages without what mobilize never asks of them.
+
+coremltools probes optional packages on import (``coremltools._deps``) and, finding them installed, imports them:
+scikit-learn (for its scikit-learn converter, which it then disables for scikit-learn > 1.5.1), ExecuTorch (for its
+ExecuTorch-dialect frontend) and torchao (for torchao-quantized ops). mobilize converts ``torch.export`` programs
+with the default frontend, so those imports are dead weight: with torch already loaded, ``import coremltools`` took
+6.5 s CPU with them and 2.8 s without (measured on the 2-core CI machine), paid by every export with Core ML.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+
+#: packages coremltools imports to probe for features mobilize does not use. One already imported in this process
+#: stays visible: a model quantized with torchao has loaded it, and coremltools then lowers its ops as usual.
+COREMLTOOLS_PROBES = ("sklearn", "executorch", "torchao")
+
+
+@contextlib.contextmanager
+def hidden(names: tuple[str, ...]) -> Iterator[None]:
+    """While the block runs, ``import NAME`` raises ImportError for each of ``names`` not imported yet; afterwards
+    they import normally again."""
+    masked = [m for m in names if m not in sys.modules]
+    for m in masked:
+        sys.modules[m] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for m in masked:
+            if m in sys.modules and sys.modules[m] is None:
+                del sys.modules[m]
+
+
+def coremltools(*, without_torch: bool = False) -> ModuleType:
+    """``import coremltools`` without its probes' imports (:data:`COREMLTOOLS_PROBES`); ``without_torch`` also
+    without its PyTorch frontend (a process that reads and runs Core ML files but never converts) unless torch is
+    already loaded. Once coremltools is imported this returns it as it is."""
+    if "coremltools" not in sys.modules:
+        names = COREMLTOOLS_PROBES + (("torch",) if without_torch else ())
+        with hidden(names):
+            import coremltools as ct  # noqa: F401
+    return sys.modules["coremltools"]
