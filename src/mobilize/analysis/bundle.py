@@ -74,9 +74,9 @@ def requested_target(art: dict[str, Any]) -> str | None:
 def inspect_bundle(bundle: str | Path, *, coreml_target: str | None = None, isolate: bool = True,
                    on_step: Callable[[str], None] | None = None) -> InspectResult:
     """Inspect every exported artifact of ``bundle`` (files checked against the manifest's sha256 first)."""
-    from mobilize import api
-    from mobilize import formats as registry
-    from mobilize.analysis import placement
+    import contextlib
+
+    from mobilize import isolate as iso
     from mobilize.bundle import manifest as mf
     from mobilize.errors import OptionError
     from mobilize.export import COREML_TARGETS
@@ -89,25 +89,36 @@ def inspect_bundle(bundle: str | Path, *, coreml_target: str | None = None, isol
     from mobilize.progress import Plan
 
     plan = Plan(step, sum(a["status"] == "ok" for a in manifest["artifacts"]))  # one step per exported file
-    out = []
-    for art in manifest["artifacts"]:
-        rec: dict[str, Any] = {"format": art["format"], "precision": art["precision"], "path": art.get("path")}
-        if art["status"] != "ok":
-            rec["placement"] = {"error": "not exported"}
-            out.append(rec)
-            continue
-        plugin = registry.get(art["format"])
-        path = mf.artifact_path(bundle, art)
-        plan(f"inspecting {art['format']} {art['precision']}")
-        target = coreml_target or requested_target(art)
-        found = api.inspect_and_verify(plugin, path, art["precision"], None, [], isolate=isolate, analyze=True,
-                                       place={"coreml_target": target})
-        rec["analysis"] = found.get("analysis")
-        if found.get("analysis_error"):
-            rec["analysis_error"] = found["analysis_error"]
-        rec["placement"] = found.get("placement") or {"error": found.get("placement_error") or found.get("error")
-                                                      or "no placement record"}
-        known = ((art.get("placement") or {}).get("op_modules")) or {}
-        placement.attach_modules(rec["placement"], known)
-        out.append(rec)
+    out: list[dict[str, Any]] = []
+    with iso.pool() if isolate else contextlib.nullcontext():  # one worker per format, reused from file to file
+        for art in manifest["artifacts"]:
+            _inspect_one(bundle, art, coreml_target, isolate, plan, out)
     return InspectResult(bundle, out)
+
+
+def _inspect_one(bundle: Path, art: dict[str, Any], coreml_target: str | None, isolate: bool,
+                 plan: Callable[[str], None], out: list[dict[str, Any]]) -> None:
+    from mobilize import api
+    from mobilize import formats as registry
+    from mobilize.analysis import placement
+    from mobilize.bundle import manifest as mf
+
+    rec: dict[str, Any] = {"format": art["format"], "precision": art["precision"], "path": art.get("path")}
+    if art["status"] != "ok":
+        rec["placement"] = {"error": "not exported"}
+        out.append(rec)
+        return
+    plugin = registry.get(art["format"])
+    path = mf.artifact_path(bundle, art)
+    plan(f"inspecting {art['format']} {art['precision']}")
+    target = coreml_target or requested_target(art)
+    found = api.inspect_and_verify(plugin, path, art["precision"], None, [], isolate=isolate, analyze=True,
+                                   place={"coreml_target": target})
+    rec["analysis"] = found.get("analysis")
+    if found.get("analysis_error"):
+        rec["analysis_error"] = found["analysis_error"]
+    rec["placement"] = found.get("placement") or {"error": found.get("placement_error") or found.get("error")
+                                                  or "no placement record"}
+    known = ((art.get("placement") or {}).get("op_modules")) or {}
+    placement.attach_modules(rec["placement"], known)
+    out.append(rec)

@@ -284,49 +284,56 @@ def _baseline_rows(plan: _Plan, spec: Any, memory: bool) -> None:
 
 
 def _artifact_rows(plan: _Plan, memory: bool, step: StepCallback) -> None:
+    from mobilize import isolate
+
+    common = {"reference": str(plan.ref_path), "input_names": plan.input_names}
+    with isolate.pool():  # the pre-flight runs: one worker per format, reused from file to file
+        for art in plan.arts:
+            _artifact_row(plan, art, memory, step, common)
+
+
+def _artifact_row(plan: _Plan, art: dict[str, Any], memory: bool, step: StepCallback, common: dict[str, Any]) -> None:
     from mobilize import formats as registry
     from mobilize.bench import latency
     from mobilize.bench import memory as mem
     from mobilize.bench.size import size_record
     from mobilize.bundle import manifest as mf
 
-    common = {"reference": str(plan.ref_path), "input_names": plan.input_names}
-    for art in plan.arts:
-        fmt, prec = art["format"], art["precision"]
-        plugin = registry.get(fmt)
-        runner_cls = plugin.load("runner")
-        path = mf.artifact_path(plan.bundle, art) if art["status"] == "ok" else None
-        sizes = size_record(path, prec, plan.parameters) if path is not None else {}
-        available, why = runner_cls.available()
-        if available and runner_cls.runtime in REFERENCE_RUNTIMES:
-            available, why = False, ("only a reference interpreter runs this format here; its speed is not device "
-                                     "latency")
-        crashed = None
-        if available and path is not None:  # a file that crashes its runtime must not take this process down
-            step(f"checking that {fmt} {prec} runs (isolated worker)")
-            crashed = _preflight(plugin, path, prec, plan.ref_path, plan.input_names)
-        for t in plan.threads:
-            row = _row(fmt, prec, art["path"], runner_cls.runtime if available else None, t, plan.parameters,
-                       plan.macs)
-            row.update(sizes or {"bytes": None, "zipped_bytes": None, "floor_bytes": None, "floor_ratio": None})
-            row["parity"] = (art.get("parity") or {}).get("status")
-            row["placement"] = placement_summary(art.get("placement"))
-            if art["status"] != "ok":
-                message = (art.get("error") or {}).get("message", "")
-                row.update(status="failed", reason=f"export failed: {message}"[:300])
-            elif not available:
-                row.update(status="not_measurable", reason=f"not measurable here: {why}")
-            elif crashed is not None:
-                row.update(status="error", reason=f"could not run: {crashed}"[:300])
-            else:
-                row["key"] = f"{fmt} {prec} ×{t}"
-                ref, names = plan.ref, plan.input_names
-                plan.targets.append(latency.RunnerTarget(row["key"], runner_cls, path, t,
-                                                         lambda r, ref=ref, names=names: mem.feeds_for(r, ref, names)))
-                if memory:
-                    plan.mem_jobs.append((row, {"kind": "runner", "format": fmt, "path": str(path), "threads": t,
-                                                **common}))
-            plan.rows.append(row)
+    fmt, prec = art["format"], art["precision"]
+    plugin = registry.get(fmt)
+    runner_cls = plugin.load("runner")
+    path = mf.artifact_path(plan.bundle, art) if art["status"] == "ok" else None
+    sizes = size_record(path, prec, plan.parameters) if path is not None else {}
+    available, why = runner_cls.available()
+    if available and runner_cls.runtime in REFERENCE_RUNTIMES:
+        available, why = False, ("only a reference interpreter runs this format here; its speed is not device "
+                                 "latency")
+    crashed = None
+    if available and path is not None:  # a file that crashes its runtime must not take this process down
+        step(f"checking that {fmt} {prec} runs (isolated worker)")
+        crashed = _preflight(plugin, path, prec, plan.ref_path, plan.input_names)
+    for t in plan.threads:
+        row = _row(fmt, prec, art["path"], runner_cls.runtime if available else None, t, plan.parameters,
+                   plan.macs)
+        row.update(sizes or {"bytes": None, "zipped_bytes": None, "floor_bytes": None, "floor_ratio": None})
+        row["parity"] = (art.get("parity") or {}).get("status")
+        row["placement"] = placement_summary(art.get("placement"))
+        if art["status"] != "ok":
+            message = (art.get("error") or {}).get("message", "")
+            row.update(status="failed", reason=f"export failed: {message}"[:300])
+        elif not available:
+            row.update(status="not_measurable", reason=f"not measurable here: {why}")
+        elif crashed is not None:
+            row.update(status="error", reason=f"could not run: {crashed}"[:300])
+        else:
+            row["key"] = f"{fmt} {prec} ×{t}"
+            ref, names = plan.ref, plan.input_names
+            plan.targets.append(latency.RunnerTarget(row["key"], runner_cls, path, t,
+                                                     lambda r, ref=ref, names=names: mem.feeds_for(r, ref, names)))
+            if memory:
+                plan.mem_jobs.append((row, {"kind": "runner", "format": fmt, "path": str(path), "threads": t,
+                                            **common}))
+        plan.rows.append(row)
 
 
 # --- measure: memory probes (subprocesses), then every target timed interleaved ------------------------------------
