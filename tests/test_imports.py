@@ -55,3 +55,17 @@ ct = _imports.coremltools()
 print(json.dumps({"torchao": ct._deps._HAS_TORCHAO, "executorch": ct._deps._HAS_EXECUTORCH}))
 """)
     assert got == {"torchao": True, "executorch": False}
+
+
+@pytest.mark.slow
+def test_the_executorch_runtime_imports_without_the_compiler_which_still_imports_afterwards() -> None:
+    pytest.importorskip("executorch")
+    got = _run("""
+import json, sys
+from mobilize import _imports
+runtime = _imports.executorch_runtime()
+compiler = [m for m in ("executorch.exir.program", "torch._dynamo") if m in sys.modules]
+import executorch.exir
+print(json.dumps({"runtime": runtime.__name__, "compiler": compiler, "to_edge": callable(executorch.exir.to_edge)}))
+""")
+    assert got == {"runtime": "executorch.runtime", "compiler": [], "to_edge": True}

@@ -113,14 +113,16 @@ def test_metadata_method_and_content_detection(classifier_bundle: Any) -> None:
 
 def test_the_runner_loads_no_converter(classifier_bundle: Any) -> None:
     """Silencing loggers must not import litert-torch (and with it JAX, ~220 MB) into a process that only runs a
-    .pte: bench's memory figures and load times would count it as the model's."""
+    .pte, nor the runtime's import the ExecuTorch compiler (exir's passes, torch's dynamo): bench's memory figures
+    and load times would count them as the model's."""
     import subprocess
     import sys
 
     path = classifier_bundle.out / _by_precision(classifier_bundle)["fp32"]["path"]
     code = ("import sys; from mobilize.runtime.pte import PteRunner\n"
             f"with PteRunner({str(path)!r}) as r: pass\n"
-            "print(sorted(m for m in ('litert_torch', 'jax', 'ai_edge_quantizer') if m in sys.modules))")
+            "print(sorted(m for m in ('litert_torch', 'jax', 'ai_edge_quantizer', 'executorch.exir.program',\n"
+            "                         'torch._dynamo') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "[]"

@@ -55,9 +55,17 @@ class PteRunner(Runner):
     preload_modules: ClassVar[tuple[str, ...]] = ("executorch.runtime",)
 
     @classmethod
+    def preload(cls) -> None:
+        from mobilize import _imports
+
+        _imports.executorch_runtime()  # without the ExecuTorch compiler
+
+    @classmethod
     def available(cls) -> tuple[bool, str]:
+        from mobilize import _imports
+
         try:
-            from executorch.runtime import Runtime  # noqa: F401
+            _imports.executorch_runtime()
         except Exception as exc:  # noqa: BLE001 - a missing or broken install means: not available here
             return False, f"executorch.runtime is not importable ({type(exc).__name__}: {one_line(exc, 160)})"
         return True, ""
@@ -69,6 +77,9 @@ class PteRunner(Runner):
             self._load_quietly()
 
     def _load_quietly(self) -> None:
+        from mobilize import _imports
+
+        _imports.executorch_runtime()
         from executorch.runtime import Runtime, Verification
 
         from mobilize._quiet import quiet_imports
