@@ -74,8 +74,9 @@ def captured_output() -> Iterator[_Captured]:
     if _VERBOSE:
         yield cap
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(ValueError, OSError, AttributeError):  # closed (or gone): nothing left to flush
+            stream.flush()
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         saved = [os.dup(1), os.dup(2)]
         old_out, old_err = sys.stdout, sys.stderr

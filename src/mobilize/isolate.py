@@ -474,11 +474,13 @@ def in_child(fn: Callable[[Callable[[str], None]], Any], *, label: str, on_step:
         from mobilize._quiet import captured_output
 
         started = time.perf_counter()
+        log = None
         try:
             with captured_output() as log:
                 value = fn(step)
         except Exception as exc:
-            exc.output, exc.seconds = log.text, time.perf_counter() - started  # type: ignore[attr-defined]
+            exc.output = log.text if log is not None else ""  # type: ignore[attr-defined]
+            exc.seconds = time.perf_counter() - started  # type: ignore[attr-defined]
             raise
         return ChildResult(value, log.text, time.perf_counter() - started)
     timeout = convert_timeout() if timeout is None else timeout

@@ -162,10 +162,14 @@ def test_a_child_forked_after_another_thread_closed_its_capture_still_prints_to_
     assert got.output.splitlines() == ["to stdout", "to stderr"]
 
 
-def test_side_by_side_children_print_to_their_own_logs_while_the_main_thread_captures() -> None:
+def test_side_by_side_children_print_to_their_own_logs_while_the_main_thread_captures(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The race itself: the main thread enters and leaves captures while the batch's threads fork children that
-    print. Every child succeeds and its log holds its own lines only (not the main thread's capture)."""
+    print. Every child succeeds and its log holds its own lines only (not the main thread's capture). (Side by side
+    always forks; an earlier test of this worker may have started JAX, which makes ``forking_available`` say no.)"""
     from mobilize._quiet import captured_output
+
+    monkeypatch.setattr(isolate, "forking_available", lambda: True)
 
     with isolate.ChildBatch(2) as batch:
         futures = [batch.submit(_prints, label=f"test {k}") for k in range(24)]
