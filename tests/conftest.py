@@ -119,6 +119,23 @@ def write_py(tmp_path: Path) -> Callable[[str, str], Path]:
     return _write
 
 
+@pytest.fixture
+def worker_starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The key (a format) of every isolated worker process started while the test runs, in order (the real workers
+    start; this only records them)."""
+    from mobilize import isolate
+
+    started: list[str] = []
+    real = isolate._Lane._start
+
+    def recording(lane: isolate._Lane) -> None:
+        started.append(lane.key)
+        real(lane)
+
+    monkeypatch.setattr(isolate._Lane, "_start", recording)
+    return started
+
+
 @pytest.fixture(scope="session")
 def tiny_pt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A genuine ``torch.export.save`` archive of a tiny Linear model whose input is named ``features``."""

@@ -59,6 +59,15 @@ def quiet_imports() -> None:
             litert_torch.config.show_progress = False  # type: ignore[attr-defined]
 
 
+def flush_standard_streams() -> None:
+    """Flush sys.stdout/err, skipping a stream that is closed or gone: another thread may have just left a
+    :func:`captured_output`, which closes its stand-in streams (a converter thread forks right then, see
+    :class:`mobilize.isolate.ChildBatch`), and a closed stream has nothing left to flush."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            stream.flush()
+
+
 class _Captured:
     def __init__(self) -> None:
         self.text = ""
@@ -74,9 +83,7 @@ def captured_output() -> Iterator[_Captured]:
     if _VERBOSE:
         yield cap
         return
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(ValueError, OSError, AttributeError):  # closed (or gone): nothing left to flush
-            stream.flush()
+    flush_standard_streams()
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         saved = [os.dup(1), os.dup(2)]
         old_out, old_err = sys.stdout, sys.stderr

@@ -490,7 +490,9 @@ def in_child(fn: Callable[[Callable[[str], None]], Any], *, label: str, on_step:
     started = time.perf_counter()
     with _FORK_LOCK:
         read_fd, write_fd = os.pipe()
-        _flush_standard_streams()
+        from mobilize._quiet import flush_standard_streams
+
+        flush_standard_streams()  # the child must not write the parent's buffered text again
         pid = os.fork()
         if pid == 0:  # the child: never returns
             os.close(read_fd)
@@ -622,8 +624,6 @@ def _child_main(fn: Callable[[Callable[[str], None]], Any], label: str, fd: int,
             sys.modules["torch"].set_num_threads(1)
         tempfile.tempdir = scratch
         os.environ["TMPDIR"] = scratch
-        from mobilize import _quiet
-
         if not _quiet.is_verbose():  # a crash is reported by the parent; no Python stack dump on the terminal
             import faulthandler
 
@@ -649,16 +649,6 @@ def _child_main(fn: Callable[[Callable[[str], None]], Any], label: str, fd: int,
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(0)
-
-
-def _flush_standard_streams() -> None:
-    """Flush sys.stdout/err before a fork, so the child does not write their buffered text again. A converter thread
-    of :class:`ChildBatch` forks while the main thread may be inside :func:`mobilize._quiet.captured_output`, whose
-    stand-in streams it closes on leaving: a stream closed (or gone) by then has nothing left to flush."""
-    for stream in (sys.stdout, sys.stderr):
-        if not _unusable(stream):
-            with contextlib.suppress(ValueError, OSError):  # closed between the check and the flush
-                stream.flush()
 
 
 def _unusable(stream: Any) -> bool:

@@ -74,22 +74,12 @@ def test_an_artifact_that_crashes_its_runtime_is_an_error_row(bundle_copy: Path,
 
 
 def test_the_preflight_reuses_one_worker_per_format(bundle_copy: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                                    worker_starts: list[str]) -> None:
     """Each file is first run once in an isolated worker; those runs go through one pool (a worker per format,
     started once, reused by the format's next file) instead of a fresh interpreter per file."""
-    from mobilize import isolate
-
-    started: list[str] = []
-    real = isolate._Lane._start
-
-    def counting(lane: isolate._Lane) -> None:
-        started.append(lane.key)
-        real(lane)
-
-    monkeypatch.setattr(isolate._Lane, "_start", counting)
     out = tmp_path / "b.json"
     args = [str(bundle_copy), *QUICK, "--no-memory", "--formats", "onnx,tflite", "--json", str(out)]
     assert CliRunner().invoke(bench, args, catch_exceptions=False).exit_code == 0
     rows = [r for r in json.loads(out.read_text())["results"] if r["format"] != "pytorch"]
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows), rows
-    assert sorted(started) == ["onnx", "tflite"]
+    assert sorted(worker_starts) == ["onnx", "tflite"]

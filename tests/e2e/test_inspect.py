@@ -212,21 +212,12 @@ def test_npu_compilation_runs_where_a_vendor_sdk_is_installed(placement_run) -> 
                     ["ops"])
 
 
-def test_inspect_reuses_one_worker_per_format(placement_run, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_inspect_reuses_one_worker_per_format(placement_run, worker_starts: list[str]) -> None:  # noqa: ANN001
     """Each file is read in an isolated worker; the files of one format share one (a fresh interpreter per file cost
     ~4 s each for ExecuTorch files)."""
-    from mobilize import isolate
     from mobilize.analysis.bundle import inspect_bundle
 
-    started: list[str] = []
-    real = isolate._Lane._start
-
-    def counting(lane: isolate._Lane) -> None:
-        started.append(lane.key)
-        real(lane)
-
-    monkeypatch.setattr(isolate._Lane, "_start", counting)
     result = inspect_bundle(placement_run.out)
     formats = [a["format"] for a in result.artifacts]
     assert len(formats) == 8 and all("placement" in a and "error" not in a["placement"] for a in result.artifacts)
-    assert sorted(started) == sorted(set(formats))
+    assert sorted(worker_starts) == sorted(set(formats))

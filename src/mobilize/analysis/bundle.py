@@ -89,15 +89,14 @@ def inspect_bundle(bundle: str | Path, *, coreml_target: str | None = None, isol
     from mobilize.progress import Plan
 
     plan = Plan(step, sum(a["status"] == "ok" for a in manifest["artifacts"]))  # one step per exported file
-    out: list[dict[str, Any]] = []
     with iso.pool() if isolate else contextlib.nullcontext():  # one worker per format, reused from file to file
-        for art in manifest["artifacts"]:
-            _inspect_one(bundle, art, coreml_target, isolate, plan, out)
+        out = [_inspect_one(bundle, art, coreml_target, isolate, plan) for art in manifest["artifacts"]]
     return InspectResult(bundle, out)
 
 
 def _inspect_one(bundle: Path, art: dict[str, Any], coreml_target: str | None, isolate: bool,
-                 plan: Callable[[str], None], out: list[dict[str, Any]]) -> None:
+                 plan: Callable[[str], None]) -> dict[str, Any]:
+    """One artifact's inspection record (read in its format's worker)."""
     from mobilize import api
     from mobilize import formats as registry
     from mobilize.analysis import placement
@@ -106,8 +105,7 @@ def _inspect_one(bundle: Path, art: dict[str, Any], coreml_target: str | None, i
     rec: dict[str, Any] = {"format": art["format"], "precision": art["precision"], "path": art.get("path")}
     if art["status"] != "ok":
         rec["placement"] = {"error": "not exported"}
-        out.append(rec)
-        return
+        return rec
     plugin = registry.get(art["format"])
     path = mf.artifact_path(bundle, art)
     plan(f"inspecting {art['format']} {art['precision']}")
@@ -121,4 +119,4 @@ def _inspect_one(bundle: Path, art: dict[str, Any], coreml_target: str | None, i
                                                   or "no placement record"}
     known = ((art.get("placement") or {}).get("op_modules")) or {}
     placement.attach_modules(rec["placement"], known)
-    out.append(rec)
+    return rec
