@@ -1,3 +1,3 @@
-from mobilize.cli import main
+from mobilize.cli import run
 
-main()
+run()

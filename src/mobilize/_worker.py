@@ -179,6 +179,15 @@ def main() -> None:
     _fault(job)
     result = handle(job)
     Path(job["result_path"]).write_text(json.dumps(result))
+    _leave()
+
+
+def _leave() -> None:
+    """End the process now that its results are on disk, without the interpreter's teardown
+    (:func:`mobilize._exit.exit_now`)."""
+    from mobilize._exit import exit_now
+
+    exit_now(0)
 
 
 def serve(done_fd: int, memory_mb: int) -> None:
@@ -194,6 +203,7 @@ def serve(done_fd: int, memory_mb: int) -> None:
         result = handle(job)
         Path(job["result_path"]).write_text(json.dumps(result))
         os.write(done_fd, b"done\n")
+    _leave()
 
 
 if __name__ == "__main__":

@@ -483,5 +483,19 @@ def _register_optional_commands() -> None:
 
 _register_optional_commands()
 
+
+def run() -> None:
+    """The ``mobilize`` command (console script and ``python -m mobilize``): :func:`main`, then
+    :func:`mobilize._exit.exit_now` (a normal exit minus the second spent tearing down torch and the converters)."""
+    from mobilize._exit import exit_now
+
+    try:
+        main()
+        code: int | str | None = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, (int, str)) or exc.code is None else 1
+    exit_now(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

@@ -270,8 +270,10 @@ class Pool:
         lanes = list(self._lanes.values())
         for lane in lanes:
             lane.executor.shutdown(wait=False, cancel_futures=True)
-        for lane in lanes:
+        for lane in lanes:  # every worker is told first, so they end side by side
             lane.stop()
+        for lane in lanes:
+            lane.reap()
         for lane in lanes:
             lane.executor.shutdown(wait=True)
         import shutil
@@ -333,9 +335,10 @@ class _Lane:
         return rc
 
     def stop(self) -> None:
-        """End the worker: an idle one at the end of its input; a busy one — still warming up, or on a job whose
-        caller has gone (the pool closes on an error) — at once: it would only read the end of its input after
-        finishing work nobody waits for (an export that fails on its first step used to wait 5 s here)."""
+        """Tell the worker to end (:meth:`reap` waits for it): an idle one at the end of its input; a busy one — still
+        warming up, or on a job whose caller has gone (the pool closes on an error) — at once: it would only read the
+        end of its input after finishing work nobody waits for (an export that fails on its first step used to wait
+        5 s here)."""
         self.stopping = True
         proc = self.proc
         if proc is not None and proc.poll() is None:
@@ -344,10 +347,16 @@ class _Lane:
             if self.busy:
                 with contextlib.suppress(OSError):
                     proc.kill()
+
+    def reap(self) -> None:
+        """Wait for the worker :meth:`stop` told to end; SIGKILL after a grace period."""
+        proc = self.proc
+        if proc is not None:
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
 
     def execute(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
         if self.stopping:

@@ -202,4 +202,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from mobilize._exit import exit_now
+
+    exit_now(main(sys.argv[1:]))
