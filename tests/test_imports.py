@@ -38,7 +38,8 @@ import json, sys
 from mobilize._worker import light_imports
 light_imports("coreml")
 import coremltools
-without = "torch" not in sys.modules and not any(m in sys.modules for m in ("sklearn", "executorch", "torchao"))
+without = "torch" not in sys.modules and not any(m in sys.modules for m in ("sklearn", "executorch", "torchao",
+                                                                   "transformers"))
 import torch
 print(json.dumps({"without": without, "torch": torch.__name__, "has_torch": coremltools._deps._HAS_TORCH}))
 """)

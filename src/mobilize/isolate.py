@@ -293,6 +293,7 @@ class _Lane:
         self.log_path = Path()
         self.stopping = False
         self.busy = False  # a job is running on the worker (read by :meth:`stop` from another thread)
+        self._starting = threading.Lock()  # a worker is started only before :meth:`stop`, never after
 
     def _start(self) -> None:
         n = next(self.pool._seq)
@@ -339,8 +340,9 @@ class _Lane:
         warming up, or on a job whose caller has gone (the pool closes on an error) — at once: it would only read the
         end of its input after finishing work nobody waits for (an export that fails on its first step used to wait
         5 s here)."""
-        self.stopping = True
-        proc = self.proc
+        with self._starting:
+            self.stopping = True
+            proc = self.proc
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(OSError, ValueError):
                 proc.stdin.close()  # type: ignore[union-attr]
@@ -371,7 +373,10 @@ class _Lane:
         if self.proc is None or self.proc.poll() is not None:
             if self.proc is not None:
                 self._end(kill=True)
-            self._start()
+            with self._starting:  # a pool closing meanwhile would not see (nor end) a worker started after it
+                if self.stopping:
+                    raise WorkerDied("the worker pool was closed")
+                self._start()
         assert self.proc is not None and self.proc.stdin is not None
         result_path = self.pool._tmp / f"result-{next(self.pool._seq)}.json"
         job = _absolute({**job, "result_path": str(result_path), "memory_mb": self.pool.memory_mb})

@@ -99,3 +99,29 @@ def test_closing_the_pool_kills_a_worker_still_warming_up() -> None:
     assert proc is not None and proc.returncode == -9
     with pytest.raises(isolate.WorkerDied):
         warming.result()
+
+
+def test_a_job_whose_worker_had_not_started_when_the_pool_closed_starts_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool closes between a lane's thread taking a job and starting its worker (a failing export does this with
+    the warm-up job): the worker is never started. It used to start after the close had looked, so nothing ended it
+    and the close waited for it (a fuzzed failing export: 0.1 s → 5 s each)."""
+    import threading
+
+    real = isolate._Lane._execute
+    closing: list[threading.Thread] = []
+
+    def close_first(lane: isolate._Lane, job: dict, timeout: float) -> dict:
+        t = threading.Thread(target=lane.pool.close)  # the pool closes now, from another thread
+        closing.append(t)
+        t.start()
+        while not lane.stopping:
+            t.join(0.01)
+        return real(lane, job, timeout)
+
+    monkeypatch.setattr(isolate._Lane, "_execute", close_first)
+    p = isolate.Pool()
+    warming = p.submit("onnx", {"op": "warm", "formats": ["onnx"]})
+    with pytest.raises(isolate.WorkerDied, match="closed"):
+        warming.result()
+    closing[0].join()
+    assert p.started == 0 and p._lanes["onnx"].proc is None
