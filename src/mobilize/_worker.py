@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mobilize._exit import exit_now
+
 
 def handle(job: dict[str, Any]) -> dict[str, Any]:
     from mobilize import formats
@@ -179,15 +181,7 @@ def main() -> None:
     _fault(job)
     result = handle(job)
     Path(job["result_path"]).write_text(json.dumps(result))
-    _leave()
-
-
-def _leave() -> None:
-    """End the process now that its results are on disk, without the interpreter's teardown
-    (:func:`mobilize._exit.exit_now`)."""
-    from mobilize._exit import exit_now
-
-    exit_now(0)
+    exit_now(0)  # its result is on disk: no interpreter teardown
 
 
 def serve(done_fd: int, memory_mb: int) -> None:
@@ -203,7 +197,7 @@ def serve(done_fd: int, memory_mb: int) -> None:
         result = handle(job)
         Path(job["result_path"]).write_text(json.dumps(result))
         os.write(done_fd, b"done\n")
-    _leave()
+    exit_now(0)  # every result is on disk: no interpreter teardown
 
 
 if __name__ == "__main__":

@@ -361,10 +361,10 @@ class _Lane:
                 proc.wait()
 
     def execute(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
-        if self.stopping:
-            raise WorkerDied("the worker pool was closed")
-        self.busy = True
+        self.busy = True  # before looking at `stopping`: a close either sees this (and kills) or is seen here
         try:
+            if self.stopping:
+                raise WorkerDied("the worker pool was closed")
             return self._execute(job, timeout)
         finally:
             self.busy = False
